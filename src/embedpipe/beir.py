@@ -1,0 +1,193 @@
+"""Readers for BEIR-style inputs, the formats Vertex AI's embedding tuning pipeline takes.
+
+- `corpus.jsonl`: one JSON object per line with `_id` and `text` (required) and `title` (optional).
+- `queries.jsonl`: one JSON object per line with `_id` and `text`.
+- labels (qrels) TSV: `query-id<TAB>corpus-id<TAB>score`, header optional, score a non-negative integer
+  (missing score = 1; 0 = not relevant).
+
+Files are UTF-8 (a byte-order mark and CRLF line endings are accepted). The readers never raise on bad
+records: they add a `Problem` naming file, line and field to a `ProblemCollector`, skip the record and go
+on, so one run reports every problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from embedpipe.validation import ProblemCollector
+
+_BOM = b"\xef\xbb\xbf"
+_INTEGER = re.compile(r"^[+-]?\d+$")
+LABEL_COLUMNS = ("query-id", "corpus-id", "score")
+
+
+def iter_text_lines(data: bytes, file: str, problems: ProblemCollector) -> Iterator[tuple[int, str]]:
+    """Yields (line number, text) for each non-blank line of a UTF-8 file.
+
+    Lines that are not valid UTF-8 are reported and skipped.
+    """
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            bad = raw[err.start : err.start + 1].hex()
+            problems.add(
+                file,
+                number,
+                None,
+                f"not valid UTF-8 (byte 0x{bad} at byte {err.start + 1} of the line); save the file as UTF-8",
+            )
+            continue
+        if text.strip():
+            yield number, text
+
+
+@dataclass
+class Records:
+    """Records read from a JSONL file, with the line each came from."""
+
+    rows: list[dict] = field(default_factory=list)
+    line_of: dict[str, int] = field(default_factory=dict)
+
+
+def _string_field(value, file, number, name, problems, *, required: bool) -> str | None:
+    if value is None:
+        if required:
+            problems.add(file, number, name, f"missing; every record needs a non-empty string '{name}'")
+            return None
+        return ""
+    if name == "_id" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # BEIR files written by some tools carry numeric ids
+    if not isinstance(value, str):
+        problems.add(file, number, name, f"must be a string, got {type(value).__name__} {json.dumps(value)[:40]}")
+        return None
+    if required and not value.strip():
+        problems.add(file, number, name, f"is empty; give a non-empty string '{name}'")
+        return None
+    return value
+
+
+def read_jsonl(data: bytes, file: str, problems: ProblemCollector, *, with_title: bool) -> Records:
+    """Reads a BEIR corpus (`with_title=True`) or queries file.
+
+    Returns the valid records as dicts with `_id`, `text`, `metadata` (JSON text) and, for a corpus,
+    `title` ("" when absent).
+    """
+    records = Records()
+    problems_before = problems.total
+    for number, text in iter_text_lines(data, file, problems):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            problems.add(file, number, None, f"invalid JSON: {err.msg} at column {err.colno}; each line must be one JSON object")
+            continue
+        if not isinstance(obj, dict):
+            problems.add(
+                file, number, None, f'expected a JSON object like {{"_id": "...", "text": "..."}}, got a {type(obj).__name__}'
+            )
+            continue
+        ok = True
+        doc_id = _string_field(obj.get("_id"), file, number, "_id", problems, required=True)
+        body = _string_field(obj.get("text"), file, number, "text", problems, required=True)
+        title = _string_field(obj.get("title"), file, number, "title", problems, required=False) if with_title else ""
+        metadata = obj.get("metadata", {})
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, dict):
+            problems.add(file, number, "metadata", f"must be a JSON object, got {type(metadata).__name__}")
+            ok = False
+        if doc_id is None or body is None or title is None or not ok:
+            continue
+        if doc_id in records.line_of:
+            problems.add(file, number, "_id", f"duplicate id {doc_id!r}, first seen on line {records.line_of[doc_id]}; ids must be unique")
+            continue
+        records.line_of[doc_id] = number
+        row = {"_id": doc_id, "text": body, "metadata": json.dumps(metadata, ensure_ascii=False, sort_keys=True)}
+        if with_title:
+            row["title"] = title
+        records.rows.append(row)
+    if not records.rows and problems.total == problems_before:
+        problems.add(file, None, None, "has no records; expected one JSON object per line")
+    return records
+
+
+@dataclass(frozen=True)
+class Label:
+    query_id: str
+    corpus_id: str
+    score: int
+    line: int
+
+
+def read_labels(
+    data: bytes,
+    file: str,
+    problems: ProblemCollector,
+    *,
+    query_ids: dict[str, int],
+    corpus_ids: dict[str, int],
+    queries_file: str,
+    corpus_file: str,
+) -> list[Label]:
+    """Reads a labels TSV, checking every id against the queries and corpus already read."""
+    labels: list[Label] = []
+    problems_before = problems.total
+    seen: dict[tuple[str, str], int] = {}
+    first = True
+    for number, text in iter_text_lines(data, file, problems):
+        cells = text.split("\t")
+        if first:
+            first = False
+            if [c.strip().lower() for c in cells[:2]] == ["query-id", "corpus-id"]:
+                continue  # header
+        if len(cells) not in (2, 3):
+            hint = " (is the file tab-separated?)" if len(cells) == 1 and (" " in text or "," in text) else ""
+            problems.add(
+                file, number, None, f"expected 3 tab-separated columns (query-id, corpus-id, score), found {len(cells)}{hint}"
+            )
+            continue
+        query_id, corpus_id = cells[0].strip(), cells[1].strip()
+        ok = True
+        for name, value in (("query-id", query_id), ("corpus-id", corpus_id)):
+            if not value:
+                problems.add(file, number, name, "is empty; give the id of a record")
+                ok = False
+        score = 1
+        if len(cells) == 3:
+            raw = cells[2].strip()
+            if not _INTEGER.match(raw):
+                problems.add(file, number, "score", f"{raw!r} is not an integer; scores are non-negative integers (0 = not relevant)")
+                ok = False
+            elif int(raw) < 0:
+                problems.add(file, number, "score", f"negative score {raw}; scores are non-negative integers (0 = not relevant)")
+                ok = False
+            else:
+                score = int(raw)
+        if not ok:
+            continue
+        if query_id not in query_ids:
+            problems.add(file, number, "query-id", f"unknown query id {query_id!r}: not in {queries_file}")
+            ok = False
+        if corpus_id not in corpus_ids:
+            problems.add(file, number, "corpus-id", f"unknown corpus id {corpus_id!r}: not in {corpus_file}")
+            ok = False
+        if not ok:
+            continue
+        key = (query_id, corpus_id)
+        if key in seen:
+            problems.add(
+                file, number, "corpus-id", f"duplicate label for query {query_id!r} and document {corpus_id!r}, first on line {seen[key]}"
+            )
+            continue
+        seen[key] = number
+        labels.append(Label(query_id, corpus_id, score, number))
+    if not labels and problems.total == problems_before:
+        problems.add(file, None, None, "has no labels; expected lines of query-id<TAB>corpus-id<TAB>score")
+    return labels

@@ -1,0 +1,129 @@
+"""The `embedpipe` command.
+
+    embedpipe run                 # the whole pipeline locally (kfp.local) on the example data
+    embedpipe prepare --data DIR  # data preparation alone, straight from the library
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXAMPLE_DATA = "examples/scifact-mini"
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("input data (BEIR layout)")
+    group.add_argument(
+        "--data",
+        default=EXAMPLE_DATA,
+        help="folder with corpus.jsonl, queries.jsonl and qrels/{train,test,validation}.tsv (default: %(default)s)",
+    )
+    group.add_argument("--corpus", help="corpus.jsonl path or gs:// URI (default: DATA/corpus.jsonl)")
+    group.add_argument("--queries", help="queries.jsonl (default: DATA/queries.jsonl)")
+    group.add_argument("--train-labels", help="train labels TSV (default: DATA/qrels/train.tsv)")
+    group.add_argument("--test-labels", help="test labels TSV (default: DATA/qrels/test.tsv if it exists)")
+    group.add_argument("--validation-labels", help="validation labels TSV (default: DATA/qrels/validation.tsv if it exists)")
+    group.add_argument("--test-fraction", type=float, default=0.2, help="share of train queries split off as test when no test labels (default: %(default)s)")
+    group.add_argument("--validation-fraction", type=float, default=0.0, help="share of train queries split off as validation (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=42, help="seed of the splits (default: %(default)s)")
+
+
+def _data_paths(args) -> dict[str, str]:
+    data = Path(args.data)
+
+    def optional(explicit, default: Path) -> str:
+        if explicit is not None:
+            return explicit
+        return str(default) if default.exists() else ""
+
+    return {
+        "corpus_path": args.corpus or str(data / "corpus.jsonl"),
+        "queries_path": args.queries or str(data / "queries.jsonl"),
+        "train_labels_path": args.train_labels or str(data / "qrels" / "train.tsv"),
+        "test_labels_path": optional(args.test_labels, data / "qrels" / "test.tsv"),
+        "validation_labels_path": optional(args.validation_labels, data / "qrels" / "validation.tsv"),
+    }
+
+
+def cmd_prepare(args) -> int:
+    from embedpipe.prepare import SPLITS, prepare_data
+
+    paths = _data_paths(args)
+    prepared = prepare_data(
+        **paths, test_fraction=args.test_fraction, validation_fraction=args.validation_fraction, seed=args.seed
+    )
+    out = Path(args.output_dir)
+    prepared.write(
+        str(out / "corpus.parquet"),
+        str(out / "queries.parquet"),
+        {split: str(out / f"{split}_labels.parquet") for split in SPLITS},
+        str(out / "report.md"),
+    )
+    print(prepared.report())
+    print(f"wrote {out}/{{corpus,queries,train_labels,validation_labels,test_labels}}.parquet and report.md")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from embedpipe.local import run_locally
+    from embedpipe.pipelines import tune_and_index
+
+    arguments = dict(
+        _data_paths(args), test_fraction=args.test_fraction, validation_fraction=args.validation_fraction, seed=args.seed
+    )
+    print(f"embedpipe run: pipeline {tune_and_index.name!r} with kfp.local (SubprocessRunner) under {args.output_dir}")
+    started = time.monotonic()
+    try:
+        run = run_locally(tune_and_index, arguments, pipeline_root=args.output_dir)
+    except RuntimeError as err:
+        print(f"\nembedpipe run failed: {err}\nThe failing task's log above says why.", file=sys.stderr)
+        return 1
+    elapsed = time.monotonic() - started
+    print(f"\n== embedpipe run finished in {elapsed:.0f} s; run folder: {run.run_dir}")
+    for task, outputs in run.outputs.items():
+        print(f"\n[{task}]")
+        for name, output in outputs.items():
+            print(f"  {name:<18} {output['uri']}")
+    prepared = run.outputs.get("prepare-data")
+    if prepared:
+        counts = prepared["metrics"]["metadata"]
+        print("\nData: " + ", ".join(f"{k} {int(v):,}" for k, v in counts.items()))
+        print("\n" + Path(prepared["report"]["uri"]).read_text(encoding="utf-8"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from embedpipe import __version__
+
+    parser = argparse.ArgumentParser(prog="embedpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"embedpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the whole pipeline locally with kfp.local on embedded defaults")
+    _add_data_arguments(run)
+    run.add_argument("--output-dir", default=".embedpipe/runs", help="pipeline root for local runs (default: %(default)s)")
+    run.set_defaults(func=cmd_run)
+
+    prepare = sub.add_parser("prepare", help="validate and prepare BEIR-style data (library only, no KFP)")
+    _add_data_arguments(prepare)
+    prepare.add_argument("--output-dir", required=True, help="folder for the Parquet files and report.md")
+    prepare.set_defaults(func=cmd_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from embedpipe.validation import DataValidationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataValidationError, FileNotFoundError, ValueError) as err:
+        print(f"embedpipe {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Shared fixtures. Tests never reach a model hub: HF_HUB_OFFLINE is set before anything imports it."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_DATA = REPO / "examples" / "scifact-mini"
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def example_data(tmp_path) -> Path:
+    """A private copy of the example dataset (tests may modify it)."""
+    target = tmp_path / "scifact-mini"
+    shutil.copytree(EXAMPLE_DATA, target)
+    return target
