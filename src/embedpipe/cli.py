@@ -95,6 +95,13 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from embedpipe.serving import serve
+
+    serve(args.model, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from embedpipe import __version__
 
@@ -111,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(prepare)
     prepare.add_argument("--output-dir", required=True, help="folder for the Parquet files and report.md")
     prepare.set_defaults(func=cmd_prepare)
+
+    serve = sub.add_parser("serve", help="serve a model with a textembedding-gecko compatible :predict endpoint")
+    serve.add_argument("--model", help="model folder, gs:// folder, hub id or 'default' (default: $AIP_STORAGE_URI or the packaged MiniLM)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 in a container)")
+    serve.add_argument("--port", type=int, help="port (default: $AIP_HTTP_PORT or 8080)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
