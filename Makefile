@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run test compile benchmarks clean
+.PHONY: help install run test compile images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -34,3 +34,10 @@ compile: install ## write pipeline and component YAML to build/
 
 clean: ## remove local runs and build outputs
 	rm -rf build .embedpipe
+
+images: install ## build and push the four images to Artifact Registry (needs Docker; not runnable here)
+	rm -rf build/wheels && $(PY) -m pip wheel --no-deps --wheel-dir build/wheels .
+	for runtime in base train dataflow serve; do \
+	  image=$$($(PY) -m embedpipe.images $$runtime) && \
+	  docker build -f containers/$$runtime/Dockerfile -t $$image . && docker push $$image || exit 1; \
+	done

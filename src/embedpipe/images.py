@@ -31,3 +31,9 @@ BASE_IMAGE = image_uri("base")
 TRAIN_IMAGE = image_uri("train")
 DATAFLOW_IMAGE = image_uri("dataflow")
 SERVE_IMAGE = image_uri("serve")
+
+
+if __name__ == "__main__":  # `python -m embedpipe.images base` prints that runtime's image URI
+    import sys
+
+    print(image_uri(*sys.argv[1:2]))
