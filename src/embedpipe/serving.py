@@ -22,6 +22,7 @@ Example (local):
 
 import json
 import os
+import queue
 import threading
 from dataclasses import dataclass, field
 
@@ -34,6 +35,56 @@ DEFAULT_TASK_TYPE = "RETRIEVAL_QUERY"
 
 class PredictError(ValueError):
     """A request the endpoint refuses (answered with HTTP 400)."""
+
+
+class MicroBatcher:
+    """Encodes the texts of concurrent requests together, in one background thread.
+
+    Requests that arrive while a batch is being encoded wait and are encoded as the next batch (up to
+    `max_texts` texts), so under load the model sees batches instead of one text at a time, and torch
+    never runs two encodes at once on the same cores. Token counting runs here too: a Hugging Face fast
+    tokenizer must not be called from two threads at once ("Already borrowed").
+
+    `encode_fn(texts)` returns (vectors, token_counts); `encode(texts)` returns the same for one request.
+    """
+
+    def __init__(self, encode_fn, max_texts: int = 64):
+        self.encode_fn = encode_fn
+        self.max_texts = max_texts
+        self.pending: queue.Queue = queue.Queue()
+        threading.Thread(target=self._run, name="embedpipe-batcher", daemon=True).start()
+
+    def encode(self, texts: list[str]):
+        slot: dict = {"done": threading.Event()}
+        self.pending.put((texts, slot))
+        slot["done"].wait()
+        if "error" in slot:
+            raise slot["error"]
+        return slot["result"]
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.pending.get()]
+            count = len(batch[0][0])
+            while count < self.max_texts:
+                try:
+                    item = self.pending.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+                count += len(item[0])
+            try:
+                vectors, counts = self.encode_fn([text for texts, _ in batch for text in texts])
+            except Exception as err:  # every waiting request gets the error
+                for _, slot in batch:
+                    slot["error"] = err
+                    slot["done"].set()
+                continue
+            start = 0
+            for texts, slot in batch:
+                slot["result"] = (vectors[start : start + len(texts)], counts[start : start + len(texts)])
+                start += len(texts)
+                slot["done"].set()
 
 
 @dataclass
@@ -50,7 +101,14 @@ class EmbeddingService:
     model: object
     batch_size: int = 32
     _prompts: dict[str, Prompts] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _batcher: MicroBatcher | None = None
+
+    def __post_init__(self):
+        from embedpipe.models import encode
+
+        self._batcher = MicroBatcher(
+            lambda texts: (encode(self.model, texts, batch_size=self.batch_size), self.token_counts(texts))
+        )
 
     @property
     def dimension(self) -> int:
@@ -118,10 +176,8 @@ class EmbeddingService:
         """
         import numpy as np
 
-        from embedpipe.models import encode
-
         texts, auto_truncate, dimension = self._parse(body)
-        counts = self.token_counts(texts)
+        vectors, counts = self._batcher.encode(texts)
         limit = self.max_seq_length
         if not auto_truncate:
             too_long = [i for i, n in enumerate(counts) if n > limit]
@@ -130,8 +186,6 @@ class EmbeddingService:
                     f"instances{too_long[:10]} are longer than the model's {limit} tokens "
                     f"({', '.join(str(counts[i]) for i in too_long[:10])} tokens) and autoTruncate is false"
                 )
-        with self._lock:  # one encode at a time: concurrent torch calls only oversubscribe the cores
-            vectors = encode(self.model, texts, batch_size=self.batch_size)
         if dimension is not None and dimension < vectors.shape[1]:
             vectors = vectors[:, :dimension]
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

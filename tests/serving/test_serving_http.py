@@ -190,3 +190,24 @@ def test_serving_config_reads_vertex_variables_when_called(monkeypatch):
     monkeypatch.setenv("AIP_PREDICT_ROUTE", "/v1/endpoints/1:predict")
     monkeypatch.setenv("AIP_STORAGE_URI", "gs://bucket/model")
     assert ServingConfig.from_env() == ServingConfig("gs://bucket/model", 9123, "/v1/endpoints/1/health", "/v1/endpoints/1:predict")
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(server, reference):
+    """Many clients at once: every answer is 200 and belongs to its own request (no mixing, no races)."""
+    texts = [f"query number {i} about {'cells ' * (i % 7)}" for i in range(48)]
+    results: dict[int, tuple] = {}
+
+    def client(k):
+        for i in range(k, len(texts), 8):
+            results[i] = server.call("POST", "/v1/predict", {"instances": [{"content": texts[i]}, {"content": "fixed"}]})
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == list(range(len(texts)))
+    assert all(status == 200 for status, _ in results.values())
+    want = encode_reference(reference, ["task: search result | query: " + t for t in texts])
+    got = np.array([results[i][1]["predictions"][0]["embeddings"]["values"] for i in range(len(texts))])
+    np.testing.assert_allclose(got, want, atol=1e-5)
