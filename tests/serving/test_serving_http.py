@@ -211,3 +211,19 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(server, r
     want = encode_reference(reference, ["task: search result | query: " + t for t in texts])
     got = np.array([results[i][1]["predictions"][0]["embeddings"]["values"] for i in range(len(texts))])
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_model_from_a_gs_storage_uri_is_copied_locally_at_start():
+    """AIP_STORAGE_URI as Vertex sets it, through a fake storage client (no live GCS here)."""
+    from tests.unit.test_storage import FakeClient
+
+    folder = packaged_model_path()
+    objects = {f"models/tuned/{p.relative_to(folder).as_posix()}": p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    app = create_app(ServingConfig("gs://bucket/models/tuned", 0, "/health", "/predict"), gcs_client=FakeClient({"bucket": objects}))
+    running = Server(app)
+    try:
+        running.wait_healthy()
+        status, body = running.call("POST", "/predict", {"instances": [{"content": "hello"}]})
+        assert status == 200 and len(body["predictions"][0]["embeddings"]["values"]) == 384
+    finally:
+        running.stop()
