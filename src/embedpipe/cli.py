@@ -95,6 +95,37 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _key_values(pairs: list[str], what: str) -> dict[str, str]:
+    values = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} {pair!r} must look like name=value")
+        values[key] = value
+    return values
+
+
+def cmd_submit(args) -> int:
+    from embedpipe.submit import Submission, coerce_parameters, submit
+
+    caching = {"on": True, "off": False, "default": None}[args.caching]
+    submission = Submission(
+        template_path=args.template,
+        project=args.project,
+        location=args.location,
+        pipeline_root=args.pipeline_root,
+        parameter_values=coerce_parameters(args.template, _key_values(args.param, "--param")),
+        service_account=args.service_account or "",
+        labels=_key_values(args.label, "--label"),
+        enable_caching=caching,
+        display_name=args.display_name or "",
+        network=args.network or "",
+    )
+    job = submit(submission)
+    print(f"submitted {job.resource_name}\n{getattr(job, '_dashboard_uri', lambda: '')()}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from embedpipe.serving import serve
 
@@ -118,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(prepare)
     prepare.add_argument("--output-dir", required=True, help="folder for the Parquet files and report.md")
     prepare.set_defaults(func=cmd_prepare)
+
+    submit = sub.add_parser("submit", help="submit compiled pipeline YAML to Vertex AI Pipelines")
+    submit.add_argument("template", help="compiled pipeline YAML, e.g. build/pipelines/tune_and_index.yaml")
+    submit.add_argument("--project", required=True, help="Google Cloud project id")
+    submit.add_argument("--location", default="us-central1", help="Vertex AI region (default: %(default)s)")
+    submit.add_argument("--pipeline-root", required=True, help="gs:// folder for the run's artifacts")
+    submit.add_argument("--service-account", help="service account the run uses")
+    submit.add_argument("--network", help="VPC network, projects/<number>/global/networks/<name>")
+    submit.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
+    submit.add_argument("--label", action="append", metavar="KEY=VALUE", help="Vertex label (repeatable)")
+    submit.add_argument("--caching", choices=["on", "off", "default"], default="default", help="task caching (default: the pipeline's own)")
+    submit.add_argument("--display-name", help="run display name (default: from the file name)")
+    submit.set_defaults(func=cmd_submit)
 
     serve = sub.add_parser("serve", help="serve a model with a textembedding-gecko compatible :predict endpoint")
     serve.add_argument("--model", help="model folder, gs:// folder, hub id or 'default' (default: $AIP_STORAGE_URI or the packaged MiniLM)")

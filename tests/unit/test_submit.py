@@ -1,0 +1,91 @@
+"""`embedpipe submit` against a fake of google.cloud.aiplatform (Vertex AI is not reachable here)."""
+
+import pytest
+
+import compile as compile_script
+from embedpipe import submit as submit_module
+from embedpipe.cli import main as cli_main
+
+
+class FakeAiplatform:
+    """Records what embedpipe asks of aiplatform.init / PipelineJob / PipelineJob.submit."""
+
+    def __init__(self):
+        self.calls = []
+        fake = self
+
+        class PipelineJob:
+            resource_name = "projects/p/locations/us-central1/pipelineJobs/run-1"
+
+            def __init__(self, **kwargs):
+                fake.calls.append(("PipelineJob", kwargs))
+
+            def submit(self, **kwargs):
+                fake.calls.append(("submit", kwargs))
+
+        self.PipelineJob = PipelineJob
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs))
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    compile_script.compile_all(out)
+    return str(out / "pipelines" / "tune_and_index.yaml")
+
+
+def required_parameters(template):
+    declared = submit_module.pipeline_parameters(template)
+    return {name: "gs://b/x" for name, spec in declared.items() if not spec.get("isOptional")}
+
+
+def test_submit_passes_root_service_account_labels_and_caching(template):
+    fake = FakeAiplatform()
+    submission = submit_module.Submission(
+        template_path=template,
+        project="my-project",
+        location="europe-west4",
+        pipeline_root="gs://bucket/root",
+        parameter_values=required_parameters(template),
+        service_account="runner@my-project.iam.gserviceaccount.com",
+        labels={"team": "search"},
+        enable_caching=False,
+    )
+    submit_module.submit(submission, aiplatform=fake)
+    (init, init_kwargs), (_, job_kwargs), (_, submit_kwargs) = fake.calls
+    assert init_kwargs == {"project": "my-project", "location": "europe-west4"}
+    assert job_kwargs["template_path"] == template and job_kwargs["pipeline_root"] == "gs://bucket/root"
+    assert job_kwargs["enable_caching"] is False and job_kwargs["labels"] == {"team": "search"}
+    assert job_kwargs["parameter_values"] == required_parameters(template)
+    assert submit_kwargs["service_account"] == "runner@my-project.iam.gserviceaccount.com"
+
+
+def test_every_problem_is_reported_before_any_call(template):
+    fake = FakeAiplatform()
+    submission = submit_module.Submission(
+        template_path=template,
+        project="",
+        location="us-central1",
+        pipeline_root="/local/root",
+        parameter_values={"no_such_parameter": 1},
+        labels={"Team": "x"},
+    )
+    with pytest.raises(ValueError) as info:
+        submit_module.submit(submission, aiplatform=fake)
+    message = str(info.value)
+    for part in ("'no_such_parameter' is not declared", "required parameter(s) not given", "--project is required", "must be a gs:// folder", "label Team=x"):
+        assert part in message
+    assert fake.calls == []
+
+
+def test_cli_parameters_are_typed_from_the_compiled_pipeline(template):
+    values = submit_module.coerce_parameters(template, {"seed": "7", "test_fraction": "0.25", "corpus_path": "gs://b/c.jsonl"})
+    assert values == {"seed": 7, "test_fraction": 0.25, "corpus_path": "gs://b/c.jsonl"}
+
+
+def test_cli_reports_a_missing_template(tmp_path, capsys):
+    argv = ["submit", str(tmp_path / "none.yaml"), "--project", "p", "--pipeline-root", "gs://b/r"]
+    assert cli_main(argv) == 2
+    assert "no such compiled pipeline" in capsys.readouterr().err
