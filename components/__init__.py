@@ -4,10 +4,13 @@ Each is a lightweight Python component whose `base_image` is the embedpipe image
 version, with no `packages_to_install`: the same definition runs under `kfp.local` and on Vertex AI.
 
 1. prepare_data: validate BEIR-style inputs, split labels by query, write Parquet datasets.
+- package_for_serving: describe the tuned model as a Vertex serving container (then GCPC registers it).
 """
 
+from embedpipe.components.package_for_serving.component import package_for_serving
 from embedpipe.components.prepare_data.component import prepare_data
 
 PrepareDataOp = prepare_data
+PackageForServingOp = package_for_serving
 
-__all__ = ["prepare_data", "PrepareDataOp"]
+__all__ = ["prepare_data", "PrepareDataOp", "package_for_serving", "PackageForServingOp"]
