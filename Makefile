@@ -39,5 +39,6 @@ images: install ## build and push the four images to Artifact Registry (needs Do
 	rm -rf build/wheels && $(PY) -m pip wheel --no-deps --wheel-dir build/wheels .
 	for runtime in base train dataflow serve; do \
 	  image=$$($(PY) -m embedpipe.images $$runtime) && \
-	  docker build -f containers/$$runtime/Dockerfile -t $$image . && docker push $$image || exit 1; \
+	  docker build -f containers/$$runtime/Dockerfile --build-arg BASE_IMAGE=$$($(PY) -m embedpipe.images base) -t $$image . \
+	  && docker push $$image || exit 1; \
 	done

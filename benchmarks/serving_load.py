@@ -40,6 +40,17 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def summarise(latencies: list[float], wall: float, errors: int = 0, samples: list[str] | None = None) -> dict:
+    return {
+        "requests_per_s": len(latencies) / wall,
+        "p50_ms": 1000 * percentile(latencies, 0.5),
+        "p99_ms": 1000 * percentile(latencies, 0.99),
+        "requests": len(latencies),
+        "errors": errors,
+        "error_samples": samples or [],
+    }
+
+
 def load_round(port: int, texts: list[str], clients: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors = [0]
@@ -79,15 +90,7 @@ def load_round(port: int, texts: list[str], clients: int, seconds: float) -> dic
         t.start()
     for t in threads:
         t.join()
-    wall = time.monotonic() - started
-    return {
-        "requests_per_s": len(latencies) / wall,
-        "p50_ms": 1000 * percentile(latencies, 0.5),
-        "p99_ms": 1000 * percentile(latencies, 0.99),
-        "requests": len(latencies),
-        "errors": errors[0],
-        "error_samples": samples,
-    }
+    return summarise(latencies, time.monotonic() - started, errors[0], samples)
 
 
 def direct_round(model, texts: list[str], seconds: float) -> dict:
@@ -102,14 +105,7 @@ def direct_round(model, texts: list[str], seconds: float) -> dict:
         encode(model, [texts[i % len(texts)]])
         latencies.append(time.perf_counter() - t0)
         i += 1
-    wall = time.monotonic() - started
-    return {
-        "requests_per_s": len(latencies) / wall,
-        "p50_ms": 1000 * percentile(latencies, 0.5),
-        "p99_ms": 1000 * percentile(latencies, 0.99),
-        "requests": len(latencies),
-        "errors": 0,
-    }
+    return summarise(latencies, time.monotonic() - started)
 
 
 def main(argv=None) -> int:
