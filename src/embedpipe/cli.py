@@ -2,6 +2,7 @@
 
     embedpipe run                 # the whole pipeline locally (kfp.local) on the example data
     embedpipe prepare --data DIR  # data preparation alone, straight from the library
+    embedpipe embed --input corpus.jsonl --output vectors/  # the Beam embedding job alone
 """
 
 from __future__ import annotations
@@ -126,6 +127,35 @@ def cmd_submit(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    from embedpipe.embed.dataflow import dataflow_args, default_project
+    from embedpipe.embed.job import config_from_args, run_job
+
+    if args.runner == "DataflowRunner":
+        args.share_model_across_processes = args.share_model_across_processes or bool(args.accelerator_type)
+        args.model_copies = max(args.model_copies, args.accelerator_count if args.accelerator_type else 1)
+    config = config_from_args(args)
+    beam_args = []
+    if args.runner == "DataflowRunner":
+        beam_args = dataflow_args(
+            project=args.project or default_project(),
+            region=args.region,
+            temp_location=args.temp_location or "",
+            sdk_container_image=args.dataflow_image or "",
+            service_account=args.service_account or "",
+            network=args.network or "",
+            subnetwork=args.subnetwork or "",
+            machine_type=args.machine_type or "",
+            max_workers=args.max_workers,
+            accelerator_type=args.accelerator_type or "",
+            accelerator_count=args.accelerator_count,
+        )
+    print(f"embedpipe embed: {config.input_pattern} ({config.input_format}) -> {config.output} on {args.runner}")
+    result = run_job(config, beam_args)
+    print(result.summary())
+    return 0
+
+
 def cmd_serve(args) -> int:
     from embedpipe.serving import serve
 
@@ -163,6 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--display-name", help="run display name (default: from the file name)")
     submit.set_defaults(func=cmd_submit)
 
+    from embedpipe.embed.job import add_job_arguments
+
+    embed = sub.add_parser("embed", help="embed a corpus into Parquet vector shards with Beam (local runner or Dataflow)")
+    add_job_arguments(embed)
+    cloud = embed.add_argument_group("Dataflow (with --runner DataflowRunner)")
+    cloud.add_argument("--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"], help="(default: %(default)s)")
+    cloud.add_argument("--project", help="Google Cloud project (default: the environment's)")
+    cloud.add_argument("--region", default="us-central1", help="Dataflow region (default: %(default)s)")
+    cloud.add_argument("--temp-location", help="gs:// folder for Dataflow temp files")
+    cloud.add_argument("--service-account", help="worker service account e-mail")
+    cloud.add_argument("--network", help="VPC network")
+    cloud.add_argument("--subnetwork", help="subnetwork URL")
+    cloud.add_argument("--machine-type", help="worker machine type, e.g. g2-standard-8")
+    cloud.add_argument("--max-workers", type=int, default=0, help="autoscaling limit (0 = Dataflow default)")
+    cloud.add_argument("--accelerator-type", help="GPU per worker, e.g. nvidia-l4")
+    cloud.add_argument("--accelerator-count", type=int, default=1, help="GPUs per worker (default: %(default)s)")
+    cloud.add_argument("--dataflow-image", help="worker image (default: this version's embedpipe-dataflow image)")
+    embed.set_defaults(func=cmd_embed)
+
     serve = sub.add_parser("serve", help="serve a model with a textembedding-gecko compatible :predict endpoint")
     serve.add_argument("--model", help="model folder, gs:// folder, hub id or 'default' (default: $AIP_STORAGE_URI or the packaged MiniLM)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 in a container)")
@@ -177,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataValidationError, FileNotFoundError, ValueError) as err:
+    except (DataValidationError, FileNotFoundError, ValueError) as err:  # ModelLoadError is a ValueError
         print(f"embedpipe {args.command}: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,98 @@
+"""embed_corpus: embed every document with Beam, on the local runner or on Dataflow (GPU workers)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output, OutputPath
+
+from embedpipe.images import BASE_IMAGE, DATAFLOW_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def embed_corpus(
+    corpus: Input[Dataset],
+    vectors: Output[Dataset],
+    metrics: Output[Metrics],
+    gcp_resources: OutputPath(str),
+    model: str = "default",
+    tuned_model: Input[Model] = None,
+    previous_vectors: Input[Dataset] = None,
+    task_type: str = "RETRIEVAL_DOCUMENT",
+    chunk_tokens: int = 0,
+    chunk_overlap: int = 0,
+    batch_size: int = 32,
+    output_dimensionality: int = 0,
+    runner: str = "DirectRunner",
+    project: str = "",
+    location: str = "us-central1",
+    temp_location: str = "",
+    service_account: str = "",
+    network: str = "",
+    subnetwork: str = "",
+    machine_type: str = "",
+    max_workers: int = 0,
+    accelerator_type: str = "",
+    accelerator_count: int = 1,
+    dataflow_image: str = DATAFLOW_IMAGE,
+):
+    """Embeds a corpus into Parquet vector shards with a Beam job (RunInference, our ModelHandler).
+
+    Args:
+        corpus: Corpus, Parquet (prepare_data's `corpus`) or BEIR JSONL; a file or a folder of shards.
+        model: Model reference when `tuned_model` is not given: "default" (packaged MiniLM), a gs:// or
+            local sentence-transformers folder, or a hub id (e.g. "google/embeddinggemma-300m").
+        tuned_model: A Model artifact (fine_tune's output); wins over `model` when connected.
+        previous_vectors: The `vectors` of an earlier run: documents whose content hash (formatted text +
+            model + chunking) did not change are carried over instead of embedded again.
+        task_type: Vertex task type; selects the document prompt (e.g. EmbeddingGemma's "title: ... | text: ").
+        chunk_tokens: Split documents into chunks of this many tokens (0 = one vector per document).
+        chunk_overlap: Tokens shared by neighbouring chunks; chunk ids are `docid#n`.
+        batch_size: Texts per forward pass.
+        output_dimensionality: Keep this many leading dimensions, re-normalised (0 = all).
+        runner: "DirectRunner" (in this task's process; kfp.local) or "DataflowRunner".
+        project: Dataflow project ("" = the project the task runs in).
+        location: Dataflow region.
+        temp_location: gs:// folder for Dataflow temp files ("" = beside the `vectors` artifact).
+        service_account: Dataflow worker service account ("" = project default).
+        network: VPC network of the workers.
+        subnetwork: Subnetwork URL of the workers.
+        machine_type: Worker machine type (e.g. "g2-standard-8" with L4 GPUs).
+        max_workers: Autoscaling limit (0 = Dataflow default).
+        accelerator_type: GPU per worker, e.g. "nvidia-l4" ("" = CPU workers); bf16 is used on GPUs.
+        accelerator_count: GPUs per worker.
+        dataflow_image: Worker container image (our Dataflow image of this version).
+
+    Returns:
+        vectors: Folder of Parquet shards `vectors-*.parquet`: `id`, `embedding` (list<float32>),
+            `content`, `metadata` (JSON text; `document_id`, `chunk` for chunks), `content_hash`; records
+            that could not be embedded are in `_dead_letters/` with the reason.
+        metrics: documents_read, documents_embedded, chunks_embedded, documents_reused, vectors_reused,
+            documents_removed, dead_letters, seconds, documents_per_second.
+        gcp_resources: The Dataflow job (GCPC format), so Vertex links it and cancels it with the run.
+    """
+    from embedpipe.embed.dataflow import embed_corpus_task
+
+    embed_corpus_task(
+        corpus=corpus,
+        vectors=vectors,
+        metrics=metrics,
+        gcp_resources=gcp_resources,
+        model=model,
+        tuned_model=tuned_model,
+        previous_vectors=previous_vectors,
+        task_type=task_type,
+        chunk_tokens=chunk_tokens,
+        chunk_overlap=chunk_overlap,
+        batch_size=batch_size,
+        output_dimensionality=output_dimensionality,
+        runner=runner,
+        project=project,
+        location=location,
+        temp_location=temp_location,
+        service_account=service_account,
+        network=network,
+        subnetwork=subnetwork,
+        machine_type=machine_type,
+        max_workers=max_workers,
+        accelerator_type=accelerator_type,
+        accelerator_count=accelerator_count,
+        sdk_container_image=dataflow_image,
+    )

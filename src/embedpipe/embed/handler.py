@@ -1,0 +1,278 @@
+"""The model side of the embedding job: Beam ModelHandler, encoder, model identity and prompts.
+
+`SentenceTransformerHandler` is the ModelHandler that `RunInference` uses. Beam loads one model per
+worker process and shares it between the process's threads (`apache_beam.utils.shared`); with
+`share_across_processes=True` (the default on GPU workers) Beam instead keeps `model_copies` models per
+worker machine in a separate process (`multi_process_shared`) that every SDK process talks to, so a GPU
+holds one copy of the model rather than one per process.
+
+Each batch that RunInference hands over (a few hundred texts) is encoded by sentence-transformers,
+which sorts it by length and cuts it into `batch_size` forward passes, so texts of similar length are
+padded together. Vectors are cut to `output_dimensionality` (Matryoshka) and re-normalised.
+
+Example:
+    >>> handler = SentenceTransformerHandler("default", batch_size=32)   # doctest: +SKIP
+    >>> encoder = handler.load_model()                                     # doctest: +SKIP
+    >>> encoder.embed(["pgvector An extension."]).shape                   # doctest: +SKIP
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from embedpipe import models, storage
+
+BACKENDS = ("torch", "onnx-int8")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+_local_paths: dict[str, str] = {}
+_local_paths_lock = threading.Lock()
+
+
+def local_model_path(model: str) -> str:
+    """Resolves a model reference once per process (a `gs://` folder is copied once, then reused)."""
+    with _local_paths_lock:
+        if model not in _local_paths:
+            _local_paths[model] = models.resolve_model_path(model)
+        return _local_paths[model]
+
+
+def _read_model_file(model: str, name: str) -> bytes | None:
+    """One small file of a model folder (local, gs:// or the hub cache), or None when it has none."""
+    ref = (model or "").strip()
+    if storage.is_gcs(ref):
+        uri = ref.rstrip("/") + "/" + name
+        return storage.read_bytes(uri) if storage.exists(uri) else None
+    path = models.resolve_model_path(ref)
+    if Path(path).is_dir():
+        file = Path(path) / name
+        return file.read_bytes() if file.is_file() else None
+    try:  # a hub id: the file from the local cache (HF_HUB_OFFLINE) or the hub
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(path, name)).read_bytes()
+    except Exception:  # noqa: BLE001 - a hub model without this file
+        return None
+
+
+def model_prompts(model: str) -> dict[str, str]:
+    """The model's named prompts (`config_sentence_transformers.json`), without loading the model.
+
+    Raises:
+        ModelLoadError: when the model folder does not exist or is not a model folder.
+    """
+    data = _read_model_file(model, "config_sentence_transformers.json")
+    if not data:
+        return {}
+    try:
+        return dict(json.loads(data).get("prompts") or {})
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise models.ModelLoadError(f"model {model!r}: config_sentence_transformers.json is not valid JSON: {err}") from err
+
+
+def model_fingerprint(model: str, gcs_client=None) -> str:
+    """A short hash that changes when the model's files change.
+
+    Local folder: the content of every file. `gs://` folder: the objects' names, sizes and MD5 hashes (no
+    download). Hub id: the id itself (pin a folder if you need re-embedding to follow hub updates).
+    """
+    ref = (model or "").strip()
+    digest = hashlib.sha256()
+    if storage.is_gcs(ref):
+        bucket, prefix = storage.split_gcs_uri(ref)
+        prefix = prefix.rstrip("/") + "/"
+        client = storage._gcs_client(gcs_client)
+        for blob in sorted(client.list_blobs(bucket, prefix=prefix), key=lambda b: b.name):
+            digest.update(f"{blob.name[len(prefix):]}\0{blob.size}\0{blob.md5_hash or blob.crc32c}\n".encode())
+        return "gcs:" + digest.hexdigest()[:16]
+    path = Path(models.resolve_model_path(ref))
+    if not path.is_dir():
+        return "hub:" + ref
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        relative = file.relative_to(path).as_posix()
+        if any(part.startswith(".") for part in relative.split("/")) or relative.lower().endswith(".md"):
+            continue  # git attributes, caches and model cards do not change vectors
+        digest.update(relative.encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return "files:" + digest.hexdigest()[:16]
+
+
+def model_identity(model: str, *, backend: str = "torch", output_dimensionality: int = 0) -> str:
+    """What, besides the text, decides a vector: model files, backend and output size."""
+    return f"{model_fingerprint(model)}|backend={backend}|dim={output_dimensionality or 'full'}"
+
+
+class Encoder:
+    """A loaded model that turns formatted texts into normalised float32 vectors.
+
+    RunInference's `model`: a plain object with one method, so that the same call works when Beam
+    hands the handler a proxy to a model living in another process.
+    """
+
+    def __init__(self, model, *, batch_size: int, output_dimensionality: int = 0):
+        self.model = model
+        self.batch_size = batch_size
+        self.output_dimensionality = output_dimensionality
+
+    @property
+    def dimension(self) -> int:
+        return self.output_dimensionality or embedding_dimension(self.model)
+
+    def embed(self, texts: Sequence[str]):
+        """Encodes already formatted texts (the model's own default prompt is not added)."""
+        import numpy as np
+
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            prompt="",
+            normalize_embeddings=False,
+            convert_to_tensor=True,
+            show_progress_bar=False,
+        )
+        vectors = vectors.float().cpu().numpy()
+        return truncate_and_normalize(vectors, self.output_dimensionality).astype(np.float32, copy=False)
+
+
+def embedding_dimension(model) -> int:
+    """The model's output size (sentence-transformers 6 renamed the method; older ones have the first)."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return getter()
+
+
+def truncate_and_normalize(vectors, output_dimensionality: int = 0):
+    """Keeps the first `output_dimensionality` dimensions (0 = all) and scales each row to length 1."""
+    import numpy as np
+
+    if output_dimensionality:
+        vectors = vectors[:, :output_dimensionality]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def load_encoder(
+    model: str,
+    *,
+    batch_size: int = 32,
+    output_dimensionality: int = 0,
+    device: str = "",
+    precision: str = "auto",
+    backend: str = "torch",
+) -> Encoder:
+    """Loads the model for embedding.
+
+    Args:
+        model: Any reference `embedpipe.models.resolve_model_path` accepts.
+        batch_size: Texts per forward pass.
+        output_dimensionality: Keep this many leading dimensions (0 = all).
+        device: "cpu", "cuda", ... ("" = cuda when there is one).
+        precision: "auto" (bf16 on GPU, fp32 on CPU), "fp32" or "bf16".
+        backend: "torch", or "onnx-int8" (ONNX Runtime with int8 weights, CPU; see `embedpipe.embed.onnx`).
+
+    Raises:
+        ModelLoadError: the model cannot be loaded, or is smaller than `output_dimensionality`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    path = local_model_path(model)
+    if backend == "onnx-int8":
+        from embedpipe.embed.onnx import load_int8_encoder
+
+        encoder = load_int8_encoder(path, batch_size=batch_size, output_dimensionality=output_dimensionality)
+    else:
+        import torch
+
+        st_model = models.load_model(path, device=device or None)
+        if precision == "bf16" or (precision == "auto" and st_model.device.type == "cuda"):
+            st_model = st_model.to(torch.bfloat16)
+        st_model.eval()
+        encoder = Encoder(st_model, batch_size=batch_size, output_dimensionality=output_dimensionality)
+    full = embedding_dimension(encoder.model)
+    if output_dimensionality and full and output_dimensionality > full:
+        raise models.ModelLoadError(
+            f"output_dimensionality {output_dimensionality} is larger than model {model!r}'s {full} dimensions"
+        )
+    return encoder
+
+
+class SentenceTransformerHandler(ModelHandler[dict, PredictionResult, Encoder]):
+    """Beam ModelHandler that embeds job items (`{"input": formatted text, ...}`) with a sentence-transformers model.
+
+    Args:
+        model: Model reference (packaged "default", local or `gs://` folder, hub id).
+        batch_size: Texts per forward pass.
+        inference_batch_size: Texts per RunInference batch; the model sorts each batch by length, so a
+            larger batch pads less.
+        output_dimensionality: Leading dimensions to keep (0 = all), re-normalised.
+        device, precision, backend: See `load_encoder`.
+        share_across_processes: Keep `model_copies` models per worker machine, shared by all its SDK
+            processes (use on GPU workers), instead of one per process.
+        model_copies: Models per machine when sharing across processes (e.g. the number of GPUs).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: int = 32,
+        inference_batch_size: int = 512,
+        output_dimensionality: int = 0,
+        device: str = "",
+        precision: str = "auto",
+        backend: str = "torch",
+        share_across_processes: bool = False,
+        model_copies: int = 1,
+        max_batch_duration_secs: Optional[int] = None,
+    ):
+        batching: dict[str, Any] = dict(min_batch_size=inference_batch_size, max_batch_size=inference_batch_size)
+        if max_batch_duration_secs:  # streaming: batch by time, bucketed by length (Beam's stateful batching)
+            batching = dict(
+                min_batch_size=1,
+                max_batch_size=inference_batch_size,
+                max_batch_duration_secs=max_batch_duration_secs,
+                batch_length_fn=lambda item: len(item["input"]),
+                batch_bucket_boundaries=[256, 512, 1024, 2048],
+            )
+        super().__init__(**batching, model_copies=model_copies if share_across_processes else None)
+        self._model = model
+        self._batch_size = batch_size
+        self._output_dimensionality = output_dimensionality
+        self._device = device
+        self._precision = precision
+        self._backend = backend
+
+    def load_model(self) -> Encoder:
+        return load_encoder(
+            self._model,
+            batch_size=self._batch_size,
+            output_dimensionality=self._output_dimensionality,
+            device=self._device,
+            precision=self._precision,
+            backend=self._backend,
+        )
+
+    def run_inference(
+        self, batch: Sequence[dict], model: Encoder, inference_args: Optional[dict[str, Any]] = None
+    ) -> Iterable[PredictionResult]:
+        vectors = model.embed([item["input"] for item in batch])
+        return [PredictionResult(item, vector) for item, vector in zip(batch, vectors)]
+
+    def get_num_bytes(self, batch: Sequence[dict]) -> int:
+        return sum(len(item["input"]) for item in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "embedpipe"
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerHandler(model={self._model!r}, backend={self._backend!r})"

@@ -1,0 +1,366 @@
+"""Runs the embedding job: on Beam's local runner, or on Dataflow.
+
+    python -m embedpipe.embed.job --input examples/scifact-mini/corpus.jsonl --output /tmp/vectors
+    python -m embedpipe.embed.job --input gs://b/corpus.parquet --output gs://b/vectors --model gs://b/tuned \\
+        --runner DataflowRunner --project P --region us-central1 --temp_location gs://b/tmp \\
+        --sdk_container_image us-docker.pkg.dev/.../embedpipe-dataflow:0.1.0 --sdk_location container
+
+Flags this module does not know are Beam pipeline options. `embedpipe embed` is the same with friendlier
+Dataflow flags (`embedpipe.embed.dataflow.dataflow_args`).
+
+Example:
+    >>> from embedpipe.embed.job import prepare_config, run_job          # doctest: +SKIP
+    >>> config = prepare_config("examples/scifact-mini/corpus.jsonl", "/tmp/vectors")
+    >>> run_job(config).metrics["documents_embedded"]
+    400
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from embedpipe.embed import documents as docs
+from embedpipe.embed.pipeline import METRIC_NAMES, NAMESPACE, VECTOR_SHARD_PREFIX, EmbedConfig
+from embedpipe.models import ModelLoadError
+
+_PARQUET_MAGIC = b"PAR1"
+_JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _visible(name: str) -> bool:
+    base = name.rstrip("/").rsplit("/", 1)[-1]
+    return bool(base) and not base.startswith(("_", "."))
+
+
+def _list_files(path: str) -> list[str]:
+    """The file itself, or the visible files of a folder (local or gs://)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if not path.startswith("gs://"):
+        if os.path.isdir(path):
+            return sorted(os.path.join(path, n) for n in os.listdir(path) if _visible(n) and os.path.isfile(os.path.join(path, n)))
+        return [path] if os.path.isfile(path) else []
+    exact = FileSystems.match([path])[0].metadata_list
+    if exact and exact[0].path == path:
+        return [path]
+    found = FileSystems.match([path.rstrip("/") + "/*"])[0].metadata_list
+    return sorted(m.path for m in found if _visible(m.path) and m.size_in_bytes > 0)
+
+
+def resolve_input(path: str, *, what: str = "corpus", expect: str | None = None) -> tuple[str, str]:
+    """Turns a file or folder into a Beam file pattern and its format ("jsonl" or "parquet").
+
+    A folder (e.g. a KFP Dataset artifact written in shards) is read whole; files whose names start with
+    `_` or `.` are skipped. The format comes from the extension, else from the Parquet magic bytes.
+
+    Raises:
+        FileNotFoundError: when there is nothing to read.
+        ValueError: when a folder mixes formats, or the format is not the expected one.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    files = _list_files(path)
+    if not files:
+        raise FileNotFoundError(f"{what} {path}: no such file, or a folder with no files in it")
+
+    def format_of(file: str) -> str:
+        lower = file.lower()
+        if lower.endswith(_PARQUET_SUFFIXES):
+            return "parquet"
+        if lower.endswith(_JSONL_SUFFIXES):
+            return "jsonl"
+        with FileSystems.open(file) as f:
+            return "parquet" if f.read(4) == _PARQUET_MAGIC else "jsonl"
+
+    formats = {format_of(f) for f in files}
+    if len(formats) > 1:
+        raise ValueError(f"{what} folder {path} mixes Parquet and JSONL files; give one format")
+    fmt = formats.pop()
+    if expect and fmt != expect:
+        raise ValueError(f"{what} {path} must be {expect}, found {fmt}")
+    if len(files) == 1:
+        return files[0], fmt
+    suffixes = {os.path.splitext(f)[1] for f in files}
+    folder = path.rstrip("/")
+    return (folder + "/*" + suffixes.pop() if len(suffixes) == 1 and "" not in suffixes else folder + "/[!_.]*"), fmt
+
+
+def prepare_config(
+    input: str,
+    output: str,
+    *,
+    model: str = "default",
+    task_type: str = "RETRIEVAL_DOCUMENT",
+    previous: str = "",
+    chunk_tokens: int = 0,
+    chunk_overlap: int = 0,
+    batch_size: int = 32,
+    inference_batch_size: int = 512,
+    output_dimensionality: int = 0,
+    device: str = "",
+    precision: str = "auto",
+    backend: str = "torch",
+    share_across_processes: bool = False,
+    model_copies: int = 1,
+    num_shards: int = 0,
+    database: dict | None = None,
+) -> EmbedConfig:
+    """Checks the job's inputs on the launching machine and resolves what workers need.
+
+    Fails here, before any worker starts, on a missing corpus, a model folder that is not a model, an
+    unknown task type or bad chunking parameters. See `EmbedConfig` for the arguments.
+    """
+    from embedpipe.embed.handler import BACKENDS, PRECISIONS, model_identity, model_prompts
+    from embedpipe.prompts import resolve_prompts
+
+    docs.check_chunking(chunk_tokens, chunk_overlap)
+    if batch_size < 1 or inference_batch_size < 1:
+        raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, inference_batch_size={inference_batch_size}")
+    if output_dimensionality < 0:
+        raise ValueError(f"output_dimensionality must be 0 (all) or positive, got {output_dimensionality}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    prompts = resolve_prompts(task_type, model_prompts(model))
+    input_pattern, input_format = resolve_input(input)
+    previous_pattern = ""
+    if previous:
+        previous_pattern, _ = resolve_input(previous, what="previous vectors", expect="parquet")
+    return EmbedConfig(
+        input_pattern=input_pattern,
+        input_format=input_format,
+        output=output,
+        model=model,
+        prompts=prompts,
+        model_identity=model_identity(model, backend=backend, output_dimensionality=output_dimensionality),
+        previous_pattern=previous_pattern,
+        chunk_tokens=chunk_tokens,
+        chunk_overlap=chunk_overlap,
+        batch_size=batch_size,
+        inference_batch_size=max(inference_batch_size, batch_size),
+        output_dimensionality=output_dimensionality,
+        device=device,
+        precision=precision,
+        backend=backend,
+        share_across_processes=share_across_processes,
+        model_copies=model_copies,
+        num_shards=num_shards,
+        database=dict(database or {}),
+    )
+
+
+@dataclass
+class JobResult:
+    """How a job ended.
+
+    Attributes:
+        state: The runner's final state ("DONE").
+        metrics: Counts (METRIC_NAMES), `seconds` and `documents_per_second`.
+        job_id: The Dataflow job id ("" on the local runner).
+        output: The folder holding the vector shards.
+    """
+
+    state: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    job_id: str = ""
+    output: str = ""
+
+    def summary(self) -> str:
+        m = self.metrics
+        reused = f", {int(m['documents_reused']):,} reused" if m.get("documents_reused") else ""
+        return (
+            f"embedded {int(m.get('documents_embedded', 0)):,} documents ({int(m.get('chunks_embedded', 0)):,} vectors){reused}, "
+            f"{int(m.get('dead_letters', 0)):,} dead letters, {int(m.get('documents_removed', 0)):,} removed; "
+            f"{m.get('seconds', 0):.1f} s, {m.get('documents_per_second', 0):.1f} documents/s -> {self.output}"
+        )
+
+
+def job_metrics(result) -> dict[str, int]:
+    """Reads the job's counters (committed values where the runner has them)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    values = {name: 0 for name in METRIC_NAMES}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        name = counter.key.metric.name
+        if name in values:
+            committed = getattr(counter, "committed", None)
+            values[name] += int(committed if committed is not None else counter.attempted or 0)
+    return values
+
+
+def _model_load_error(err: BaseException) -> ModelLoadError | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ModelLoadError):
+            return err
+        if "ModelLoadError" in str(err):
+            return ModelLoadError(str(err).split("ModelLoadError:", 1)[-1].strip().splitlines()[0])
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def run_job(
+    config: EmbedConfig,
+    beam_args: Sequence[str] = (),
+    *,
+    runner=None,
+    on_submitted: Callable[[str, str, str], None] | None = None,
+) -> JobResult:
+    """Builds the pipeline, runs it, waits, and returns its counts.
+
+    Args:
+        config: From `prepare_config`.
+        beam_args: Beam pipeline options (`--runner DataflowRunner --project ...`); default: the local runner.
+        runner: A PipelineRunner instance to use instead of the one `--runner` names (tests pass a fake).
+        on_submitted: Called with (project, region, job id) as soon as a remote job exists, before waiting
+            (the component writes `gcp_resources` there).
+
+    Raises:
+        ModelLoadError: when the model cannot be loaded on a worker.
+        RuntimeError: when the job ends in any state but DONE.
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions, StandardOptions
+    from apache_beam.runners.runner import PipelineState
+
+    from embedpipe.embed.pipeline import build_pipeline
+
+    options = PipelineOptions(list(beam_args))
+    options.view_as(SetupOptions).save_main_session = False
+    if runner is None and options.view_as(StandardOptions).runner in (None, "DirectRunner", "direct"):
+        runner = local_runner()
+    started = time.monotonic()
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    build_pipeline(pipeline, config)
+    try:
+        result = pipeline.run()
+        job_id = result.job_id() if hasattr(result, "job_id") else ""
+        previous_handler = None
+        if job_id:
+            cloud = options.view_as(GoogleCloudOptions)
+            logging.info("Dataflow job %s submitted", job_id)
+            if on_submitted:
+                on_submitted(cloud.project, cloud.region, job_id)
+            # Cancelling the pipeline task (SIGTERM) cancels the Dataflow job too.
+            previous_handler = _cancel_on_sigterm(result)
+        try:
+            state = result.wait_until_finish()
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+    except Exception as err:  # noqa: BLE001 - re-raised with the model error made readable
+        load_error = _model_load_error(err)
+        if load_error is not None:
+            raise load_error from err
+        raise
+    state = str(state or result.state)
+    if state not in (PipelineState.DONE, "DONE", "JOB_STATE_DONE"):
+        raise RuntimeError(f"the embedding job {job_id or ''} ended in state {state}, not DONE; see its logs".replace("  ", " "))
+    seconds = time.monotonic() - started
+    metrics: dict[str, float] = dict(job_metrics(result))
+    metrics["seconds"] = round(seconds, 3)
+    metrics["documents_per_second"] = round(metrics["documents_read"] / seconds, 2) if seconds else 0.0
+    return JobResult(state=str(state), metrics=metrics, job_id=job_id, output=config.output)
+
+
+def local_runner():
+    """Beam's in-process portable runner (FnApiRunner) for local batch runs.
+
+    Beam 2.77's DirectRunner first tries the Prism runner, which downloads a binary from GitHub; running
+    the FnApiRunner directly needs no network and is what DirectRunner falls back to anyway.
+    """
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return FnApiRunner()
+
+
+def _cancel_on_sigterm(result):
+    if not _in_main_thread():
+        return None
+
+    def cancel(*_):
+        logging.warning("cancel requested: cancelling the Dataflow job")
+        try:
+            result.cancel()
+        finally:
+            os._exit(1)
+
+    return signal.signal(signal.SIGTERM, cancel)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job's own flags (shared by `python -m embedpipe.embed.job` and `embedpipe embed`)."""
+    parser.add_argument("--input", required=True, help="corpus: JSONL or Parquet file or folder, local or gs://")
+    parser.add_argument("--output", required=True, help="folder for the vector Parquet shards, local or gs://")
+    parser.add_argument("--model", default="default", help="model folder, gs:// folder, hub id or 'default' (default: %(default)s)")
+    parser.add_argument("--task-type", "--task_type", default="RETRIEVAL_DOCUMENT", help="selects the document prompt (default: %(default)s)")
+    parser.add_argument("--previous", default="", help="the previous run's output: unchanged documents are carried over, not re-embedded")
+    parser.add_argument("--chunk-tokens", "--chunk_tokens", type=int, default=0, help="split documents into chunks of this many tokens (0 = no chunking)")
+    parser.add_argument("--chunk-overlap", "--chunk_overlap", type=int, default=0, help="tokens shared by neighbouring chunks (default: %(default)s)")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
+    parser.add_argument("--inference-batch-size", "--inference_batch_size", type=int, default=512, help="texts per RunInference batch, sorted by length inside (default: %(default)s)")
+    parser.add_argument("--output-dimensionality", "--output_dimensionality", type=int, default=0, help="keep this many leading dimensions, re-normalised (0 = all)")
+    parser.add_argument("--device", default="", help="cpu, cuda, ... (default: cuda when there is one)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto = bf16 on GPU (default: %(default)s)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx-int8"], help="onnx-int8: int8 ONNX Runtime on CPU workers (default: %(default)s)")
+    parser.add_argument("--share-model-across-processes", action="store_true", help="one model per worker machine (GPU workers) instead of one per process")
+    parser.add_argument("--model-copies", type=int, default=1, help="models per machine when shared across processes (default: %(default)s)")
+    parser.add_argument("--num-shards", type=int, default=0, help="vector shards to write (0 = the runner decides)")
+
+
+def config_from_args(args) -> EmbedConfig:
+    return prepare_config(
+        args.input,
+        args.output,
+        model=args.model,
+        task_type=args.task_type,
+        previous=args.previous,
+        chunk_tokens=args.chunk_tokens,
+        chunk_overlap=args.chunk_overlap,
+        batch_size=args.batch_size,
+        inference_batch_size=args.inference_batch_size,
+        output_dimensionality=args.output_dimensionality,
+        device=args.device,
+        precision=args.precision,
+        backend=args.backend,
+        share_across_processes=args.share_model_across_processes,
+        model_copies=args.model_copies,
+        num_shards=args.num_shards,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m embedpipe.embed.job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_job_arguments(parser)
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        config = config_from_args(args)
+        result = run_job(config, beam_args)
+    except (ModelLoadError, FileNotFoundError, ValueError) as err:
+        print(f"embed job: {err}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0
+
+
+__all__ = ["EmbedConfig", "JobResult", "prepare_config", "resolve_input", "run_job", "main", "VECTOR_SHARD_PREFIX"]
+
+if __name__ == "__main__":
+    sys.exit(main())

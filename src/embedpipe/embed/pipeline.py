@@ -1,0 +1,346 @@
+"""The Beam pipeline of the embedding job: read, check, (chunk), embed or carry over, write.
+
+    corpus (JSONL | Parquet) ─ParseDocuments─┬─ dead letters ───────────────────────────┐
+                                             └─ (id, doc) ─┐                             │
+    previous vectors (Parquet) ─ (doc id, rows) ───────────┴─ CoGroupByKey ─ Decide ─┬─ dead letters (repeated ids)
+                                                                                     ├─ reused rows ─────────┐
+                                                                                     └─ docs ─ Chunk ─ RunInference ─ rows ─ Parquet shards (+ database)
+
+`build_pipeline(pipeline, config)` adds these transforms to a `beam.Pipeline`; `embedpipe.embed.job` runs it.
+Counts go to Beam metrics in the `embedpipe` namespace (METRIC_NAMES).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from embedpipe.embed import documents as docs
+from embedpipe.prompts import Prompts
+
+NAMESPACE = "embedpipe"
+METRIC_NAMES = (
+    "documents_read",  # records read from the corpus, good or bad
+    "documents_embedded",
+    "chunks_embedded",  # vectors computed (= documents_embedded without chunking)
+    "documents_reused",  # unchanged documents whose vectors were carried over from the previous run
+    "vectors_reused",
+    "documents_removed",  # in the previous run's output, no longer in the corpus
+    "dead_letters",  # records that could not be embedded (see _dead_letters/ in the output)
+)
+VECTOR_SHARD_PREFIX = "vectors"
+DEAD_LETTER_FOLDER = "_dead_letters"  # "_" so Parquet dataset readers of the output folder skip it
+
+
+def vector_schema():
+    """Arrow schema of the vectors Parquet shards: the vector store's columns plus `content_hash`."""
+    import pyarrow as pa
+
+    try:  # the vector store (issue 5) owns the columns it loads; use them when it is installed
+        from embedpipe.vectorstore import VECTORS_SCHEMA as base  # type: ignore[attr-defined]
+    except ImportError:
+        base = pa.schema(
+            [
+                ("id", pa.string()),
+                ("embedding", pa.list_(pa.float32())),
+                ("content", pa.string()),
+                ("metadata", pa.string()),
+            ]
+        )
+    if "content_hash" not in base.names:
+        base = base.append(pa.field("content_hash", pa.string()))
+    return base
+
+
+@dataclass
+class EmbedConfig:
+    """What the job embeds and how; everything a worker needs, resolved on the launching machine.
+
+    Attributes:
+        input_pattern: File pattern of the corpus (local or gs://).
+        input_format: "jsonl" or "parquet".
+        output: Folder for the vector shards (local or gs://).
+        model: Model reference (see `embedpipe.models.resolve_model_path`).
+        prompts: The task type's prompts for this model (documents use `prompts.document`).
+        model_identity: Model fingerprint + backend + output size: part of every content hash.
+        previous_pattern: The previous run's vector shards ("" = embed everything).
+        chunk_tokens: Tokens per chunk (0 = one vector per document, truncated at the model's limit).
+        chunk_overlap: Tokens shared by neighbouring chunks.
+        batch_size: Texts per forward pass.
+        inference_batch_size: Texts per RunInference batch (sorted by length inside the model).
+        output_dimensionality: Leading dimensions kept (0 = all).
+        device, precision, backend: See `embedpipe.embed.handler.load_encoder`.
+        share_across_processes: One model per worker machine instead of per process (GPU workers).
+        model_copies: Models per machine when shared (number of GPUs).
+        num_shards: Vector shards to write (0 = the runner decides).
+        database: Keyword arguments of the vector-store writer (empty = Parquet only).
+    """
+
+    input_pattern: str
+    input_format: str
+    output: str
+    model: str
+    prompts: Prompts
+    model_identity: str
+    previous_pattern: str = ""
+    chunk_tokens: int = 0
+    chunk_overlap: int = 0
+    batch_size: int = 32
+    inference_batch_size: int = 512
+    output_dimensionality: int = 0
+    device: str = ""
+    precision: str = "auto"
+    backend: str = "torch"
+    share_across_processes: bool = False
+    model_copies: int = 1
+    num_shards: int = 0
+    database: dict = field(default_factory=dict)
+
+    @property
+    def chunking(self) -> str:
+        return f"chunk={self.chunk_tokens},overlap={self.chunk_overlap}" if self.chunk_tokens else ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _counter(name: str):
+    return Metrics.counter(NAMESPACE, name)
+
+
+class ParseDocuments(beam.DoFn):
+    """JSONL line or Parquet row -> `(id, document)`; bad records to the `dead` output."""
+
+    def __init__(self, input_format: str):
+        self._json = input_format == "jsonl"
+        self._read = _counter("documents_read")
+        self._dead = _counter("dead_letters")
+
+    def process(self, record):
+        if self._json and not record.strip():
+            return []  # blank line
+        self._read.inc()
+        doc = docs.parse_json_line(record) if self._json else docs.parse_record(record)
+        if docs.is_dead_letter(doc):
+            self._dead.inc()
+            return [beam.pvalue.TaggedOutput("dead", doc)]
+        return [(doc["id"], doc)]
+
+
+class Decide(beam.DoFn):
+    """Per document id: repeated id -> dead letters; unchanged -> previous rows; else -> to embed."""
+
+    def __init__(self, prompts: Prompts, model_identity: str, chunking: str):
+        self._prompts = prompts
+        self._identity = model_identity
+        self._chunking = chunking
+        self._reused = _counter("documents_reused")
+        self._vectors_reused = _counter("vectors_reused")
+        self._removed = _counter("documents_removed")
+        self._dead = _counter("dead_letters")
+
+    def process(self, element):
+        doc_id, grouped = element
+        current = list(grouped["doc"])
+        previous = list(grouped["previous"])
+        if not current:
+            if previous:
+                self._removed.inc()
+            return
+        if len(current) > 1:
+            self._dead.inc(len(current))
+            for doc in current:
+                reason = f"id {doc_id!r} appears {len(current)} times in the corpus; ids must be unique (none of its copies was embedded)"
+                yield beam.pvalue.TaggedOutput("dead", docs.dead_letter(doc_id, reason, doc))
+            return
+        doc = current[0]
+        formatted = self._prompts.format_documents([doc["text"]], [doc["title"]])[0]
+        doc["hash"] = docs.content_hash(formatted, self._identity, self._chunking)
+        if previous and all(row.get("content_hash") == doc["hash"] for row in previous):
+            self._reused.inc()
+            self._vectors_reused.inc(len(previous))
+            for row in previous:
+                yield beam.pvalue.TaggedOutput("reused", row)
+            return
+        doc["input"] = formatted
+        yield doc
+
+
+def _metadata(doc: dict, **extra) -> str:
+    metadata = dict(doc["metadata"])
+    if doc["title"]:
+        metadata.setdefault("title", doc["title"])
+    metadata.update(extra)
+    return json.dumps(metadata, ensure_ascii=False, sort_keys=True)
+
+
+def _item(doc: dict, *, id_: str, content: str, formatted: str, **extra) -> dict:
+    return {"id": id_, "input": formatted, "content": content, "metadata": _metadata(doc, **extra), "content_hash": doc["hash"]}
+
+
+class ToItems(beam.DoFn):
+    """Document -> the texts to embed: the document itself, or its token chunks (`docid#n`)."""
+
+    def __init__(self, config: EmbedConfig):
+        self._config = config
+        self._embedded = _counter("documents_embedded")
+        self._tokenizer = None
+
+    def setup(self):
+        if self._config.chunk_tokens:
+            self._tokenizer = _SHARED_TOKENIZERS.acquire(lambda: _TokenizerBox(load_tokenizer(self._config.model)), tag=self._config.model).tokenizer
+
+    def process(self, doc):
+        self._embedded.inc()
+        if not self._config.chunk_tokens:
+            yield _item(doc, id_=doc["id"], content=doc["text"], formatted=doc["input"])
+            return
+        offsets = self._tokenizer(doc["text"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        spans = docs.chunk_spans(offsets, self._config.chunk_tokens, self._config.chunk_overlap)
+        prompts = self._config.prompts
+        for index, (start, end) in enumerate(spans):
+            text = doc["text"][start:end]
+            formatted = prompts.format_documents([text], [doc["title"]])[0]
+            yield _item(
+                doc, id_=docs.chunk_id(doc["id"], index), content=text, formatted=formatted, document_id=doc["id"], chunk=index
+            )
+
+
+class _TokenizerBox:  # apache_beam.utils.shared needs a weak-referenceable object
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+
+def _shared_handle():
+    from apache_beam.utils import shared
+
+    return shared.Shared()
+
+
+_SHARED_TOKENIZERS = _shared_handle()
+
+
+def load_tokenizer(model: str):
+    """The model's (fast) tokenizer, from the folder of its Transformer module."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from embedpipe.embed.handler import local_model_path
+
+    path = Path(local_model_path(model))
+    subfolder = ""
+    modules = path / "modules.json"
+    if modules.is_file():
+        for module in json.loads(modules.read_text()):
+            if module.get("type", "").endswith("Transformer"):
+                subfolder = module.get("path", "")
+                break
+    return AutoTokenizer.from_pretrained(str(path / subfolder) if subfolder else str(path))
+
+
+def to_row(result) -> dict:
+    item = result.example
+    return {
+        "id": item["id"],
+        "embedding": [float(x) for x in result.inference],
+        "content": item["content"],
+        "metadata": item["metadata"],
+        "content_hash": item["content_hash"],
+    }
+
+
+class CountChunks(beam.DoFn):
+    def __init__(self):
+        self._chunks = _counter("chunks_embedded")
+
+    def process(self, row):
+        self._chunks.inc()
+        yield row
+
+
+def read_corpus(pipeline, config: EmbedConfig):
+    if config.input_format == "parquet":
+        return pipeline | "ReadCorpus" >> beam.io.ReadFromParquet(config.input_pattern)
+    return pipeline | "ReadCorpus" >> beam.io.ReadFromText(config.input_pattern)
+
+
+def embed_documents(documents, config: EmbedConfig, previous=None):
+    """The core transforms, shared by the batch job and the streaming job.
+
+    Args:
+        documents: PCollection of `(id, document)`.
+        config: The job's configuration.
+        previous: PCollection of previous vector rows, or None.
+
+    Returns:
+        (vector rows, dead letters) PCollections.
+    """
+    from apache_beam.ml.inference.base import RunInference
+
+    from embedpipe.embed.handler import SentenceTransformerHandler
+
+    pipeline = documents.pipeline
+    if previous is None:
+        previous = pipeline | "NoPreviousVectors" >> beam.Create([])
+    keyed_previous = previous | "KeyPreviousByDocument" >> beam.Map(lambda row: (docs.document_id_of(row), row))
+    decided = (
+        {"doc": documents, "previous": keyed_previous}
+        | "GroupById" >> beam.CoGroupByKey()
+        | "Decide" >> beam.ParDo(Decide(config.prompts, config.model_identity, config.chunking)).with_outputs("reused", "dead", main="embed")
+    )
+    handler = SentenceTransformerHandler(
+        config.model,
+        batch_size=config.batch_size,
+        inference_batch_size=config.inference_batch_size,
+        output_dimensionality=config.output_dimensionality,
+        device=config.device,
+        precision=config.precision,
+        backend=config.backend,
+        share_across_processes=config.share_across_processes,
+        model_copies=config.model_copies,
+    )
+    embedded = (
+        decided.embed
+        | "ToItems" >> beam.ParDo(ToItems(config))
+        | "Embed" >> RunInference(handler)
+        | "ToRows" >> beam.Map(to_row)
+        | "CountVectors" >> beam.ParDo(CountChunks())
+    )
+    rows = (embedded, decided.reused) | "AllVectors" >> beam.Flatten()
+    return rows, decided.dead
+
+
+def build_pipeline(pipeline, config: EmbedConfig):
+    """Adds the embedding job to `pipeline`; returns the PCollection of vector rows."""
+    from apache_beam.io.filesystems import FileSystems
+
+    parsed = read_corpus(pipeline, config) | "ParseDocuments" >> beam.ParDo(ParseDocuments(config.input_format)).with_outputs(
+        "dead", main="documents"
+    )
+    previous = None
+    if config.previous_pattern:
+        previous = pipeline | "ReadPreviousVectors" >> beam.io.ReadFromParquet(config.previous_pattern)
+    rows, dead = embed_documents(parsed.documents, config, previous)
+    rows | "WriteVectors" >> beam.io.WriteToParquet(
+        FileSystems.join(config.output, VECTOR_SHARD_PREFIX),
+        vector_schema(),
+        file_name_suffix=".parquet",
+        num_shards=config.num_shards,
+    )
+    (
+        (parsed.dead, dead)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "DeadLettersToJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, default=str))
+        | "WriteDeadLetters" >> beam.io.WriteToText(
+            FileSystems.join(config.output, DEAD_LETTER_FOLDER, "dead_letters"), file_name_suffix=".jsonl", num_shards=1
+        )
+    )
+    if config.database:
+        from embedpipe.embed.sinks import WriteToVectorStore
+
+        rows | "WriteToDatabase" >> WriteToVectorStore(**config.database)
+    return rows
