@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output, OutputPath
 
-from embedpipe.images import BASE_IMAGE, DATAFLOW_IMAGE
+from embedpipe.images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -31,7 +31,7 @@ def embed_corpus(
     max_workers: int = 0,
     accelerator_type: str = "",
     accelerator_count: int = 1,
-    dataflow_image: str = DATAFLOW_IMAGE,
+    dataflow_image: str = "",
 ):
     """Embeds a corpus into Parquet vector shards with a Beam job (RunInference, our ModelHandler).
 
@@ -58,7 +58,8 @@ def embed_corpus(
         max_workers: Autoscaling limit (0 = Dataflow default).
         accelerator_type: GPU per worker, e.g. "nvidia-l4" ("" = CPU workers); bf16 is used on GPUs.
         accelerator_count: GPUs per worker.
-        dataflow_image: Worker container image (our Dataflow image of this version).
+        dataflow_image: Worker container image ("" = `embedpipe.images.DATAFLOW_IMAGE`, our Dataflow image
+            of this version; decided when the task runs, since KFP copies only this function's source).
 
     Returns:
         vectors: Folder of Parquet shards `vectors-*.parquet`: `id`, `embedding` (list<float32>),

@@ -239,7 +239,9 @@ def load_tokenizer(model: str):
             if module.get("type", "").endswith("Transformer"):
                 subfolder = module.get("path", "")
                 break
-    return AutoTokenizer.from_pretrained(str(path / subfolder) if subfolder else str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path / subfolder) if subfolder else str(path))
+    tokenizer.model_max_length = 1 << 30  # long documents are what chunking is for: no length warning
+    return tokenizer
 
 
 def to_row(result) -> dict:
@@ -263,9 +265,10 @@ class CountChunks(beam.DoFn):
 
 
 def read_corpus(pipeline, config: EmbedConfig):
+    # validate=False: prepare_config has checked the files already, on the launching machine.
     if config.input_format == "parquet":
-        return pipeline | "ReadCorpus" >> beam.io.ReadFromParquet(config.input_pattern)
-    return pipeline | "ReadCorpus" >> beam.io.ReadFromText(config.input_pattern)
+        return pipeline | "ReadCorpus" >> beam.io.ReadFromParquet(config.input_pattern, validate=False)
+    return pipeline | "ReadCorpus" >> beam.io.ReadFromText(config.input_pattern, validate=False)
 
 
 def embed_documents(documents, config: EmbedConfig, previous=None):
@@ -323,7 +326,7 @@ def build_pipeline(pipeline, config: EmbedConfig):
     )
     previous = None
     if config.previous_pattern:
-        previous = pipeline | "ReadPreviousVectors" >> beam.io.ReadFromParquet(config.previous_pattern)
+        previous = pipeline | "ReadPreviousVectors" >> beam.io.ReadFromParquet(config.previous_pattern, validate=False)
     rows, dead = embed_documents(parsed.documents, config, previous)
     rows | "WriteVectors" >> beam.io.WriteToParquet(
         FileSystems.join(config.output, VECTOR_SHARD_PREFIX),
