@@ -156,6 +156,42 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    import logging
+
+    from embedpipe.evaluate import EvaluationOutputs, run_evaluation
+    from embedpipe.metrics import metric_names
+    from embedpipe.prepare import SPLITS, prepare_data
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    paths = _data_paths(args)
+    prepared = prepare_data(**paths, test_fraction=args.test_fraction, validation_fraction=args.validation_fraction, seed=args.seed)
+    out = Path(args.output_dir)
+    data = out / "prepared"
+    prepared.write(
+        str(data / "corpus.parquet"), str(data / "queries.parquet"), {s: str(data / f"{s}_labels.parquet") for s in SPLITS}
+    )
+    evaluations, comparison, _ = run_evaluation(
+        str(data / "corpus.parquet"),
+        str(data / "queries.parquet"),
+        str(data / f"{args.split}_labels.parquet"),
+        base_model=args.model,
+        tuned_model=args.tuned_model or "",
+        task_type=args.task_type,
+        split=args.split,
+        margin=args.margin,
+        batch_size=args.batch_size,
+        outputs=EvaluationOutputs(
+            str(out / "per_query.parquet"), str(out / "runs"), str(out / "report.html"), str(out / "corpus_embeddings")
+        ),
+    )
+    print(f"\n{'metric':<14}" + "".join(f"{e.name:>10}" for e in evaluations))
+    for name in metric_names():
+        print(f"{name:<14}" + "".join(f"{e.metrics[name]:>10.4f}" for e in evaluations))
+    print(f"\n{comparison.sentence()}\nreport: {out / 'report.html'}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from embedpipe.serving import serve
 
@@ -211,6 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     cloud.add_argument("--accelerator-count", type=int, default=1, help="GPUs per worker (default: %(default)s)")
     cloud.add_argument("--dataflow-image", help="worker image (default: this version's embedpipe-dataflow image)")
     embed.set_defaults(func=cmd_embed)
+
+    evaluate = sub.add_parser("evaluate", help="NDCG@10 etc. of a model (and a tuned one) on a BEIR folder")
+    _add_data_arguments(evaluate)
+    evaluate.add_argument("--model", default="default", help="base model: 'default' (packaged MiniLM), folder or hub id")
+    evaluate.add_argument("--tuned-model", help="a tuned model folder to compare with the base model")
+    evaluate.add_argument("--split", default="test", choices=["test", "validation", "train"], help="labels to evaluate on (default: %(default)s)")
+    evaluate.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")
+    evaluate.add_argument("--margin", type=float, default=0.0, help="tuned passes when NDCG@10 >= base + margin")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--output-dir", default=".embedpipe/evaluate", help="where the report and tables go (default: %(default)s)")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     serve = sub.add_parser("serve", help="serve a model with a textembedding-gecko compatible :predict endpoint")
     serve.add_argument("--model", help="model folder, gs:// folder, hub id or 'default' (default: $AIP_STORAGE_URI or the packaged MiniLM)")

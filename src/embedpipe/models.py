@@ -118,3 +118,26 @@ def encode(model, texts: Sequence[str], *, batch_size: int = 32, normalize: bool
         convert_to_numpy=True,
         show_progress_bar=show_progress_bar,
     )
+
+
+def encode_in_chunks(model, texts: Sequence[str], *, batch_size: int = 32, chunk: int = 2048, what: str = "texts"):
+    """Encodes many formatted texts with progress logs (texts/s, ETA); returns float32, normalised.
+
+    Texts are sorted by length first, so each batch pads little, then returned in the input order.
+    """
+    import logging
+    import time
+
+    import numpy as np
+
+    log = logging.getLogger(__name__)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    result = np.zeros((len(texts), int(model.get_embedding_dimension())), dtype=np.float32)
+    started = time.monotonic()
+    for start in range(0, len(order), chunk):
+        rows = order[start : start + chunk]
+        result[rows] = encode(model, [texts[i] for i in rows], batch_size=batch_size)
+        done = start + len(rows)
+        rate = done / max(time.monotonic() - started, 1e-9)
+        log.info("%s: %d/%d embedded (%.1f/s, ETA %.0f s)", what, done, len(texts), rate, (len(texts) - done) / rate)
+    return result

@@ -1,0 +1,316 @@
+"""Evaluating embedding models on prepared data: exact search, trec_eval metrics, base vs tuned.
+
+Example:
+    >>> from embedpipe.evaluate import evaluate_model, load_split            # doctest: +SKIP
+    >>> corpus, queries, labels = load_split("corpus.parquet", "queries.parquet", "test_labels.parquet")  # doctest: +SKIP
+    >>> result = evaluate_model("default", corpus, queries, labels, name="base")                # doctest: +SKIP
+    >>> round(result.metrics["ndcg@10"], 3)                                                       # doctest: +SKIP
+    0.645
+
+Queries are embedded with the query prompt and documents with the document prompt of the task type
+(`embedpipe.prompts`, the same as training, the Beam job and serving), retrieval is exact cosine search
+(`embedpipe.retrieval.top_k`), and the metrics are trec_eval's (`embedpipe.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedpipe import storage
+from embedpipe.metrics import K_VALUES, evaluate_run, rank_documents
+
+log = logging.getLogger(__name__)
+
+#: How many documents are retrieved per query (the deepest cut-off of the metrics).
+RETRIEVE_K = max(K_VALUES)
+#: The metric the quality gate compares.
+GATE_METRIC = "ndcg@10"
+
+
+@dataclass
+class ModelEvaluation:
+    """One model's results on one split.
+
+    Attributes:
+        name: "base" or "tuned" (used in metric names and file names).
+        model: The model reference evaluated.
+        metrics: Mean of each metric over the evaluated queries.
+        per_query: query id -> metric -> value.
+        run: query id -> [(document id, score), ...], best first (top RETRIEVE_K).
+        corpus_ids: Document ids, in the row order of `corpus_embeddings`.
+        corpus_embeddings: (n_docs, dim) float32, normalised.
+        identity: What the embeddings depend on (model, prompts), to decide whether a cache is reusable.
+        seconds: Wall time of this evaluation.
+        reused_embeddings: Whether the corpus embeddings came from a cache.
+    """
+
+    name: str
+    model: str
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    run: dict[str, list[tuple[str, float]]]
+    corpus_ids: list[str]
+    corpus_embeddings: object
+    identity: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    reused_embeddings: bool = False
+
+
+def load_split(corpus_path: str, queries_path: str, labels_path: str):
+    """Reads prepared Parquet files (prepare_data's outputs) into DataFrames."""
+    import pandas as pd
+
+    return pd.read_parquet(corpus_path), pd.read_parquet(queries_path), pd.read_parquet(labels_path)
+
+
+def qrels_from_labels(labels) -> dict[str, dict[str, int]]:
+    """Labels DataFrame (`query-id`, `corpus-id`, `score`) -> {query: {document: score}}."""
+    qrels: dict[str, dict[str, int]] = {}
+    for query_id, corpus_id, score in labels[["query-id", "corpus-id", "score"]].itertuples(index=False):
+        qrels.setdefault(str(query_id), {})[str(corpus_id)] = int(score)
+    return qrels
+
+
+def _identity(model_ref: str, model, prompts) -> dict:
+    return {"model": model_ref, "prompts": prompts.to_dict(), "dimension": int(model.get_embedding_dimension())}
+
+
+def evaluate_model(
+    model: str,
+    corpus,
+    queries,
+    labels,
+    *,
+    name: str = "model",
+    task_type: str = "RETRIEVAL_QUERY",
+    batch_size: int = 32,
+    cached: "ModelEvaluation | None" = None,
+    loaded_model=None,
+) -> ModelEvaluation:
+    """Embeds, retrieves and scores one model on one labelled split.
+
+    Args:
+        model: Model reference (see `embedpipe.models.resolve_model_path`).
+        corpus: Corpus DataFrame (`_id`, `title`, `text`).
+        queries: Queries DataFrame (`_id`, `text`).
+        labels: Labels DataFrame of the split (`query-id`, `corpus-id`, `score`).
+        name: "base" or "tuned".
+        task_type: Selects the query and document prompts.
+        batch_size: Texts per forward pass.
+        cached: Earlier results whose corpus embeddings are reused when model, prompts and ids match.
+        loaded_model: An already loaded SentenceTransformer for `model` (saves loading it again).
+
+    Returns:
+        ModelEvaluation.
+    """
+    from embedpipe.models import encode_in_chunks, load_model
+    from embedpipe.prompts import resolve_prompts
+    from embedpipe.retrieval import top_k
+
+    started = time.monotonic()
+    st_model = loaded_model if loaded_model is not None else load_model(model)
+    prompts = resolve_prompts(task_type, st_model.prompts)
+    identity = _identity(model, st_model, prompts)
+    qrels = qrels_from_labels(labels)
+    relevant = {q for q, docs in qrels.items() if any(score >= 1 for score in docs.values())}
+    queries = queries[queries["_id"].isin(relevant)]
+    corpus_ids = corpus["_id"].astype(str).tolist()
+
+    reused = cached is not None and cached.identity == identity and cached.corpus_ids == corpus_ids
+    if reused:
+        log.info("%s: reusing %d cached corpus embeddings", name, len(corpus_ids))
+        corpus_embeddings = cached.corpus_embeddings
+    else:
+        texts = prompts.format_documents(corpus["text"].tolist(), corpus["title"].fillna("").tolist())
+        corpus_embeddings = encode_in_chunks(st_model, texts, batch_size=batch_size, what=f"{name}: documents")
+    query_embeddings = encode_in_chunks(
+        st_model, prompts.format_queries(queries["text"].tolist()), batch_size=batch_size, what=f"{name}: queries"
+    )
+    scores, indices = top_k(query_embeddings, corpus_embeddings, RETRIEVE_K)
+    query_ids = queries["_id"].astype(str).tolist()
+    run = {
+        query_id: [(corpus_ids[i], float(s)) for s, i in zip(row_scores, row_indices)]
+        for query_id, row_scores, row_indices in zip(query_ids, scores, indices)
+    }
+    metrics, per_query = evaluate_run(qrels, {q: dict(docs) for q, docs in run.items()})
+    seconds = time.monotonic() - started
+    log.info("%s: %s = %.4f over %d queries (%.0f s)", name, GATE_METRIC, metrics[GATE_METRIC], len(per_query), seconds)
+    return ModelEvaluation(name, model, metrics, per_query, run, corpus_ids, corpus_embeddings, identity, seconds, reused)
+
+
+@dataclass
+class Comparison:
+    """The quality gate's view: does tuned beat base by the margin?"""
+
+    base: float
+    tuned: float | None
+    margin: float
+    metric: str = GATE_METRIC
+
+    @property
+    def tuned_is_better(self) -> bool:
+        return self.tuned is not None and self.tuned >= self.base + self.margin
+
+    def sentence(self) -> str:
+        if self.tuned is None:
+            return f"base {self.metric} = {self.base:.4f} (no tuned model given)"
+        verdict = "passes" if self.tuned_is_better else "does NOT pass"
+        return (
+            f"tuned {self.metric} = {self.tuned:.4f} vs base {self.base:.4f} "
+            f"({self.tuned - self.base:+.4f}); the gate (margin {self.margin:+.4f}) {verdict}"
+        )
+
+
+def compare(base: ModelEvaluation, tuned: ModelEvaluation | None, margin: float = 0.0) -> Comparison:
+    return Comparison(base.metrics[GATE_METRIC], tuned.metrics[GATE_METRIC] if tuned else None, margin)
+
+
+def flat_metrics(split: str, evaluations: list[ModelEvaluation], comparison: Comparison) -> dict[str, float]:
+    """Metric names as the Vertex UI shows them: `test/base/ndcg@10`, `test/tuned/ndcg@10`, ..."""
+    values = {}
+    for evaluation in evaluations:
+        for metric, value in evaluation.metrics.items():
+            values[f"{split}/{evaluation.name}/{metric}"] = round(float(value), 6)
+        values[f"{split}/{evaluation.name}/queries"] = len(evaluation.per_query)
+        values[f"{split}/{evaluation.name}/seconds"] = round(evaluation.seconds, 2)
+    if comparison.tuned is not None:
+        values[f"{split}/tuned_minus_base/{comparison.metric}"] = round(comparison.tuned - comparison.base, 6)
+    return values
+
+
+def per_query_table(evaluations: list[ModelEvaluation]):
+    """One row per (model, query) with every metric."""
+    import pandas as pd
+
+    rows = [
+        {"model": evaluation.name, "query-id": query_id, **metrics}
+        for evaluation in evaluations
+        for query_id, metrics in evaluation.per_query.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def trec_run(evaluation: ModelEvaluation, run_name: str) -> str:
+    """The run in TREC format: `qid Q0 docid rank score run_name`, ranks in trec_eval's order."""
+    lines = []
+    for query_id, docs in evaluation.run.items():
+        scores = dict(docs)
+        for rank, doc_id in enumerate(rank_documents(scores), start=1):
+            lines.append(f"{query_id} Q0 {doc_id} {rank} {scores[doc_id]:.6f} {run_name}")
+    return "\n".join(lines) + "\n"
+
+
+def save_embeddings(evaluation: ModelEvaluation, folder: str | Path) -> None:
+    """Writes `<name>.parquet` (`id`, `embedding`) and `<name>.json` (identity) into a folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vectors = evaluation.corpus_embeddings
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
+    table = pa.table({"id": pa.array(evaluation.corpus_ids, type=pa.string()), "embedding": embedding.cast(pa.list_(pa.float32()))})
+    with storage.atomic_path(folder / f"{evaluation.name}.parquet") as tmp:
+        pq.write_table(table, tmp)
+    storage.write_text_atomic(folder / f"{evaluation.name}.json", json.dumps(evaluation.identity, indent=2))
+
+
+def load_embeddings(folder: str | Path, name: str) -> ModelEvaluation | None:
+    """Reads embeddings saved by `save_embeddings` as a cache for `evaluate_model(cached=...)`."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    data, info = folder / f"{name}.parquet", folder / f"{name}.json"
+    if not (data.is_file() and info.is_file()):
+        return None
+    table = pq.read_table(data)
+    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(table.num_rows, -1)
+    identity = json.loads(info.read_text())
+    return ModelEvaluation(name, identity.get("model", ""), {}, {}, {}, table.column("id").to_pylist(), vectors, identity)
+
+
+@dataclass
+class EvaluationOutputs:
+    """Where run_evaluation writes; every path optional."""
+
+    per_query: str = ""
+    run_files: str = ""
+    report: str = ""
+    corpus_embeddings: str = ""
+
+
+def run_evaluation(
+    corpus_path: str,
+    queries_path: str,
+    labels_path: str,
+    *,
+    base_model: str = "default",
+    tuned_model: str = "",
+    task_type: str = "RETRIEVAL_QUERY",
+    split: str = "test",
+    margin: float = 0.0,
+    batch_size: int = 32,
+    reuse_embeddings: str = "",
+    outputs: EvaluationOutputs | None = None,
+) -> tuple[list[ModelEvaluation], Comparison, dict[str, float]]:
+    """Evaluates the base model (and the tuned one, if given) and writes every output.
+
+    Args:
+        corpus_path, queries_path, labels_path: Prepared Parquet files.
+        base_model: Base model reference.
+        tuned_model: Tuned model folder ("" = evaluate the base model only).
+        task_type: Selects the prompts.
+        split: Name of the labels split, used in metric names ("test", "validation").
+        margin: The tuned model passes the gate when its NDCG@10 >= base + margin.
+        batch_size: Texts per forward pass.
+        reuse_embeddings: A `corpus_embeddings` folder of an earlier evaluation to reuse.
+        outputs: Where to write the per-query table, run files, report and embeddings.
+
+    Returns:
+        (evaluations, comparison, flat metrics for the Metrics artifact).
+    """
+    from embedpipe.models import load_model
+    from embedpipe.prompts import check_task_type
+    from embedpipe.reports import evaluation_report
+
+    task_type = check_task_type(task_type)
+    corpus, queries, labels = load_split(corpus_path, queries_path, labels_path)
+    if labels.empty or not (labels["score"] >= 1).any():
+        raise ValueError(f"{labels_path}: the {split} labels have no relevant (score >= 1) pair; nothing to evaluate")
+    outputs = outputs or EvaluationOutputs()
+    evaluations = []
+    for name, reference in (("base", base_model), ("tuned", tuned_model)):
+        if name == "tuned" and not tuned_model:
+            continue
+        model = load_model(reference)
+        cached = load_embeddings(reuse_embeddings, name) if reuse_embeddings else None
+        evaluations.append(
+            evaluate_model(
+                reference, corpus, queries, labels, name=name, task_type=task_type, batch_size=batch_size,
+                cached=cached, loaded_model=model,
+            )
+        )
+    comparison = compare(evaluations[0], evaluations[1] if len(evaluations) > 1 else None, margin)
+    flat = flat_metrics(split, evaluations, comparison)
+
+    if outputs.per_query:
+        with storage.atomic_path(outputs.per_query) as tmp:
+            per_query_table(evaluations).to_parquet(tmp, index=False)
+    if outputs.run_files:
+        with storage.atomic_path(outputs.run_files) as tmp:
+            tmp.mkdir()
+            for evaluation in evaluations:
+                (tmp / f"{split}.{evaluation.name}.trec").write_text(trec_run(evaluation, f"embedpipe-{evaluation.name}"))
+    if outputs.corpus_embeddings:
+        with storage.atomic_path(outputs.corpus_embeddings) as tmp:
+            for evaluation in evaluations:
+                save_embeddings(evaluation, tmp)
+    if outputs.report:
+        storage.write_text_atomic(outputs.report, evaluation_report(split, evaluations, comparison))
+    log.info(comparison.sentence())
+    return evaluations, comparison, flat
