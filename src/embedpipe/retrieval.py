@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 
-def top_k(queries, corpus, k: int, *, query_chunk: int = 1024, corpus_chunk: int = 65536, device: str | None = None):
+def top_k(queries, corpus, k: int, *, query_chunk: int = 1024, corpus_chunk: int = 32768, device: str | None = None):
     """Returns (scores, indices) of the k highest inner products of each query with the corpus.
 
     Args:
@@ -34,25 +34,32 @@ def top_k(queries, corpus, k: int, *, query_chunk: int = 1024, corpus_chunk: int
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    n_docs = len(corpus)
+    n_docs, n_queries = len(corpus), len(queries)
     k = min(k, n_docs)
-    all_scores = np.empty((len(queries), k), dtype=np.float32)
-    all_indices = np.empty((len(queries), k), dtype=np.int64)
+
+    def as_tensor(array):
+        array = np.asarray(array, dtype=np.float32)
+        # A read-only array (a memmap, a Parquet buffer) is copied; anything else is shared, not copied.
+        return torch.from_numpy(array if array.flags.writeable else array.copy()).to(device)
+
+    query_tensor = as_tensor(queries)
+    best_scores = torch.full((n_queries, k), -float("inf"), device=device)
+    best_indices = torch.zeros((n_queries, k), dtype=torch.int64, device=device)
     with torch.inference_mode():
-        for q_start in range(0, len(queries), query_chunk):
-            q = torch.tensor(np.asarray(queries[q_start : q_start + query_chunk], dtype=np.float32), device=device)
-            best_scores = torch.full((len(q), k), -float("inf"), device=device)
-            best_indices = torch.zeros((len(q), k), dtype=torch.int64, device=device)
-            for d_start in range(0, n_docs, corpus_chunk):
-                block = torch.tensor(np.asarray(corpus[d_start : d_start + corpus_chunk], dtype=np.float32), device=device)
-                scores = q @ block.T
-                block_k = min(k, scores.shape[1])
-                block_scores, block_indices = torch.topk(scores, block_k, dim=1)
-                merged_scores = torch.cat([best_scores, block_scores], dim=1)
-                merged_indices = torch.cat([best_indices, block_indices + d_start], dim=1)
-                best_scores, order = torch.topk(merged_scores, k, dim=1)
-                best_indices = torch.gather(merged_indices, 1, order)
-                del scores, block
-            all_scores[q_start : q_start + len(q)] = best_scores.cpu().numpy()
-            all_indices[q_start : q_start + len(q)] = best_indices.cpu().numpy()
-    return all_scores, all_indices
+        # The corpus is read once, block by block; every query block is scored against it and only the
+        # running top-k per query is kept, so memory stays at one (query_chunk x corpus_chunk) block.
+        for d_start in range(0, n_docs, corpus_chunk):
+            block = as_tensor(corpus[d_start : d_start + corpus_chunk])
+            block_k = min(k, len(block))
+            for q_start in range(0, n_queries, query_chunk):
+                rows = slice(q_start, q_start + query_chunk)
+                scores = query_tensor[rows] @ block.T
+                block_scores, block_indices = torch.topk(scores, block_k, dim=1, sorted=False)
+                merged_scores = torch.cat([best_scores[rows], block_scores], dim=1)
+                merged_indices = torch.cat([best_indices[rows], block_indices + d_start], dim=1)
+                top_scores, order = torch.topk(merged_scores, k, dim=1, sorted=False)
+                best_scores[rows] = top_scores
+                best_indices[rows] = torch.gather(merged_indices, 1, order)
+        best_scores, order = torch.sort(best_scores, dim=1, descending=True)
+        best_indices = torch.gather(best_indices, 1, order)
+    return best_scores.cpu().numpy(), best_indices.cpu().numpy()
