@@ -7,17 +7,23 @@ version, with no `packages_to_install`: the same definition runs under `kfp.loca
 2. evaluate: NDCG@10 etc. of the base and tuned model on a labelled split; the quality gate.
 3. package_for_serving: describe the tuned model as a Vertex serving container (then GCPC registers it).
 4. embed_corpus: embed a corpus with a Beam job (local runner or Dataflow with GPUs) into Parquet vectors.
+- select_corpus: the corpus to index (another one by path, or the prepared one).
+- quality_gate_failed: stop the run with a clear message when the tuned model is not better.
 """
 
 from embedpipe.components.embed_corpus.component import embed_corpus
 from embedpipe.components.evaluate.component import evaluate
 from embedpipe.components.package_for_serving.component import package_for_serving
 from embedpipe.components.prepare_data.component import prepare_data
+from embedpipe.components.quality_gate_failed.component import quality_gate_failed
+from embedpipe.components.select_corpus.component import select_corpus
 
 PrepareDataOp = prepare_data
 EvaluateOp = evaluate
 PackageForServingOp = package_for_serving
 EmbedCorpusOp = embed_corpus
+SelectCorpusOp = select_corpus
+QualityGateFailedOp = quality_gate_failed
 
 __all__ = [
     "prepare_data",
@@ -28,4 +34,8 @@ __all__ = [
     "PackageForServingOp",
     "embed_corpus",
     "EmbedCorpusOp",
+    "select_corpus",
+    "SelectCorpusOp",
+    "quality_gate_failed",
+    "QualityGateFailedOp",
 ]

@@ -314,3 +314,15 @@ def run_evaluation(
         storage.write_text_atomic(outputs.report, evaluation_report(split, evaluations, comparison))
     log.info(comparison.sentence())
     return evaluations, comparison, flat
+
+
+class QualityGateError(RuntimeError):
+    """The tuned model did not beat the base model by the margin; the pipeline stops here."""
+
+    def __init__(self, comparison: Comparison):
+        self.comparison = comparison
+        super().__init__(
+            f"quality gate: {comparison.sentence()}. Nothing was registered or indexed; the evaluation "
+            "reports are kept. Set index_with_base_model=true to index with the base model anyway, or "
+            "lower quality_margin."
+        )
