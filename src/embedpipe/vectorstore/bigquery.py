@@ -93,8 +93,9 @@ def upload_to_bigquery(batch: VectorBatch, table_id: str, *, client=None, locati
         write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
         schema=bigquery_schema(),
     )
-    config.parquet_options = bigquery.ParquetOptions()
-    config.parquet_options.enable_list_inference = True
+    parquet_options = bigquery.ParquetOptions()  # the property returns a copy: set it whole
+    parquet_options.enable_list_inference = True
+    config.parquet_options = parquet_options
     with tempfile.TemporaryDirectory() as folder:
         path = write_bigquery_parquet(batch, Path(folder) / "vectors.parquet")
         with open(path, "rb") as handle:

@@ -62,7 +62,7 @@ class Session:
             return cur.fetchall() if cur.description else []
         cur = self.conn.cursor()
         try:
-            cur.execute(self.render(query), tuple(params) if params else None)
+            cur.execute(self.render(query), tuple(params) if params else ())
             return list(cur.fetchall()) if cur.description else []
         finally:
             cur.close()
