@@ -31,4 +31,29 @@ def pg_uri(tmp_path_factory):
     pgdata = tmp_path_factory.mktemp("embedded-pg") / "pg"
     server = embedded_server(pgdata, keep_running=False)
     yield server.get_uri()
-    server.stop()
+    server.cleanup()  # stops it once (the atexit hook then finds nothing to do)
+
+
+@pytest.fixture
+def tiny_example_data(tmp_path) -> Path:
+    """A 14-document BEIR folder cut from the example data, fast to embed: 4 test and 3 train queries,
+    their documents and 6 others, each text cut to 30 words."""
+    import json
+
+    import pandas as pd
+
+    root = tmp_path / "tiny"
+    (root / "qrels").mkdir(parents=True)
+    read = lambda name: pd.read_csv(EXAMPLE_DATA / "qrels" / name, sep="\t", dtype=str)  # noqa: E731
+    test, train = read("test.tsv"), read("train.tsv")
+    test = test[test["query-id"].isin(test["query-id"].unique()[:4])]
+    train = train[train["query-id"].isin(train["query-id"].unique()[:3])]
+    keep = set(test["corpus-id"]) | set(train["corpus-id"])
+    docs = [json.loads(line) for line in (EXAMPLE_DATA / "corpus.jsonl").read_text().splitlines()]
+    docs = [d for d in docs if d["_id"] in keep] + [d for d in docs if d["_id"] not in keep][:6]
+    lines = [json.dumps({**d, "text": " ".join(d["text"].split()[:30])}) for d in docs]
+    (root / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    shutil.copy(EXAMPLE_DATA / "queries.jsonl", root / "queries.jsonl")
+    test.to_csv(root / "qrels" / "test.tsv", sep="\t", index=False)
+    train.to_csv(root / "qrels" / "train.tsv", sep="\t", index=False)
+    return root
