@@ -167,7 +167,16 @@ def cmd_evaluate(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     paths = _data_paths(args)
-    prepared = prepare_data(**paths, test_fraction=args.test_fraction, validation_fraction=args.validation_fraction, seed=args.seed)
+    fractions = {"test_fraction": args.test_fraction, "validation_fraction": args.validation_fraction}
+    labels_split = args.split
+    split_file = paths.get(f"{args.split}_labels_path", "")
+    if args.split != "train" and split_file and args.train_labels is None and not Path(paths["train_labels_path"]).exists():
+        # Evaluating needs no train labels, and many BEIR folders ship only qrels/test.tsv: the split's own
+        # file is validated in prepare_data's (required) train slot, with nothing split off.
+        paths = {**paths, "train_labels_path": split_file, "test_labels_path": "", "validation_labels_path": ""}
+        fractions = {"test_fraction": 0.0, "validation_fraction": 0.0}
+        labels_split = "train"
+    prepared = prepare_data(**paths, **fractions, seed=args.seed)
     out = Path(args.output_dir)
     data = out / "prepared"
     prepared.write(
@@ -176,7 +185,7 @@ def cmd_evaluate(args) -> int:
     evaluations, comparison, _ = run_evaluation(
         str(data / "corpus.parquet"),
         str(data / "queries.parquet"),
-        str(data / f"{args.split}_labels.parquet"),
+        str(data / f"{labels_split}_labels.parquet"),
         base_model=args.model,
         tuned_model=args.tuned_model or "",
         task_type=args.task_type,

@@ -195,12 +195,17 @@ def per_query_table(evaluations: list[ModelEvaluation]):
 
 
 def trec_run(evaluation: ModelEvaluation, run_name: str) -> str:
-    """The run in TREC format: `qid Q0 docid rank score run_name`, ranks in trec_eval's order."""
+    """The run in TREC format: `qid Q0 docid rank score run_name`, ranks in trec_eval's order.
+
+    Scores are float32 cosines written with 9 significant digits, enough to keep every distinct float32
+    distinct: fewer (the usual `%.6f`) would create ties that trec_eval breaks by document id, and the run
+    file would then score differently from the metrics computed here.
+    """
     lines = []
     for query_id, docs in evaluation.run.items():
         scores = dict(docs)
         for rank, doc_id in enumerate(rank_documents(scores), start=1):
-            lines.append(f"{query_id} Q0 {doc_id} {rank} {scores[doc_id]:.6f} {run_name}")
+            lines.append(f"{query_id} Q0 {doc_id} {rank} {scores[doc_id]:.9g} {run_name}")
     return "\n".join(lines) + "\n"
 
 

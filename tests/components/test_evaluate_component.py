@@ -4,6 +4,7 @@ import shutil
 
 import pandas as pd
 import pytest
+import pytrec_eval
 from kfp import dsl
 
 from embedpipe.components import evaluate
@@ -15,7 +16,8 @@ from tests.conftest import EXAMPLE_DATA
 
 @pytest.fixture(scope="module")
 def small_split(tmp_path_factory):
-    """10 test queries, their documents and 30 others, as prepare_data's Parquet files."""
+    """5 test queries, their documents and 10 others (texts cut to 40 words: this tests the plumbing, and
+    encoding full abstracts on a shared 2-core machine is slow), as prepare_data's Parquet files."""
     root = tmp_path_factory.mktemp("split")
     prepared = prepare_data(
         str(EXAMPLE_DATA / "corpus.jsonl"),
@@ -24,11 +26,13 @@ def small_split(tmp_path_factory):
         test_labels_path=str(EXAMPLE_DATA / "qrels" / "test.tsv"),
     )
     labels = prepared.labels["test"]
-    labels = labels[labels["query-id"].isin(labels["query-id"].unique()[:10])]
-    keep = set(labels["corpus-id"]) | set(prepared.corpus["_id"].head(30))
+    labels = labels[labels["query-id"].isin(labels["query-id"].unique()[:5])]
+    keep = set(labels["corpus-id"]) | set(prepared.corpus["_id"].head(10))
+    corpus = prepared.corpus[prepared.corpus["_id"].isin(keep)]
+    corpus = corpus.assign(text=corpus["text"].str.split().str[:40].str.join(" "))
     paths = {}
     for name, frame in (
-        ("corpus", prepared.corpus[prepared.corpus["_id"].isin(keep)]),
+        ("corpus", corpus),
         ("queries", prepared.queries),
         ("labels", labels),
     ):
@@ -63,15 +67,27 @@ def test_base_and_tuned_are_scored_and_the_gate_decided(tmp_path, small_split):
         **inputs(small_split), **out, tuned_model=dsl.Model(name="model", uri=str(tuned_folder)), margin=0.0
     )
     metrics = out["metrics"].metadata
-    assert metrics["test/base/queries"] == metrics["test/tuned/queries"] == 10
+    assert metrics["test/base/queries"] == metrics["test/tuned/queries"] == 5
     assert metrics["test/base/ndcg@10"] == pytest.approx(metrics["test/tuned/ndcg@10"], abs=1e-6)
     assert 0 < metrics["test/base/ndcg@10"] <= 1
     assert result.tuned_is_better is True and result.base_ndcg_at_10 == pytest.approx(result.tuned_ndcg_at_10)
 
     table = pd.read_parquet(out["per_query"].path)
-    assert sorted(table["model"].unique()) == ["base", "tuned"] and len(table) == 20
+    assert sorted(table["model"].unique()) == ["base", "tuned"] and len(table) == 10
     run_lines = (tmp_path / "a" / "run_files" / "test.base.trec").read_text().splitlines()
     assert run_lines[0].split()[1:4:2] == ["Q0", "1"]
+    # The run file, scored by trec_eval itself, gives the per-query numbers of the table.
+    run, qrels = {}, {}
+    for line in run_lines:
+        query_id, _, doc_id, _, score, _ = line.split()
+        run.setdefault(query_id, {})[doc_id] = float(score)
+    labels = pd.read_parquet(small_split["labels"])
+    for query_id, doc_id, score in labels[["query-id", "corpus-id", "score"]].itertuples(index=False):
+        qrels.setdefault(query_id, {})[doc_id] = int(score)
+    reference = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    for row in table[table["model"] == "base"].to_dict("records"):
+        assert row["ndcg@10"] == pytest.approx(reference[row["query-id"]]["ndcg_cut_10"], abs=1e-6)
+        assert row["recall@100"] == pytest.approx(reference[row["query-id"]]["recall_100"], abs=1e-6)
     report = open(out["report"].path, encoding="utf-8").read()
     assert report.startswith("<!DOCTYPE html>") and "<svg" in report and "the gate" in report
     cached = load_embeddings(out["corpus_embeddings"].path, "tuned")
