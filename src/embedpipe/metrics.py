@@ -16,7 +16,7 @@ Example:
     >>> run = {"q1": {"d3": 0.9, "d1": 0.8, "d4": 0.7}}
     >>> m = query_metrics(qrels["q1"], run["q1"], k_values=(1, 3))
     >>> round(m["ndcg@3"], 4), m["recall@1"], m["mrr@10"]
-    (0.6824, 0.5, 1.0)
+    (0.8597, 0.5, 1.0)
 """
 
 from __future__ import annotations

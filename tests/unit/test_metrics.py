@@ -76,3 +76,14 @@ def test_k_larger_than_the_corpus_returns_every_document():
     corpus = np.eye(3, dtype=np.float32)
     scores, indices = top_k(corpus, corpus, 100)
     assert indices.shape == (3, 3) and indices[:, 0].tolist() == [0, 1, 2]
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import embedpipe.metrics
+    import embedpipe.retrieval
+
+    for module in (embedpipe.metrics, embedpipe.retrieval):
+        result = doctest.testmod(module)
+        assert result.attempted and not result.failed, module.__name__
