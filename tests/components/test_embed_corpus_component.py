@@ -186,7 +186,7 @@ def test_kfp_local_pipeline_passes_a_model_artifact_and_previous_vectors(tmp_pat
         model = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
         first = embed_corpus(corpus=corpus.outputs["corpus"], tuned_model=model.output)
         embed_corpus(corpus=corpus.outputs["corpus"], tuned_model=model.output,
-                     previous_vectors=first.outputs["vectors"]).set_display_name("again")
+                     previous_vectors=first.outputs["vectors"])
 
     # A copy of the model: kfp.local rewrites "python3" inside paths on its command line, and the packaged
     # model lives under .venv/lib/python3.11/.

@@ -162,3 +162,26 @@ def test_an_output_dimensionality_above_the_model_s_is_an_error(tmp_path):
     slice_of_corpus(tmp_path / "corpus.jsonl", 2)
     with pytest.raises(ModelLoadError, match="larger than model 'default'"):
         run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "out"), output_dimensionality=1024))
+
+
+def test_job_writes_into_the_vector_store_and_deletes_stale_rows(tmp_path, pg_uri):
+    import psycopg
+
+    def stored(table):
+        with psycopg.connect(pg_uri) as conn:
+            return dict(conn.execute(f'SELECT id, content FROM "{table}"').fetchall())
+
+    rows = slice_of_corpus(tmp_path / "corpus.jsonl", 4)
+    config = dict(database_uri=pg_uri, table="embed_job_test", chunk_tokens=96, chunk_overlap=16)
+    run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run1"), **config))
+    first = read_vectors(tmp_path / "run1")
+    assert stored("embed_job_test") == first["content"].to_dict()
+
+    shortened, removed = rows[0], rows.pop(1)
+    shortened["text"] = " ".join(shortened["text"].split()[:20])  # now one chunk instead of several
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run2"), previous=str(tmp_path / "run1"), **config))
+    second = read_vectors(tmp_path / "run2")
+    in_database = stored("embed_job_test")
+    assert in_database == second["content"].to_dict()  # the table holds exactly this run's rows
+    assert not any(i.startswith((removed["_id"] + "#", shortened["_id"] + "#1")) for i in in_database)

@@ -6,7 +6,7 @@ worker process and shares it between the process's threads (`apache_beam.utils.s
 worker machine in a separate process (`multi_process_shared`) that every SDK process talks to, so a GPU
 holds one copy of the model rather than one per process.
 
-Each batch that RunInference hands over (a few hundred texts) is encoded by sentence-transformers,
+Each batch that RunInference hands over (about a thousand texts) is encoded by sentence-transformers,
 which sorts it by length and cuts it into `batch_size` forward passes, so texts of similar length are
 padded together. Vectors are cut to `output_dimensionality` (Matryoshka) and re-normalised.
 
@@ -29,7 +29,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from embedpipe import models, storage
 
-BACKENDS = ("torch", "onnx-int8")
+BACKENDS = ("torch",)  # an int8 ONNX Runtime backend for CPU workers is planned (issue 6), not built
 PRECISIONS = ("auto", "fp32", "bf16")
 
 _local_paths: dict[str, str] = {}
@@ -176,7 +176,7 @@ def load_encoder(
         output_dimensionality: Keep this many leading dimensions (0 = all).
         device: "cpu", "cuda", ... ("" = cuda when there is one).
         precision: "auto" (bf16 on GPU, fp32 on CPU), "fp32" or "bf16".
-        backend: "torch", or "onnx-int8" (ONNX Runtime with int8 weights, CPU; see `embedpipe.embed.onnx`).
+        backend: "torch" (the only one so far; part of the model identity, so a future backend re-embeds).
 
     Raises:
         ModelLoadError: the model cannot be loaded, or is smaller than `output_dimensionality`.
@@ -185,19 +185,14 @@ def load_encoder(
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    import torch
+
     path = local_model_path(model)
-    if backend == "onnx-int8":
-        from embedpipe.embed.onnx import load_int8_encoder
-
-        encoder = load_int8_encoder(path, batch_size=batch_size, output_dimensionality=output_dimensionality)
-    else:
-        import torch
-
-        st_model = models.load_model(path, device=device or None)
-        if precision == "bf16" or (precision == "auto" and st_model.device.type == "cuda"):
-            st_model = st_model.to(torch.bfloat16)
-        st_model.eval()
-        encoder = Encoder(st_model, batch_size=batch_size, output_dimensionality=output_dimensionality)
+    st_model = models.load_model(path, device=device or None)
+    if precision == "bf16" or (precision == "auto" and st_model.device.type == "cuda"):
+        st_model = st_model.to(torch.bfloat16)
+    st_model.eval()
+    encoder = Encoder(st_model, batch_size=batch_size, output_dimensionality=output_dimensionality)
     full = embedding_dimension(encoder.model)
     if output_dimensionality and full and output_dimensionality > full:
         raise models.ModelLoadError(
@@ -226,7 +221,7 @@ class SentenceTransformerHandler(ModelHandler[dict, PredictionResult, Encoder]):
         model: str,
         *,
         batch_size: int = 32,
-        inference_batch_size: int = 512,
+        inference_batch_size: int = 1024,
         output_dimensionality: int = 0,
         device: str = "",
         precision: str = "auto",

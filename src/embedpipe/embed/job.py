@@ -103,7 +103,7 @@ def prepare_config(
     chunk_tokens: int = 0,
     chunk_overlap: int = 0,
     batch_size: int = 32,
-    inference_batch_size: int = 512,
+    inference_batch_size: int = 1024,
     output_dimensionality: int = 0,
     device: str = "",
     precision: str = "auto",
@@ -111,17 +111,22 @@ def prepare_config(
     share_across_processes: bool = False,
     model_copies: int = 1,
     num_shards: int = 0,
-    database: dict | None = None,
+    database_uri: str = "",
+    table: str = "embeddings",
 ) -> EmbedConfig:
     """Checks the job's inputs on the launching machine and resolves what workers need.
 
     Fails here, before any worker starts, on a missing corpus, a model folder that is not a model, an
-    unknown task type or bad chunking parameters. See `EmbedConfig` for the arguments.
+    unknown task type, bad chunking parameters or a bad table name. See `EmbedConfig` for the arguments.
     """
     from embedpipe.embed.handler import BACKENDS, PRECISIONS, model_identity, model_prompts
     from embedpipe.prompts import resolve_prompts
 
     docs.check_chunking(chunk_tokens, chunk_overlap)
+    if database_uri:
+        from embedpipe.vectorstore.identifiers import split_table_name
+
+        split_table_name(table)
     if batch_size < 1 or inference_batch_size < 1:
         raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, inference_batch_size={inference_batch_size}")
     if output_dimensionality < 0:
@@ -154,7 +159,8 @@ def prepare_config(
         share_across_processes=share_across_processes,
         model_copies=model_copies,
         num_shards=num_shards,
-        database=dict(database or {}),
+        database_uri=database_uri,
+        table=table,
     )
 
 
@@ -314,14 +320,16 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-tokens", "--chunk_tokens", type=int, default=0, help="split documents into chunks of this many tokens (0 = no chunking)")
     parser.add_argument("--chunk-overlap", "--chunk_overlap", type=int, default=0, help="tokens shared by neighbouring chunks (default: %(default)s)")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
-    parser.add_argument("--inference-batch-size", "--inference_batch_size", type=int, default=512, help="texts per RunInference batch, sorted by length inside (default: %(default)s)")
+    parser.add_argument("--inference-batch-size", "--inference_batch_size", type=int, default=1024, help="texts per RunInference batch, sorted by length inside (default: %(default)s)")
     parser.add_argument("--output-dimensionality", "--output_dimensionality", type=int, default=0, help="keep this many leading dimensions, re-normalised (0 = all)")
     parser.add_argument("--device", default="", help="cpu, cuda, ... (default: cuda when there is one)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto = bf16 on GPU (default: %(default)s)")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx-int8"], help="onnx-int8: int8 ONNX Runtime on CPU workers (default: %(default)s)")
+    parser.add_argument("--backend", default="torch", choices=["torch"], help="inference backend (default: %(default)s)")
     parser.add_argument("--share-model-across-processes", action="store_true", help="one model per worker machine (GPU workers) instead of one per process")
     parser.add_argument("--model-copies", type=int, default=1, help="models per machine when shared across processes (default: %(default)s)")
     parser.add_argument("--num-shards", type=int, default=0, help="vector shards to write (0 = the runner decides)")
+    parser.add_argument("--database-uri", default="", help="also upsert into this Postgres/pgvector database (stale rows deleted)")
+    parser.add_argument("--table", default="embeddings", help="pgvector table for --database-uri (default: %(default)s)")
 
 
 def config_from_args(args) -> EmbedConfig:
@@ -342,6 +350,8 @@ def config_from_args(args) -> EmbedConfig:
         share_across_processes=args.share_model_across_processes,
         model_copies=args.model_copies,
         num_shards=args.num_shards,
+        database_uri=args.database_uri,
+        table=args.table,
     )
 
 

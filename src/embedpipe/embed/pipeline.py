@@ -4,7 +4,8 @@
                                              └─ (id, doc) ─┐                             │
     previous vectors (Parquet) ─ (doc id, rows) ───────────┴─ CoGroupByKey ─ Decide ─┬─ dead letters (repeated ids)
                                                                                      ├─ reused rows ─────────┐
-                                                                                     └─ docs ─ Chunk ─ RunInference ─ rows ─ Parquet shards (+ database)
+                                                                                     ├─ stale ids (removed docs / chunks) ─ (database delete)
+                                                                                     └─ docs ─ Chunk ─ RunInference ─ rows ─ Parquet shards (+ database upsert)
 
 `build_pipeline(pipeline, config)` adds these transforms to a `beam.Pipeline`; `embedpipe.embed.job` runs it.
 Counts go to Beam metrics in the `embedpipe` namespace (METRIC_NAMES).
@@ -13,7 +14,7 @@ Counts go to Beam metrics in the `embedpipe` namespace (METRIC_NAMES).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -76,7 +77,9 @@ class EmbedConfig:
         share_across_processes: One model per worker machine instead of per process (GPU workers).
         model_copies: Models per machine when shared (number of GPUs).
         num_shards: Vector shards to write (0 = the runner decides).
-        database: Keyword arguments of the vector-store writer (empty = Parquet only).
+        database_uri: Postgres/pgvector URI to upsert the vectors into as well ("" = Parquet only);
+            stale rows of the previous run are deleted there.
+        table: The pgvector table.
     """
 
     input_pattern: str
@@ -89,7 +92,7 @@ class EmbedConfig:
     chunk_tokens: int = 0
     chunk_overlap: int = 0
     batch_size: int = 32
-    inference_batch_size: int = 512
+    inference_batch_size: int = 1024
     output_dimensionality: int = 0
     device: str = ""
     precision: str = "auto"
@@ -97,7 +100,8 @@ class EmbedConfig:
     share_across_processes: bool = False
     model_copies: int = 1
     num_shards: int = 0
-    database: dict = field(default_factory=dict)
+    database_uri: str = ""
+    table: str = "embeddings"
 
     @property
     def chunking(self) -> str:
@@ -149,6 +153,8 @@ class Decide(beam.DoFn):
         if not current:
             if previous:
                 self._removed.inc()
+                for row in previous:  # gone from the corpus: gone from the vector store too
+                    yield beam.pvalue.TaggedOutput("stale", row["id"])
             return
         if len(current) > 1:
             self._dead.inc(len(current))
@@ -166,6 +172,7 @@ class Decide(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("reused", row)
             return
         doc["input"] = formatted
+        doc["previous_ids"] = [row["id"] for row in previous]
         yield doc
 
 
@@ -197,6 +204,8 @@ class ToItems(beam.DoFn):
         self._embedded.inc()
         if not self._config.chunk_tokens:
             yield _item(doc, id_=doc["id"], content=doc["text"], formatted=doc["input"])
+            for stale in set(doc.get("previous_ids") or ()) - {doc["id"]}:
+                yield beam.pvalue.TaggedOutput("stale", stale)
             return
         offsets = self._tokenizer(doc["text"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         spans = docs.chunk_spans(offsets, self._config.chunk_tokens, self._config.chunk_overlap)
@@ -207,6 +216,9 @@ class ToItems(beam.DoFn):
             yield _item(
                 doc, id_=docs.chunk_id(doc["id"], index), content=text, formatted=formatted, document_id=doc["id"], chunk=index
             )
+        # A changed document with fewer chunks than before: its last chunks' rows are stale.
+        for stale in set(doc.get("previous_ids") or ()) - {docs.chunk_id(doc["id"], i) for i in range(len(spans))}:
+            yield beam.pvalue.TaggedOutput("stale", stale)
 
 
 class _TokenizerBox:  # apache_beam.utils.shared needs a weak-referenceable object
@@ -280,7 +292,8 @@ def embed_documents(documents, config: EmbedConfig, previous=None):
         previous: PCollection of previous vector rows, or None.
 
     Returns:
-        (vector rows, dead letters) PCollections.
+        (vector rows, dead letters, stale ids) PCollections; stale ids are rows of the previous run that
+        no longer exist (removed documents, chunks past a shortened document's end).
     """
     from apache_beam.ml.inference.base import RunInference
 
@@ -293,7 +306,9 @@ def embed_documents(documents, config: EmbedConfig, previous=None):
     decided = (
         {"doc": documents, "previous": keyed_previous}
         | "GroupById" >> beam.CoGroupByKey()
-        | "Decide" >> beam.ParDo(Decide(config.prompts, config.model_identity, config.chunking)).with_outputs("reused", "dead", main="embed")
+        | "Decide" >> beam.ParDo(Decide(config.prompts, config.model_identity, config.chunking)).with_outputs(
+            "reused", "dead", "stale", main="embed"
+        )
     )
     handler = SentenceTransformerHandler(
         config.model,
@@ -306,15 +321,16 @@ def embed_documents(documents, config: EmbedConfig, previous=None):
         share_across_processes=config.share_across_processes,
         model_copies=config.model_copies,
     )
+    items = decided.embed | "ToItems" >> beam.ParDo(ToItems(config)).with_outputs("stale", main="items")
     embedded = (
-        decided.embed
-        | "ToItems" >> beam.ParDo(ToItems(config))
+        items.items
         | "Embed" >> RunInference(handler)
         | "ToRows" >> beam.Map(to_row)
         | "CountVectors" >> beam.ParDo(CountChunks())
     )
     rows = (embedded, decided.reused) | "AllVectors" >> beam.Flatten()
-    return rows, decided.dead
+    stale = (decided.stale, items.stale) | "AllStaleIds" >> beam.Flatten()
+    return rows, decided.dead, stale
 
 
 def build_pipeline(pipeline, config: EmbedConfig):
@@ -327,7 +343,7 @@ def build_pipeline(pipeline, config: EmbedConfig):
     previous = None
     if config.previous_pattern:
         previous = pipeline | "ReadPreviousVectors" >> beam.io.ReadFromParquet(config.previous_pattern, validate=False)
-    rows, dead = embed_documents(parsed.documents, config, previous)
+    rows, dead, stale = embed_documents(parsed.documents, config, previous)
     rows | "WriteVectors" >> beam.io.WriteToParquet(
         FileSystems.join(config.output, VECTOR_SHARD_PREFIX),
         vector_schema(),
@@ -342,8 +358,9 @@ def build_pipeline(pipeline, config: EmbedConfig):
             FileSystems.join(config.output, DEAD_LETTER_FOLDER, "dead_letters"), file_name_suffix=".jsonl", num_shards=1
         )
     )
-    if config.database:
-        from embedpipe.embed.sinks import WriteToVectorStore
+    if config.database_uri:
+        from embedpipe.embed.sinks import DeleteFromVectorStore, WriteToVectorStore
 
-        rows | "WriteToDatabase" >> WriteToVectorStore(**config.database)
+        rows | "WriteToVectorStore" >> WriteToVectorStore(config.database_uri, config.table)
+        stale | "DeleteStaleFromVectorStore" >> DeleteFromVectorStore(config.database_uri, config.table)
     return rows
