@@ -1,0 +1,80 @@
+"""fine_tune: fine-tune an open embedding model on the prepared train labels, with Vertex's parameters."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from embedpipe.images import TRAIN_IMAGE
+
+# The GPU is asked for by the pipeline on the task, not here, so one definition serves CPU and GPU runs:
+#   task.set_accelerator_type("NVIDIA_L4").set_accelerator_limit(1)
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def fine_tune(
+    corpus: Input[Dataset],
+    queries: Input[Dataset],
+    train_labels: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    validation_labels: Input[Dataset] = None,
+    base_model: str = "default",
+    task_type: str = "RETRIEVAL_QUERY",
+    batch_size: int = 32,
+    train_steps: int = 100,
+    learning_rate_multiplier: float = 1.0,
+    output_dimensionality: int = 0,
+    seed: int = 42,
+    max_seq_length: int = 0,
+    hard_negatives: bool = False,
+):
+    """Fine-tunes a sentence-transformers model on the positive (query, document) pairs of the train labels.
+
+    MultipleNegativesRankingLoss with in-batch negatives and no duplicate texts in a batch; bf16 on GPUs
+    that support it, fp32 on CPU. Checkpoints are written under the model folder, so a retried
+    (preempted) task resumes from the last one; they are deleted once the model is saved.
+
+    Args:
+        corpus: prepare_data's corpus (Parquet).
+        queries: prepare_data's queries.
+        train_labels: prepare_data's train labels; pairs with score 0 are not positives.
+        validation_labels: prepare_data's validation labels (may be empty); gives a validation loss.
+        base_model: "default" (packaged all-MiniLM-L6-v2), a hub id (google/embeddinggemma-300m), or a
+            local or gs:// sentence-transformers folder.
+        task_type: Vertex task type (RETRIEVAL_QUERY, ...); selects the prompts.
+        batch_size: Pairs per step (the in-batch negatives); above 64 the cached loss is used.
+        train_steps: Optimiser steps (Vertex's `train_steps`, formerly `iterations`).
+        learning_rate_multiplier: Times the base learning rate 2e-5.
+        output_dimensionality: Embedding size of the tuned model (MatryoshkaLoss); 0 = the base model's.
+        seed: Seed of shuffling and initialisation.
+        max_seq_length: Tokens per text; 0 = the model's own.
+        hard_negatives: Mine one hard negative per pair from the corpus with the base model.
+
+    Returns:
+        model: A sentence-transformers folder (safetensors) with `embedpipe_training.json`; metadata
+            base_model, task_type, dimension, prompts, train_steps.
+        metrics: train_loss (last), train_loss_first, train_loss_min, train_loss_mean, validation_loss
+            (with validation labels), train_steps, train_seconds, samples_per_second, dimension.
+    """
+    from embedpipe.fine_tune import fine_tune as tune
+    from embedpipe.reports import log_metrics
+
+    result = tune(
+        corpus.path,
+        queries.path,
+        train_labels.path,
+        model.path,
+        validation_labels_path=validation_labels.path if validation_labels is not None else "",
+        base_model=base_model,
+        task_type=task_type,
+        batch_size=batch_size,
+        train_steps=train_steps,
+        learning_rate_multiplier=learning_rate_multiplier,
+        output_dimensionality=output_dimensionality,
+        seed=seed,
+        max_seq_length=max_seq_length,
+        mine_hard_negatives=hard_negatives,
+    )
+    for key in ("base_model", "task_type", "dimension", "prompts", "train_steps"):
+        model.metadata[key] = result.metadata[key]
+    model.metadata["framework"] = "sentence-transformers"
+    log_metrics(metrics, result.metrics)
