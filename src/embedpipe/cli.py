@@ -2,6 +2,7 @@
 
     embedpipe run                 # the whole pipeline locally (kfp.local) on the example data
     embedpipe prepare --data DIR  # data preparation alone, straight from the library
+    embedpipe fine-tune --data DIR --output-dir OUT  # fine-tune the base model on the train labels
     embedpipe embed --input corpus.jsonl --output vectors/  # the Beam embedding job alone
     embedpipe search "some text"  # top-k from the vector database (default: the embedded one)
     embedpipe db                  # start the embedded PostgreSQL + pgvector, print how to connect
@@ -203,6 +204,43 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_fine_tune(args) -> int:
+    import json
+    import logging
+
+    from embedpipe.fine_tune import fine_tune
+    from embedpipe.prepare import SPLITS, prepare_data
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    prepared = prepare_data(
+        **_data_paths(args), test_fraction=args.test_fraction, validation_fraction=args.validation_fraction, seed=args.seed
+    )
+    data = Path(args.output_dir) / "prepared"
+    prepared.write(
+        str(data / "corpus.parquet"), str(data / "queries.parquet"), {s: str(data / f"{s}_labels.parquet") for s in SPLITS}
+    )
+    result = fine_tune(
+        str(data / "corpus.parquet"),
+        str(data / "queries.parquet"),
+        str(data / "train_labels.parquet"),
+        str(Path(args.output_dir) / "model"),
+        validation_labels_path=str(data / "validation_labels.parquet"),
+        base_model=args.model,
+        task_type=args.task_type,
+        batch_size=args.batch_size,
+        train_steps=args.train_steps,
+        iterations=args.iterations,
+        learning_rate_multiplier=args.learning_rate_multiplier,
+        output_dimensionality=args.output_dimensionality,
+        seed=args.seed,
+        max_seq_length=args.max_seq_length,
+        mine_hard_negatives=args.hard_negatives,
+    )
+    print(json.dumps(result.metrics, indent=2))
+    print(f"tuned model: {result.model_dir}")
+    return 0
+
+
 def cmd_search(args) -> int:
     from embedpipe.vectorstore.embedded import embedded_database_uri
     from embedpipe.vectorstore.search import search_text
@@ -299,6 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--output-dir", default=".embedpipe/evaluate", help="where the report and tables go (default: %(default)s)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    tune = sub.add_parser("fine-tune", help="fine-tune a model on the train labels of a BEIR folder (library only, no KFP)")
+    _add_data_arguments(tune)
+    tune.add_argument("--model", default="default", help="base model: 'default' (packaged MiniLM), folder, gs:// or hub id")
+    tune.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")
+    tune.add_argument("--batch-size", type=int, default=32, help="pairs per step (default: %(default)s)")
+    tune.add_argument("--train-steps", type=int, help="optimiser steps (default: --iterations, else 100)")
+    tune.add_argument("--iterations", type=int, help="older name of --train-steps")
+    tune.add_argument("--learning-rate-multiplier", type=float, default=1.0, help="times the base rate 2e-5 (default: %(default)s)")
+    tune.add_argument("--output-dimensionality", type=int, default=0, help="embedding size of the tuned model (0 = the base's)")
+    tune.add_argument("--max-seq-length", type=int, default=0, help="tokens per text (0 = the model's own)")
+    tune.add_argument("--hard-negatives", action="store_true", help="mine one hard negative per pair from the corpus")
+    tune.add_argument("--output-dir", default=".embedpipe/fine_tune", help="prepared data and model/ go here (default: %(default)s)")
+    tune.set_defaults(func=cmd_fine_tune)
 
     serve = sub.add_parser("serve", help="serve a model with a textembedding-gecko compatible :predict endpoint")
     serve.add_argument("--model", help="model folder, gs:// folder, hub id or 'default' (default: $AIP_STORAGE_URI or the packaged MiniLM)")
