@@ -199,3 +199,14 @@ def test_bad_input_fails_clearly_before_training(prepared, tmp_path, change, err
     with pytest.raises(error, match=message):
         fine_tune(**prepared, output_dir=str(out), **arguments)
     assert not (out / CHECKPOINTS_DIR).exists() and not (out / "model.safetensors").exists()
+
+
+def test_hard_negatives_and_a_validation_loss(prepared, tmp_path):
+    validation = tmp_path / "validation_labels.parquet"
+    pd.read_parquet(prepared["train_labels_path"]).tail(16).to_parquet(validation)
+    result = fine_tune(
+        **prepared, output_dir=str(tmp_path / "hn"), validation_labels_path=str(validation),
+        batch_size=8, train_steps=2, mine_hard_negatives=True, **FAST,
+    )
+    assert result.metadata["hard_negatives"] is True
+    assert result.metrics["validation_loss"] > 0
