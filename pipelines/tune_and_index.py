@@ -1,45 +1,275 @@
-"""The embedpipe pipeline: prepare the data (tuning, evaluation, embedding and upload join as they land)."""
+"""The embedpipe pipeline: prepare → evaluate(base) ∥ fine_tune (GPU) → evaluate(tuned vs base) → quality
+gate → register (+ optional deploy) → embed_corpus (Dataflow) → upload_vectors.
 
+Parameters mirror Vertex AI's `tune-text-embedding-model` template where they exist
+(`base_model_version_id`, `task_type`, `corpus_path`, `queries_path`, `train_label_path`,
+`test_label_path`, `validation_label_path`, `batch_size`, `train_steps` (its `iterations`),
+`learning_rate_multiplier`, `output_dimensionality`, `accelerator_type`, `accelerator_count`).
+"""
+
+from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
+from google_cloud_pipeline_components.v1.model import ModelUploadOp
 from kfp import dsl
 
-from embedpipe.components import prepare_data
+from embedpipe.components import (
+    embed_corpus,
+    evaluate,
+    fine_tune,
+    package_for_serving,
+    prepare_data,
+    quality_gate_failed,
+    select_corpus,
+    upload_vectors,
+)
+from embedpipe.models import CLOUD_DEFAULT_MODEL
 
 PIPELINE_NAME = "embedpipe-tune-and-index"
+#: Filled in by Vertex AI Pipelines with the project the run belongs to.
+PROJECT_PLACEHOLDER = "{{$.pipeline_google_cloud_project_id}}"
 
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
-    description="Prepare BEIR-style data, fine-tune an open embedding model, evaluate it and index a corpus.",
+    description="Fine-tune an open embedding model on BEIR-style data, prove it beats the base model, "
+    "register it, and embed and index a corpus in a vector database.",
 )
 def tune_and_index(
     corpus_path: str,
     queries_path: str,
-    train_labels_path: str,
-    test_labels_path: str = "",
-    validation_labels_path: str = "",
+    train_label_path: str,
+    test_label_path: str = "",
+    validation_label_path: str = "",
+    project: str = PROJECT_PLACEHOLDER,
+    location: str = "us-central1",
+    base_model_version_id: str = CLOUD_DEFAULT_MODEL,
+    task_type: str = "RETRIEVAL_QUERY",
+    batch_size: int = 32,
+    train_steps: int = 1000,
+    learning_rate_multiplier: float = 1.0,
+    output_dimensionality: int = 0,
+    max_seq_length: int = 0,
+    hard_negatives: bool = False,
+    seed: int = 42,
     test_fraction: float = 0.2,
     validation_fraction: float = 0.0,
-    seed: int = 42,
+    accelerator_type: str = "NVIDIA_L4",
+    accelerator_count: int = 1,
+    training_cpu_limit: str = "8",
+    training_memory_limit: str = "32G",
+    quality_margin: float = 0.0,
+    index_with_base_model: bool = False,
+    register_model: bool = True,
+    model_display_name: str = "embedpipe-tuned-model",
+    deploy_model: bool = False,
+    endpoint_machine_type: str = "g2-standard-4",
+    endpoint_accelerator_type: str = "NVIDIA_L4",
+    endpoint_accelerator_count: int = 1,
+    endpoint_min_replicas: int = 1,
+    endpoint_max_replicas: int = 1,
+    index_corpus_path: str = "",
+    chunk_tokens: int = 0,
+    chunk_overlap: int = 0,
+    embed_runner: str = "DataflowRunner",
+    dataflow_temp_location: str = "",
+    dataflow_service_account: str = "",
+    dataflow_network: str = "",
+    dataflow_subnetwork: str = "",
+    dataflow_machine_type: str = "g2-standard-4",
+    dataflow_max_workers: int = 4,
+    dataflow_accelerator_type: str = "nvidia-l4",
+    dataflow_accelerator_count: int = 1,
+    vector_target: str = "alloydb",
+    database_uri: str = "",
+    database_instance: str = "",
+    database_name: str = "postgres",
+    database_user: str = "postgres",
+    database_password_secret: str = "",
+    database_iam_auth: bool = True,
+    vector_table: str = "embeddings",
 ):
-    """Prepares the data for tuning and indexing.
+    """Tunes, evaluates, registers and indexes.
 
     Args:
-        corpus_path: `corpus.jsonl` (`_id`, `title`, `text`), local path or `gs://` URI.
+        corpus_path: `corpus.jsonl` (`_id`, `title`, `text`), `gs://` URI or local path.
         queries_path: `queries.jsonl` (`_id`, `text`).
-        train_labels_path: Train labels TSV (`query-id`, `corpus-id`, `score`).
-        test_labels_path: Test labels TSV; empty = split off train.
-        validation_labels_path: Validation labels TSV; empty = split off train by `validation_fraction`.
-        test_fraction: Share of train queries split off as test when no test labels are given.
-        validation_fraction: Share of train queries split off as validation (0 = no validation split).
-        seed: Seed of the splits.
+        train_label_path: Train labels TSV (`query-id`, `corpus-id`, `score`).
+        test_label_path: Test labels TSV; empty = `test_fraction` of the train queries.
+        validation_label_path: Validation labels TSV; empty = `validation_fraction` of the train queries.
+        project: Google Cloud project (default: the run's own).
+        location: Region of Vertex AI and Dataflow.
+        base_model_version_id: Base model: a Hugging Face id (default google/embeddinggemma-300m), a
+            `gs://` folder, or "default" for the packaged all-MiniLM-L6-v2.
+        task_type: Vertex task type; selects the prompts in training, evaluation, embedding and serving.
+        batch_size: Training batch size (in-batch negatives).
+        train_steps: Training steps (Vertex's `iterations`).
+        learning_rate_multiplier: Multiplies the base learning rate (2e-5).
+        output_dimensionality: Matryoshka training and truncated vectors of this size (0 = full size).
+        max_seq_length: Token limit in training (0 = the model's).
+        hard_negatives: Mine hard negatives from the corpus for training.
+        seed: Seed of the split and of training.
+        test_fraction: Share of train queries used as test when no test labels are given.
+        validation_fraction: Share of train queries used as validation when none are given.
+        accelerator_type: GPU of the fine-tune task (Vertex accelerator name).
+        accelerator_count: GPUs of the fine-tune task.
+        training_cpu_limit: vCPUs of the fine-tune task; with the GPU this picks the machine type
+            (8 vCPU + 32G + 1 L4 = g2-standard-8).
+        training_memory_limit: Memory of the fine-tune task.
+        quality_margin: The tuned model must beat the base NDCG@10 by this much to be registered and used.
+        index_with_base_model: When the tuned model does not pass the gate, index with the base model
+            instead of stopping.
+        register_model: Register the tuned model in Vertex AI Model Registry (cloud only).
+        model_display_name: Display name in Model Registry.
+        deploy_model: Also deploy it to a new endpoint (costs money while it runs; off by default).
+        endpoint_machine_type: Endpoint machine type.
+        endpoint_accelerator_type: Endpoint GPU ("" = CPU only).
+        endpoint_accelerator_count: Endpoint GPUs per replica.
+        endpoint_min_replicas: Minimum replicas.
+        endpoint_max_replicas: Maximum replicas.
+        index_corpus_path: The corpus to embed and index, if not the labelled one (JSONL or Parquet).
+        chunk_tokens: Split documents into chunks of this many tokens (0 = whole documents).
+        chunk_overlap: Tokens shared by neighbouring chunks.
+        embed_runner: "DataflowRunner", or "DirectRunner" to embed inside the task.
+        dataflow_temp_location: `gs://` temp folder of the Dataflow job ("" = beside the artifacts).
+        dataflow_service_account: Dataflow worker service account.
+        dataflow_network: Dataflow worker network.
+        dataflow_subnetwork: Dataflow worker subnetwork URL.
+        dataflow_machine_type: Dataflow worker machine type.
+        dataflow_max_workers: Dataflow autoscaling limit.
+        dataflow_accelerator_type: Dataflow worker GPU ("" = CPU workers).
+        dataflow_accelerator_count: GPUs per Dataflow worker.
+        vector_target: "alloydb", "cloudsql", "postgres", "bigquery" or "vertex_vector_search".
+        database_uri: Postgres URI (without password) for "postgres"; "" locally = the embedded database.
+        database_instance: AlloyDB instance URI or Cloud SQL connection name.
+        database_name: Database name.
+        database_user: Database user (with IAM auth: the service account e-mail without `.gserviceaccount.com`).
+        database_password_secret: Secret Manager secret holding the password (never the password itself).
+        database_iam_auth: IAM database authentication (AlloyDB / Cloud SQL) instead of a password.
+        vector_table: Table of vectors.
     """
-    prepare_data(
+    prepared = prepare_data(
         corpus_path=corpus_path,
         queries_path=queries_path,
-        train_labels_path=train_labels_path,
-        test_labels_path=test_labels_path,
-        validation_labels_path=validation_labels_path,
+        train_labels_path=train_label_path,
+        test_labels_path=test_label_path,
+        validation_labels_path=validation_label_path,
         test_fraction=test_fraction,
         validation_fraction=validation_fraction,
         seed=seed,
     ).set_display_name("prepare-data")
+    data = prepared.outputs
+
+    base_evaluation = evaluate(
+        corpus=data["corpus"],
+        queries=data["queries"],
+        labels=data["test_labels"],
+        base_model=base_model_version_id,
+        task_type=task_type,
+        split="test",
+    ).set_display_name("evaluate-base")
+
+    tuning = (
+        fine_tune(
+            corpus=data["corpus"],
+            queries=data["queries"],
+            train_labels=data["train_labels"],
+            validation_labels=data["validation_labels"],
+            base_model=base_model_version_id,
+            task_type=task_type,
+            batch_size=batch_size,
+            train_steps=train_steps,
+            learning_rate_multiplier=learning_rate_multiplier,
+            output_dimensionality=output_dimensionality,
+            seed=seed,
+            max_seq_length=max_seq_length,
+            hard_negatives=hard_negatives,
+        )
+        .set_display_name("fine-tune")
+        .set_accelerator_type(accelerator_type)
+        .set_accelerator_limit(accelerator_count)
+        .set_cpu_limit(training_cpu_limit)
+        .set_memory_limit(training_memory_limit)
+    )
+
+    comparison = evaluate(
+        corpus=data["corpus"],
+        queries=data["queries"],
+        labels=data["test_labels"],
+        base_model=base_model_version_id,
+        tuned_model=tuning.outputs["model"],
+        reuse_embeddings=base_evaluation.outputs["corpus_embeddings"],
+        task_type=task_type,
+        split="test",
+        margin=quality_margin,
+    ).set_display_name("evaluate-tuned-vs-base")
+
+    index_corpus = (
+        select_corpus(prepared_corpus=data["corpus"], index_corpus_path=index_corpus_path)
+        .set_display_name("select-corpus")
+        .outputs["corpus"]
+    )
+    embed_options = dict(
+        task_type=task_type,
+        chunk_tokens=chunk_tokens,
+        chunk_overlap=chunk_overlap,
+        output_dimensionality=output_dimensionality,
+        runner=embed_runner,
+        project=project,
+        location=location,
+        temp_location=dataflow_temp_location,
+        service_account=dataflow_service_account,
+        network=dataflow_network,
+        subnetwork=dataflow_subnetwork,
+        machine_type=dataflow_machine_type,
+        max_workers=dataflow_max_workers,
+        accelerator_type=dataflow_accelerator_type,
+        accelerator_count=dataflow_accelerator_count,
+    )
+    upload_options = dict(
+        target=vector_target,
+        database_uri=database_uri,
+        instance=database_instance,
+        database=database_name,
+        user=database_user,
+        password_secret=database_password_secret,
+        iam_auth=database_iam_auth,
+        table=vector_table,
+    )
+
+    with dsl.If(comparison.outputs["tuned_is_better"] == True, name="tuned-beats-base"):  # noqa: E712
+        with dsl.If(register_model == True, name="register"):  # noqa: E712
+            serving = package_for_serving(model=tuning.outputs["model"]).set_display_name("package-for-serving")
+            upload = ModelUploadOp(
+                project=project,
+                location=location,
+                display_name=model_display_name,
+                unmanaged_container_model=serving.outputs["serving_model"],
+            ).set_display_name("register-model")
+            with dsl.If(deploy_model == True, name="deploy"):  # noqa: E712
+                endpoint = EndpointCreateOp(project=project, location=location, display_name=model_display_name)
+                ModelDeployOp(
+                    model=upload.outputs["model"],
+                    endpoint=endpoint.outputs["endpoint"],
+                    deployed_model_display_name=model_display_name,
+                    dedicated_resources_machine_type=endpoint_machine_type,
+                    dedicated_resources_accelerator_type=endpoint_accelerator_type,
+                    dedicated_resources_accelerator_count=endpoint_accelerator_count,
+                    dedicated_resources_min_replica_count=endpoint_min_replicas,
+                    dedicated_resources_max_replica_count=endpoint_max_replicas,
+                ).set_display_name("deploy-model")
+        tuned_vectors = embed_corpus(
+            corpus=index_corpus, model=base_model_version_id, tuned_model=tuning.outputs["model"], **embed_options
+        ).set_display_name("embed-corpus")
+        upload_vectors(vectors=tuned_vectors.outputs["vectors"], **upload_options).set_display_name("upload-vectors")
+
+    with dsl.Elif(index_with_base_model == True, name="index-with-base-model"):  # noqa: E712
+        base_vectors = embed_corpus(corpus=index_corpus, model=base_model_version_id, **embed_options).set_display_name(
+            "embed-corpus-base-model"
+        )
+        upload_vectors(vectors=base_vectors.outputs["vectors"], **upload_options).set_display_name("upload-vectors-base-model")
+
+    with dsl.Else(name="gate-failed"):
+        quality_gate_failed(
+            base_ndcg_at_10=comparison.outputs["base_ndcg_at_10"],
+            tuned_ndcg_at_10=comparison.outputs["tuned_ndcg_at_10"],
+            margin=quality_margin,
+        ).set_display_name("quality-gate-failed")

@@ -72,31 +72,92 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from embedpipe.local import run_locally
+    from embedpipe.local import CLOUD_ONLY_STEPS, LOCAL_OVERRIDES, LocalRunFailed, declared_parameters, run_locally
     from embedpipe.pipelines import tune_and_index
 
-    arguments = dict(
-        _data_paths(args), test_fraction=args.test_fraction, validation_fraction=args.validation_fraction, seed=args.seed
-    )
+    paths = _data_paths(args)
+    database_uri = args.database_uri
+    if not database_uri:
+        from embedpipe.vectorstore.embedded import embedded_database_uri
+
+        database_uri = embedded_database_uri()
+    wanted = {
+        "corpus_path": paths["corpus_path"],
+        "queries_path": paths["queries_path"],
+        "train_label_path": paths["train_labels_path"],
+        "test_label_path": paths["test_labels_path"],
+        "validation_label_path": paths["validation_labels_path"],
+        "test_fraction": args.test_fraction,
+        "validation_fraction": args.validation_fraction,
+        "seed": args.seed,
+        **LOCAL_OVERRIDES,
+        "base_model_version_id": args.model,
+        "task_type": args.task_type,
+        "train_steps": args.train_steps,
+        "batch_size": args.batch_size,
+        "learning_rate_multiplier": args.learning_rate_multiplier,
+        "quality_margin": args.margin,
+        "index_with_base_model": args.index_with_base_model,
+        "database_uri": database_uri,
+        "vector_table": args.table,
+    }
+    declared = declared_parameters(tune_and_index)
+    arguments = {name: value for name, value in wanted.items() if name in declared}
     print(f"embedpipe run: pipeline {tune_and_index.name!r} with kfp.local (SubprocessRunner) under {args.output_dir}")
-    started = time.monotonic()
+    print("cloud-only steps skipped locally: " + "; ".join(CLOUD_ONLY_STEPS))
     try:
         run = run_locally(tune_and_index, arguments, pipeline_root=args.output_dir)
-    except RuntimeError as err:
-        print(f"\nembedpipe run failed: {err}\nThe failing task's log above says why.", file=sys.stderr)
+    except LocalRunFailed as err:
+        if err.run is not None:
+            _print_run_summary(err.run, args, database_uri)
+        gate_failed = "QualityGateError" in str(err) or (
+            err.run is not None and "quality-gate-failed" in {p.name for p in err.run.run_dir.iterdir()}
+        )
+        if gate_failed:
+            print(
+                "\nembedpipe run stopped at the quality gate: the tuned model did not beat the base model by "
+                f"--margin {args.margin}; the reports above are kept. Train longer (--train-steps), change "
+                "--learning-rate-multiplier, lower --margin, or pass --index-with-base-model.",
+                file=sys.stderr,
+            )
+        else:
+            print(f"\nembedpipe run failed: {err}\nThe failing task's log above says why.", file=sys.stderr)
         return 1
-    elapsed = time.monotonic() - started
-    print(f"\n== embedpipe run finished in {elapsed:.0f} s; run folder: {run.run_dir}")
-    for task, outputs in run.outputs.items():
-        print(f"\n[{task}]")
-        for name, output in outputs.items():
-            print(f"  {name:<18} {output['uri']}")
+    _print_run_summary(run, args, database_uri)
+    return 0
+
+
+def _print_run_summary(run, args, database_uri: str) -> None:
+    from embedpipe.local import comparison_task, example_query, indexed_model, stage_times
+
+    times = stage_times(run, run.started_at)
+    print(f"\n== embedpipe run: {sum(t for _, t in times):.0f} s; run folder: {run.run_dir}")
+    print("\nStages: " + ", ".join(f"{task} {seconds:.0f} s" for task, seconds in times))
     prepared = run.outputs.get("prepare-data")
     if prepared:
         counts = prepared["metrics"]["metadata"]
-        print("\nData: " + ", ".join(f"{k} {int(v):,}" for k, v in counts.items()))
-        print("\n" + Path(prepared["report"]["uri"]).read_text(encoding="utf-8"))
-    return 0
+        print("Data: " + ", ".join(f"{k} {int(v):,}" for k, v in counts.items()))
+        print(f"Data report: {prepared['report']['uri']}")
+    compared = comparison_task(run)
+    if compared:
+        outputs = run.outputs[compared]
+        base = outputs["base_ndcg_at_10"]["metadata"]["value"]
+        tuned = outputs["tuned_ndcg_at_10"]["metadata"]["value"]
+        gate = "passed" if outputs["tuned_is_better"]["metadata"]["value"] else "did not pass"
+        print(f"\nNDCG@10 on the test labels: base {base:.4f} -> tuned {tuned:.4f} ({tuned - base:+.4f}); quality gate {gate}")
+        print(f"Evaluation report: {outputs['report']['uri']}")
+    uploaded = [task for task in run.outputs if task.startswith("upload-vectors")]
+    for task in uploaded:
+        rows = run.outputs[task]["metrics"]["metadata"].get("rows")
+        print(f"\nVectors: {int(rows or 0):,} rows in table {args.table!r} of {database_uri}")
+        print(f"  psql '{database_uri}'")
+        query = example_query(run).replace('"', "'")
+        model = indexed_model(run) or args.model
+        print(f"  embedded with {model}; search it with the same model:")
+        print(
+            f'  embedpipe search "{query}" --db \'{database_uri}\' --table {args.table} '
+            f"--model '{model}' --task-type {args.task_type}"
+        )
 
 
 def _key_values(pairs: list[str], what: str) -> dict[str, str]:
@@ -288,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole pipeline locally with kfp.local on embedded defaults")
     _add_data_arguments(run)
     run.add_argument("--output-dir", default=".embedpipe/runs", help="pipeline root for local runs (default: %(default)s)")
+    tuning = run.add_argument_group("tuning (Vertex's parameter names)")
+    tuning.add_argument("--model", default="default", help="base model: 'default' = the packaged all-MiniLM-L6-v2 (default), a folder or hub id")
+    tuning.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")
+    tuning.add_argument("--train-steps", "--iterations", type=int, default=30, help="training steps (default: %(default)s)")
+    tuning.add_argument("--batch-size", type=int, default=16, help="training batch size (default: %(default)s)")
+    tuning.add_argument("--learning-rate-multiplier", type=float, default=1.0, help="times the base rate 2e-5 (default: %(default)s)")
+    tuning.add_argument("--margin", type=float, default=0.0, help="tuned NDCG@10 must be >= base + margin (default: %(default)s)")
+    tuning.add_argument("--index-with-base-model", action="store_true", help="index with the base model when the gate fails")
+    database = run.add_argument_group("vector database")
+    database.add_argument("--database-uri", default="", help="Postgres URI (default: the embedded PostgreSQL + pgvector)")
+    database.add_argument("--table", default="embeddings", help="table of vectors (default: %(default)s)")
     run.set_defaults(func=cmd_run)
 
     prepare = sub.add_parser("prepare", help="validate and prepare BEIR-style data (library only, no KFP)")

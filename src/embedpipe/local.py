@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +25,21 @@ class LocalRun:
 
     run_dir: Path
     outputs: dict[str, dict[str, dict]] = field(default_factory=dict)
+    started_at: float = 0.0
 
     def uri(self, task: str, output: str) -> str:
         return self.outputs[task][output]["uri"]
 
     def metadata(self, task: str, output: str) -> dict:
         return self.outputs[task][output].get("metadata", {})
+
+
+class LocalRunFailed(RuntimeError):
+    """A task of a local run failed; `run` holds what the tasks before it left (reports included)."""
+
+    def __init__(self, message: str, run: LocalRun | None):
+        super().__init__(message)
+        self.run = run
 
 
 def read_run_outputs(run_dir: Path) -> dict[str, dict[str, dict]]:
@@ -59,7 +69,7 @@ def run_locally(pipeline_func, arguments: dict, *, pipeline_root: str | os.PathL
         LocalRun with the run folder and every task's outputs.
 
     Raises:
-        RuntimeError: when a task fails (its log, printed above, says why).
+        LocalRunFailed: when a task fails (its log, printed above, says why); carries the partial run.
     """
     from kfp import local
 
@@ -69,12 +79,86 @@ def run_locally(pipeline_func, arguments: dict, *, pipeline_root: str | os.PathL
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     before = {p.name for p in root.iterdir()}
+    started_at = time.time()
     # kfp.local warns that our base image is "custom": under SubprocessRunner it is not used at all.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    pipeline_func(**arguments)
-    new_dirs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
-    if not new_dirs:
+    try:
+        pipeline_func(**arguments)
+    except RuntimeError as err:
+        run_dir = _newest_run_dir(root, before)
+        run = LocalRun(run_dir, read_run_outputs(run_dir), started_at) if run_dir else None
+        raise LocalRunFailed(str(err), run) from err
+    run_dir = _newest_run_dir(root, before)
+    if run_dir is None:
         raise RuntimeError(f"the pipeline ran but left no run folder under {root}")
-    run_dir = new_dirs[-1]
-    return LocalRun(run_dir, read_run_outputs(run_dir))
+    return LocalRun(run_dir, read_run_outputs(run_dir), started_at)
+
+
+def _newest_run_dir(root: Path, before: set[str]) -> Path | None:
+    new_dirs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
+    return new_dirs[-1] if new_dirs else None
+
+
+#: Parameters of a local run of `tune_and_index`: the packaged model on CPU, Beam's local runner, the
+#: embedded Postgres; cloud-only steps (Model Registry, endpoints, Dataflow GPUs) switched off.
+LOCAL_OVERRIDES = {
+    "project": "",  # kfp.local cannot fill Vertex's {{$.pipeline_google_cloud_project_id}} placeholder
+    "base_model_version_id": "default",
+    "embed_runner": "DirectRunner",
+    "vector_target": "postgres",
+    "register_model": False,
+    "deploy_model": False,
+    "dataflow_accelerator_type": "",
+    "database_iam_auth": False,
+}
+#: What a local run skips, said at the end of every local run.
+CLOUD_ONLY_STEPS = (
+    "package-for-serving + register-model (Vertex AI Model Registry)",
+    "deploy-model (Vertex AI endpoint)",
+)
+
+
+def declared_parameters(pipeline_func) -> set[str]:
+    """The parameters a pipeline declares."""
+    return set(pipeline_func.component_spec.inputs or {})
+
+
+def stage_times(run: LocalRun, started_at: float) -> list[tuple[str, float]]:
+    """(task, seconds) in the order the tasks finished; kfp.local runs tasks one after another."""
+    finished = sorted((p.stat().st_mtime, p.parent.name) for p in run.run_dir.glob("*/executor_output.json"))
+    times, previous = [], started_at
+    for mtime, task in finished:
+        times.append((task, max(0.0, mtime - previous)))
+        previous = mtime
+    return times
+
+
+def comparison_task(run: LocalRun) -> str | None:
+    """The evaluate task that compared the tuned model with the base model."""
+    for task, outputs in run.outputs.items():
+        value = outputs.get("tuned_ndcg_at_10", {}).get("metadata", {}).get("value")
+        if value is not None and value >= 0:
+            return task
+    return None
+
+
+def indexed_model(run: LocalRun) -> str | None:
+    """The model the indexed vectors were embedded with (the tuned model's folder, or the base model)."""
+    for outputs in run.outputs.values():
+        model = outputs.get("vectors", {}).get("metadata", {}).get("model")
+        if model:
+            return model
+    return None
+
+
+def example_query(run: LocalRun) -> str:
+    """The text of the first test query of the run, for the `embedpipe search` example."""
+    import pandas as pd
+
+    prepared = run.outputs.get("prepare-data", {})
+    if "test_labels" not in prepared:
+        return "example query"
+    labels = pd.read_parquet(prepared["test_labels"]["uri"])
+    queries = pd.read_parquet(prepared["queries"]["uri"]).set_index("_id")["text"]
+    return str(queries[labels["query-id"].iloc[0]]) if len(labels) else "example query"

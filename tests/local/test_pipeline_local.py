@@ -1,6 +1,5 @@
 """Pipeline tier: kfp.local runs and compiled YAML that kfp loads back."""
 
-import pandas as pd
 from kfp import compiler, components, dsl
 
 import compile as compile_script
@@ -35,21 +34,6 @@ def test_pipeline_runs_locally_and_passes_artifacts_between_tasks(tmp_path, exam
     assert run.metadata("prepare-data", "metrics")["train_queries"] == 120
 
 
-def test_main_pipeline_runs_locally(tmp_path, example_data):
-    run = run_locally(
-        tune_and_index,
-        {
-            "corpus_path": str(example_data / "corpus.jsonl"),
-            "queries_path": str(example_data / "queries.jsonl"),
-            "train_labels_path": str(example_data / "qrels" / "train.tsv"),
-        },
-        pipeline_root=tmp_path / "runs",
-    )
-    # No test labels given: 20 % of the 120 train queries become the test split.
-    assert run.metadata("prepare-data", "metrics")["test_queries"] == 24
-    assert len(pd.read_parquet(run.uri("prepare-data", "train_labels"))["query-id"].unique()) == 96
-
-
 def test_compile_writes_yaml_that_kfp_loads_back(tmp_path):
     written = compile_script.compile_all(tmp_path)
     names = {p.relative_to(tmp_path).as_posix() for p in written}
@@ -66,11 +50,3 @@ def test_compile_writes_yaml_that_kfp_loads_back(tmp_path):
 
     compiler.Compiler().compile(reuse, str(tmp_path / "reuse.yaml"))
     assert BASE_IMAGE in (tmp_path / "reuse.yaml").read_text()
-
-
-def test_cli_run_prints_the_data_report(tmp_path, example_data, capsys):
-    from embedpipe.cli import main
-
-    assert main(["run", "--data", str(example_data), "--output-dir", str(tmp_path / "runs")]) == 0
-    out = capsys.readouterr().out
-    assert "corpus_documents 400" in out and "| test labels (test.tsv) | 69 | 60 |" in out
