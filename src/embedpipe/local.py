@@ -33,6 +33,17 @@ class LocalRun:
     def metadata(self, task: str, output: str) -> dict:
         return self.outputs[task][output].get("metadata", {})
 
+    def task(self, component: str) -> str:
+        """The task that ran a component: pipelines with branches name them `embed-corpus`, `embed-corpus-2`, …
+
+        Raises:
+            KeyError: when none or several tasks of the component ran.
+        """
+        ran = [t for t in self.outputs if t == component or (t.startswith(component + "-") and t[len(component) + 1 :].isdigit())]
+        if len(ran) != 1:
+            raise KeyError(f"{len(ran)} tasks of {component!r} ran ({', '.join(ran) or 'none'}); tasks: {', '.join(self.outputs)}")
+        return ran[0]
+
 
 class LocalRunFailed(RuntimeError):
     """A task of a local run failed; `run` holds what the tasks before it left (reports included)."""

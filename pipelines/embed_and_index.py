@@ -1,0 +1,122 @@
+"""A smaller pipeline reusing two of the components: embed a corpus with an existing model and index it.
+
+For teams that already have a model (the packaged MiniLM, `google/embeddinggemma-300m`, or a model
+`tune_and_index` tuned and registered) and a corpus to (re-)index: importer → embed_corpus (Dataflow) →
+upload_vectors. Passing the `vectors` folder of an earlier run as `previous_vectors_path` re-embeds only
+the documents that changed.
+"""
+
+from kfp import dsl
+
+from embedpipe.components import embed_corpus, upload_vectors
+from embedpipe.models import CLOUD_DEFAULT_MODEL
+
+PIPELINE_NAME = "embedpipe-embed-and-index"
+PROJECT_PLACEHOLDER = "{{$.pipeline_google_cloud_project_id}}"
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Embed a corpus with an existing sentence-transformers model (Beam on Dataflow) and write "
+    "the vectors to a vector database.",
+)
+def embed_and_index(
+    corpus_path: str,
+    model: str = CLOUD_DEFAULT_MODEL,
+    task_type: str = "RETRIEVAL_DOCUMENT",
+    previous_vectors_path: str = "",
+    project: str = PROJECT_PLACEHOLDER,
+    location: str = "us-central1",
+    output_dimensionality: int = 0,
+    chunk_tokens: int = 0,
+    chunk_overlap: int = 0,
+    embed_runner: str = "DataflowRunner",
+    dataflow_temp_location: str = "",
+    dataflow_service_account: str = "",
+    dataflow_network: str = "",
+    dataflow_subnetwork: str = "",
+    dataflow_machine_type: str = "g2-standard-4",
+    dataflow_max_workers: int = 4,
+    dataflow_accelerator_type: str = "nvidia-l4",
+    dataflow_accelerator_count: int = 1,
+    vector_target: str = "alloydb",
+    database_uri: str = "",
+    database_instance: str = "",
+    database_name: str = "postgres",
+    database_user: str = "postgres",
+    database_password_secret: str = "",
+    database_iam_auth: bool = True,
+    vector_table: str = "embeddings",
+):
+    """Embeds and indexes a corpus.
+
+    Args:
+        corpus_path: Corpus to index: BEIR `corpus.jsonl` or Parquet, a file or a folder, `gs://` or local.
+        model: A Hugging Face id (default google/embeddinggemma-300m), a `gs://` model folder (e.g. a tuned
+            model's artifact), or "default" for the packaged all-MiniLM-L6-v2.
+        task_type: Vertex task type; selects the document prompt.
+        previous_vectors_path: The `vectors` folder of an earlier run: unchanged documents are carried over.
+        project: Google Cloud project (default: the run's own).
+        location: Region of Dataflow.
+        output_dimensionality: Keep this many leading dimensions, re-normalised (0 = all).
+        chunk_tokens: Split documents into chunks of this many tokens (0 = whole documents).
+        chunk_overlap: Tokens shared by neighbouring chunks.
+        embed_runner: "DataflowRunner", or "DirectRunner" to embed inside the task.
+        dataflow_temp_location: `gs://` temp folder of the Dataflow job ("" = beside the artifacts).
+        dataflow_service_account: Dataflow worker service account.
+        dataflow_network: Dataflow worker network.
+        dataflow_subnetwork: Dataflow worker subnetwork URL.
+        dataflow_machine_type: Dataflow worker machine type.
+        dataflow_max_workers: Dataflow autoscaling limit.
+        dataflow_accelerator_type: Dataflow worker GPU ("" = CPU workers).
+        dataflow_accelerator_count: GPUs per Dataflow worker.
+        vector_target: "alloydb", "cloudsql", "postgres", "bigquery" or "vertex_vector_search".
+        database_uri: Postgres URI (without password) for "postgres".
+        database_instance: AlloyDB instance URI or Cloud SQL connection name.
+        database_name: Database name.
+        database_user: Database user.
+        database_password_secret: Secret Manager secret holding the password (never the password itself).
+        database_iam_auth: IAM database authentication (AlloyDB / Cloud SQL) instead of a password.
+        vector_table: Table of vectors.
+    """
+    corpus = dsl.importer(artifact_uri=corpus_path, artifact_class=dsl.Dataset, reimport=False).set_display_name(
+        "import-corpus"
+    )
+    embed_options = dict(
+        corpus=corpus.output,
+        model=model,
+        task_type=task_type,
+        chunk_tokens=chunk_tokens,
+        chunk_overlap=chunk_overlap,
+        output_dimensionality=output_dimensionality,
+        runner=embed_runner,
+        project=project,
+        location=location,
+        temp_location=dataflow_temp_location,
+        service_account=dataflow_service_account,
+        network=dataflow_network,
+        subnetwork=dataflow_subnetwork,
+        machine_type=dataflow_machine_type,
+        max_workers=dataflow_max_workers,
+        accelerator_type=dataflow_accelerator_type,
+        accelerator_count=dataflow_accelerator_count,
+    )
+    upload_options = dict(
+        target=vector_target,
+        database_uri=database_uri,
+        instance=database_instance,
+        database=database_name,
+        user=database_user,
+        password_secret=database_password_secret,
+        iam_auth=database_iam_auth,
+        table=vector_table,
+    )
+    with dsl.If(previous_vectors_path != "", name="incremental"):
+        previous = dsl.importer(
+            artifact_uri=previous_vectors_path, artifact_class=dsl.Dataset, reimport=False
+        ).set_display_name("import-previous-vectors")
+        changed = embed_corpus(previous_vectors=previous.output, **embed_options).set_display_name("embed-changed")
+        upload_vectors(vectors=changed.outputs["vectors"], **upload_options).set_display_name("upload-vectors-incremental")
+    with dsl.Else(name="full"):
+        vectors = embed_corpus(**embed_options).set_display_name("embed-corpus")
+        upload_vectors(vectors=vectors.outputs["vectors"], **upload_options).set_display_name("upload-vectors")
