@@ -110,9 +110,7 @@ def cmd_run(args) -> int:
     except LocalRunFailed as err:
         if err.run is not None:
             _print_run_summary(err.run, args, database_uri)
-        gate_failed = "QualityGateError" in str(err) or (
-            err.run is not None and "quality-gate-failed" in {p.name for p in err.run.run_dir.iterdir()}
-        )
+        gate_failed = not args.index_with_base_model and err.run is not None and _gate_failed(err.run)
         if gate_failed:
             print(
                 "\nembedpipe run stopped at the quality gate: the tuned model did not beat the base model by "
@@ -125,6 +123,13 @@ def cmd_run(args) -> int:
         return 1
     _print_run_summary(run, args, database_uri)
     return 0
+
+
+def _gate_failed(run) -> bool:
+    from embedpipe.local import comparison_task
+
+    compared = comparison_task(run)
+    return compared is not None and not run.outputs[compared]["tuned_is_better"]["metadata"]["value"]
 
 
 def _print_run_summary(run, args, database_uri: str) -> None:
