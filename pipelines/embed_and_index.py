@@ -10,6 +10,7 @@ from kfp import dsl
 
 from embedpipe.components import embed_corpus, upload_vectors
 from embedpipe.models import CLOUD_DEFAULT_MODEL
+from embedpipe.pipelines.options import EMBED_ARGUMENTS, UPLOAD_ARGUMENTS, arguments_for
 
 PIPELINE_NAME = "embedpipe-embed-and-index"
 PROJECT_PLACEHOLDER = "{{$.pipeline_google_cloud_project_id}}"
@@ -79,38 +80,12 @@ def embed_and_index(
         database_iam_auth: IAM database authentication (AlloyDB / Cloud SQL) instead of a password.
         vector_table: Table of vectors.
     """
+    parameters = dict(locals())  # the pipeline parameters, taken before any task is added
     corpus = dsl.importer(artifact_uri=corpus_path, artifact_class=dsl.Dataset, reimport=False).set_display_name(
         "import-corpus"
     )
-    embed_options = dict(
-        corpus=corpus.output,
-        model=model,
-        task_type=task_type,
-        chunk_tokens=chunk_tokens,
-        chunk_overlap=chunk_overlap,
-        output_dimensionality=output_dimensionality,
-        runner=embed_runner,
-        project=project,
-        location=location,
-        temp_location=dataflow_temp_location,
-        service_account=dataflow_service_account,
-        network=dataflow_network,
-        subnetwork=dataflow_subnetwork,
-        machine_type=dataflow_machine_type,
-        max_workers=dataflow_max_workers,
-        accelerator_type=dataflow_accelerator_type,
-        accelerator_count=dataflow_accelerator_count,
-    )
-    upload_options = dict(
-        target=vector_target,
-        database_uri=database_uri,
-        instance=database_instance,
-        database=database_name,
-        user=database_user,
-        password_secret=database_password_secret,
-        iam_auth=database_iam_auth,
-        table=vector_table,
-    )
+    embed_options = dict(corpus=corpus.output, model=model, **arguments_for(EMBED_ARGUMENTS, parameters))
+    upload_options = arguments_for(UPLOAD_ARGUMENTS, parameters)
     with dsl.If(previous_vectors_path != "", name="incremental"):
         previous = dsl.importer(
             artifact_uri=previous_vectors_path, artifact_class=dsl.Dataset, reimport=False

@@ -22,6 +22,7 @@ from embedpipe.components import (
     upload_vectors,
 )
 from embedpipe.models import CLOUD_DEFAULT_MODEL
+from embedpipe.pipelines.options import EMBED_ARGUMENTS, UPLOAD_ARGUMENTS, arguments_for
 
 PIPELINE_NAME = "embedpipe-tune-and-index"
 #: Filled in by Vertex AI Pipelines with the project the run belongs to.
@@ -146,6 +147,7 @@ def tune_and_index(
         database_iam_auth: IAM database authentication (AlloyDB / Cloud SQL) instead of a password.
         vector_table: Table of vectors.
     """
+    parameters = dict(locals())  # the pipeline parameters, taken before any task is added
     prepared = prepare_data(
         corpus_path=corpus_path,
         queries_path=queries_path,
@@ -207,33 +209,8 @@ def tune_and_index(
         .set_display_name("select-corpus")
         .outputs["corpus"]
     )
-    embed_options = dict(
-        task_type=task_type,
-        chunk_tokens=chunk_tokens,
-        chunk_overlap=chunk_overlap,
-        output_dimensionality=output_dimensionality,
-        runner=embed_runner,
-        project=project,
-        location=location,
-        temp_location=dataflow_temp_location,
-        service_account=dataflow_service_account,
-        network=dataflow_network,
-        subnetwork=dataflow_subnetwork,
-        machine_type=dataflow_machine_type,
-        max_workers=dataflow_max_workers,
-        accelerator_type=dataflow_accelerator_type,
-        accelerator_count=dataflow_accelerator_count,
-    )
-    upload_options = dict(
-        target=vector_target,
-        database_uri=database_uri,
-        instance=database_instance,
-        database=database_name,
-        user=database_user,
-        password_secret=database_password_secret,
-        iam_auth=database_iam_auth,
-        table=vector_table,
-    )
+    embed_options = arguments_for(EMBED_ARGUMENTS, parameters)
+    upload_options = arguments_for(UPLOAD_ARGUMENTS, parameters)
 
     with dsl.If(comparison.outputs["tuned_is_better"] == True, name="tuned-beats-base"):  # noqa: E712
         with dsl.If(register_model == True, name="register"):  # noqa: E712
