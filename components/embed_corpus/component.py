@@ -20,6 +20,7 @@ def embed_corpus(
     chunk_overlap: int = 0,
     batch_size: int = 32,
     output_dimensionality: int = 0,
+    backend: str = "torch",
     runner: str = "DirectRunner",
     project: str = "",
     location: str = "us-central1",
@@ -47,6 +48,9 @@ def embed_corpus(
         chunk_overlap: Tokens shared by neighbouring chunks; chunk ids are `docid#n`.
         batch_size: Texts per forward pass.
         output_dimensionality: Keep this many leading dimensions, re-normalised (0 = all).
+        backend: "torch", or "onnx-int8" for CPU workers: the model is quantized to int8 when the job starts
+            and run by ONNX Runtime (speed and SciFact NDCG@10 against fp32: benchmarks/README.md). Part of
+            the content hash, so switching backends re-embeds everything.
         runner: "DirectRunner" (in this task's process; kfp.local) or "DataflowRunner".
         project: Dataflow project ("" = the project the task runs in).
         location: Dataflow region.
@@ -84,6 +88,7 @@ def embed_corpus(
         chunk_overlap=chunk_overlap,
         batch_size=batch_size,
         output_dimensionality=output_dimensionality,
+        backend=backend,
         runner=runner,
         project=project,
         location=location,
