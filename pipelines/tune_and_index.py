@@ -234,14 +234,21 @@ def tune_and_index(
                     dedicated_resources_max_replica_count=endpoint_max_replicas,
                 ).set_display_name("deploy-model")
         tuned_vectors = embed_corpus(
-            corpus=index_corpus, model=base_model_version_id, tuned_model=tuning.outputs["model"], **embed_options
+            corpus=index_corpus,
+            model=base_model_version_id,
+            tuned_model=tuning.outputs["model"],
+            evaluation_embeddings=comparison.outputs["corpus_embeddings"],
+            **embed_options,
         ).set_display_name("embed-corpus")
         upload_vectors(vectors=tuned_vectors.outputs["vectors"], **upload_options).set_display_name("upload-vectors")
 
     with dsl.Elif(index_with_base_model == True, name="index-with-base-model"):  # noqa: E712
-        base_vectors = embed_corpus(corpus=index_corpus, model=base_model_version_id, **embed_options).set_display_name(
-            "embed-corpus-base-model"
-        )
+        base_vectors = embed_corpus(
+            corpus=index_corpus,
+            model=base_model_version_id,
+            evaluation_embeddings=base_evaluation.outputs["corpus_embeddings"],
+            **embed_options,
+        ).set_display_name("embed-corpus-base-model")
         upload_vectors(vectors=base_vectors.outputs["vectors"], **upload_options).set_display_name("upload-vectors-base-model")
 
     with dsl.Else(name="gate-failed"):

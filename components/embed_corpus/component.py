@@ -15,6 +15,7 @@ def embed_corpus(
     model: str = "default",
     tuned_model: Input[Model] = None,
     previous_vectors: Input[Dataset] = None,
+    evaluation_embeddings: Input[Dataset] = None,
     task_type: str = "RETRIEVAL_DOCUMENT",
     chunk_tokens: int = 0,
     chunk_overlap: int = 0,
@@ -43,6 +44,9 @@ def embed_corpus(
         tuned_model: A Model artifact (fine_tune's output); wins over `model` when connected.
         previous_vectors: The `vectors` of an earlier run: documents whose content hash (formatted text +
             model + chunking) did not change are carried over instead of embedded again.
+        evaluation_embeddings: An `evaluate` task's `corpus_embeddings` (of the same model): used as the
+            previous vectors when `previous_vectors` is not connected, so documents evaluation already
+            embedded are not embedded again (whole documents and the torch backend only).
         task_type: Vertex task type; selects the document prompt (e.g. EmbeddingGemma's "title: ... | text: ").
         chunk_tokens: Split documents into chunks of this many tokens (0 = one vector per document).
         chunk_overlap: Tokens shared by neighbouring chunks; chunk ids are `docid#n`.
@@ -83,6 +87,7 @@ def embed_corpus(
         model=model,
         tuned_model=tuned_model,
         previous_vectors=previous_vectors,
+        evaluation_embeddings=evaluation_embeddings,
         task_type=task_type,
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,

@@ -130,6 +130,21 @@ def _location_of(artifact, remote: bool) -> str:
     return artifact.uri if remote and artifact.uri.startswith("gs://") else artifact.path
 
 
+def _previous_from_evaluation(evaluation, tuned: bool, corpus, vectors, remote: bool, model: str, task_type: str,
+                              chunk_tokens: int, output_dimensionality: int, backend: str) -> str:
+    """Writes evaluate's vectors beside the output as previous vectors; returns their location ("" = none)."""
+    from embedpipe.embed.job import prepare_config
+    from embedpipe.embed.reuse import vectors_from_evaluation
+
+    folder = vectors.path.rstrip("/") + "-from-evaluation"
+    config = prepare_config(corpus.path, folder, model=model, task_type=task_type, chunk_tokens=chunk_tokens,
+                            output_dimensionality=output_dimensionality, backend=backend)
+    written = vectors_from_evaluation(evaluation.path, "tuned" if tuned else "base", corpus.path, config, folder)
+    if not written:
+        return ""
+    return vectors.uri.rstrip("/") + "-from-evaluation" if remote else folder
+
+
 def embed_corpus_task(
     *,
     corpus,
@@ -139,6 +154,7 @@ def embed_corpus_task(
     model: str = "default",
     tuned_model=None,
     previous_vectors=None,
+    evaluation_embeddings=None,
     task_type: str = "RETRIEVAL_DOCUMENT",
     chunk_tokens: int = 0,
     chunk_overlap: int = 0,
@@ -164,6 +180,8 @@ def embed_corpus_task(
     Args:
         corpus, vectors, metrics, tuned_model, previous_vectors: KFP artifacts (anything with `.uri`,
             `.path`; `metrics` with `.log_metric`).
+        evaluation_embeddings: An `evaluate` task's `corpus_embeddings`; used as previous vectors when
+            `previous_vectors` is not given (see `embedpipe.embed.reuse`).
         gcp_resources: Path of the `gcp_resources` output parameter.
         beam_runner: A PipelineRunner instance to use instead of `runner` (tests pass a fake Dataflow).
 
@@ -179,12 +197,16 @@ def embed_corpus_task(
     output = _location_of(vectors, remote)
     model_ref = _location_of(tuned_model, remote) or model
     gpu = bool(accelerator_type) and remote
+    previous = _location_of(previous_vectors, remote)
+    if evaluation_embeddings is not None and not previous:
+        previous = _previous_from_evaluation(evaluation_embeddings, tuned_model is not None, corpus, vectors, remote,
+                                             model_ref, task_type, chunk_tokens, output_dimensionality, backend)
     config = prepare_config(
         _location_of(corpus, remote),
         output,
         model=model_ref,
         task_type=task_type,
-        previous=_location_of(previous_vectors, remote),
+        previous=previous,
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
         batch_size=batch_size,
