@@ -29,7 +29,9 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from embedpipe import models, storage
 
-BACKENDS = ("torch",)  # an int8 ONNX Runtime backend for CPU workers is planned (issue 6), not built
+#: "torch": sentence-transformers as it is; "onnx-int8": the transformer quantized to int8 and run by
+#: ONNX Runtime on CPU (`embedpipe.embed.onnx_int8`), prepared from the model when the job starts.
+BACKENDS = ("torch", "onnx-int8")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 _local_paths: dict[str, str] = {}
@@ -176,10 +178,13 @@ def load_encoder(
         output_dimensionality: Keep this many leading dimensions (0 = all).
         device: "cpu", "cuda", ... ("" = cuda when there is one).
         precision: "auto" (bf16 on GPU, fp32 on CPU), "fp32" or "bf16".
-        backend: "torch" (the only one so far; part of the model identity, so a future backend re-embeds).
+        backend: "torch", or "onnx-int8" (CPU only: the model is exported and quantized once, cached by
+            its fingerprint; see `embedpipe.embed.onnx_int8`). Part of the model identity, so vectors of
+            different backends are never mixed in an incremental run.
 
     Raises:
         ModelLoadError: the model cannot be loaded, or is smaller than `output_dimensionality`.
+        UnsupportedModelError (a ModelLoadError): "onnx-int8" with a model whose modules it cannot run.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -188,10 +193,17 @@ def load_encoder(
     import torch
 
     path = local_model_path(model)
-    st_model = models.load_model(path, device=device or None)
-    if precision == "bf16" or (precision == "auto" and st_model.device.type == "cuda"):
-        st_model = st_model.to(torch.bfloat16)
-    st_model.eval()
+    if backend == "onnx-int8":
+        if device not in ("", "cpu") or precision == "bf16":
+            raise ValueError(f"backend 'onnx-int8' runs in fp32/int8 on the CPU; got device={device!r}, precision={precision!r}")
+        from embedpipe.embed.onnx_int8 import load_int8_model
+
+        st_model = load_int8_model(path)
+    else:
+        st_model = models.load_model(path, device=device or None)
+        if precision == "bf16" or (precision == "auto" and st_model.device.type == "cuda"):
+            st_model = st_model.to(torch.bfloat16)
+        st_model.eval()
     encoder = Encoder(st_model, batch_size=batch_size, output_dimensionality=output_dimensionality)
     full = embedding_dimension(encoder.model)
     if output_dimensionality and full and output_dimensionality > full:

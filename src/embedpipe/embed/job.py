@@ -135,6 +135,15 @@ def prepare_config(
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if backend == "onnx-int8":
+        from embedpipe.embed.onnx_int8 import check_model_files
+
+        if device not in ("", "cpu") or precision == "bf16" or share_across_processes:
+            raise ValueError(
+                "backend 'onnx-int8' is for CPU workers: leave device, precision and share_across_processes at "
+                f"their defaults (got device={device!r}, precision={precision!r}, share_across_processes={share_across_processes})"
+            )
+        check_model_files(model)
     prompts = resolve_prompts(task_type, model_prompts(model))
     input_pattern, input_format = resolve_input(input)
     previous_pattern = ""
@@ -324,7 +333,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dimensionality", "--output_dimensionality", type=int, default=0, help="keep this many leading dimensions, re-normalised (0 = all)")
     parser.add_argument("--device", default="", help="cpu, cuda, ... (default: cuda when there is one)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto = bf16 on GPU (default: %(default)s)")
-    parser.add_argument("--backend", default="torch", choices=["torch"], help="inference backend (default: %(default)s)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx-int8"],
+                        help="torch, or onnx-int8: the model quantized to int8 at job start, run by ONNX Runtime on CPU workers (default: %(default)s)")
     parser.add_argument("--share-model-across-processes", action="store_true", help="one model per worker machine (GPU workers) instead of one per process")
     parser.add_argument("--model-copies", type=int, default=1, help="models per machine when shared across processes (default: %(default)s)")
     parser.add_argument("--num-shards", type=int, default=0, help="vector shards to write (0 = the runner decides)")
