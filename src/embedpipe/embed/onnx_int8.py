@@ -66,8 +66,7 @@ CHECK_TEXTS = (
     "with typed inputs and outputs, and artifacts are passed between steps as files in Cloud Storage.",
 )
 
-_prepared: dict[str, Path] = {}
-_prepared_lock = threading.Lock()
+_prepared_lock = threading.Lock()  # one preparation at a time per process (Beam's threads share the model)
 
 
 class UnsupportedModelError(models.ModelLoadError):
