@@ -44,9 +44,10 @@ def embed_corpus(
         tuned_model: A Model artifact (fine_tune's output); wins over `model` when connected.
         previous_vectors: The `vectors` of an earlier run: documents whose content hash (formatted text +
             model + chunking) did not change are carried over instead of embedded again.
-        evaluation_embeddings: An `evaluate` task's `corpus_embeddings` (of the same model): used as the
-            previous vectors when `previous_vectors` is not connected, so documents evaluation already
-            embedded are not embedded again (whole documents and the torch backend only).
+        evaluation_embeddings: An `evaluate` task's `corpus_embeddings`: the corpus documents evaluation
+            already embedded with this model and document prompt are carried over instead of embedded
+            again (whole documents and the torch backend only; a few are embedded again to check them).
+            Not used when `previous_vectors` is connected: an earlier run's vectors win.
         task_type: Vertex task type; selects the document prompt (e.g. EmbeddingGemma's "title: ... | text: ").
         chunk_tokens: Split documents into chunks of this many tokens (0 = one vector per document).
         chunk_overlap: Tokens shared by neighbouring chunks; chunk ids are `docid#n`.

@@ -130,19 +130,20 @@ def _location_of(artifact, remote: bool) -> str:
     return artifact.uri if remote and artifact.uri.startswith("gs://") else artifact.path
 
 
-def _previous_from_evaluation(evaluation, tuned: bool, corpus, vectors, remote: bool, model: str, task_type: str,
-                              chunk_tokens: int, output_dimensionality: int, backend: str) -> str:
-    """Writes evaluate's vectors beside the output as previous vectors; returns their location ("" = none)."""
-    from embedpipe.embed.job import prepare_config
-    from embedpipe.embed.reuse import vectors_from_evaluation
+def _with_evaluation_vectors(config, evaluation, corpus, vectors, remote: bool, model: str):
+    """The job's config with evaluate's vectors as its previous vectors, when they are reusable."""
+    from dataclasses import replace
 
+    from embedpipe.embed.reuse import REUSED_FILE, vectors_from_evaluation
+
+    if config.previous_pattern:
+        logging.info("previous_vectors is connected, so evaluation_embeddings is not used: the previous run's vectors win")
+        return config
     folder = vectors.path.rstrip("/") + "-from-evaluation"
-    config = prepare_config(corpus.path, folder, model=model, task_type=task_type, chunk_tokens=chunk_tokens,
-                            output_dimensionality=output_dimensionality, backend=backend)
-    written = vectors_from_evaluation(evaluation.path, "tuned" if tuned else "base", corpus.path, config, folder)
-    if not written:
-        return ""
-    return vectors.uri.rstrip("/") + "-from-evaluation" if remote else folder
+    if not vectors_from_evaluation(evaluation.path, corpus.path, config, folder, model=model):
+        return config
+    location = vectors.uri.rstrip("/") + "-from-evaluation" if remote and vectors.uri.startswith("gs://") else folder
+    return replace(config, previous_pattern=f"{location}/{REUSED_FILE}")
 
 
 def embed_corpus_task(
@@ -180,8 +181,9 @@ def embed_corpus_task(
     Args:
         corpus, vectors, metrics, tuned_model, previous_vectors: KFP artifacts (anything with `.uri`,
             `.path`; `metrics` with `.log_metric`).
-        evaluation_embeddings: An `evaluate` task's `corpus_embeddings`; used as previous vectors when
-            `previous_vectors` is not given (see `embedpipe.embed.reuse`).
+        evaluation_embeddings: An `evaluate` task's `corpus_embeddings`: when `previous_vectors` is not
+            given, the vectors evaluation computed with this model are carried over instead of embedded
+            again (checked first; see `embedpipe.embed.reuse`).
         gcp_resources: Path of the `gcp_resources` output parameter.
         beam_runner: A PipelineRunner instance to use instead of `runner` (tests pass a fake Dataflow).
 
@@ -197,16 +199,12 @@ def embed_corpus_task(
     output = _location_of(vectors, remote)
     model_ref = _location_of(tuned_model, remote) or model
     gpu = bool(accelerator_type) and remote
-    previous = _location_of(previous_vectors, remote)
-    if evaluation_embeddings is not None and not previous:
-        previous = _previous_from_evaluation(evaluation_embeddings, tuned_model is not None, corpus, vectors, remote,
-                                             model_ref, task_type, chunk_tokens, output_dimensionality, backend)
     config = prepare_config(
         _location_of(corpus, remote),
         output,
         model=model_ref,
         task_type=task_type,
-        previous=previous,
+        previous=_location_of(previous_vectors, remote),
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
         batch_size=batch_size,
@@ -216,6 +214,9 @@ def embed_corpus_task(
         share_across_processes=gpu,
         model_copies=max(accelerator_count, 1) if gpu else 1,
     )
+    if evaluation_embeddings is not None:
+        local_model = tuned_model.path if tuned_model is not None else model
+        config = _with_evaluation_vectors(config, evaluation_embeddings, corpus, vectors, remote, local_model)
     beam_args: list[str] = []
     if remote:
         beam_args = dataflow_args(
