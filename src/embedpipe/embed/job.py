@@ -104,6 +104,7 @@ def prepare_config(
     chunk_overlap: int = 0,
     batch_size: int = 32,
     inference_batch_size: int = 1024,
+    tokens_per_batch: int = 0,
     output_dimensionality: int = 0,
     device: str = "",
     precision: str = "auto",
@@ -129,6 +130,8 @@ def prepare_config(
         split_table_name(table)
     if batch_size < 1 or inference_batch_size < 1:
         raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, inference_batch_size={inference_batch_size}")
+    if tokens_per_batch < -1:
+        raise ValueError(f"tokens_per_batch must be 0 (auto), -1 (no limit) or positive, got {tokens_per_batch}")
     if output_dimensionality < 0:
         raise ValueError(f"output_dimensionality must be 0 (all) or positive, got {output_dimensionality}")
     if backend not in BACKENDS:
@@ -161,6 +164,7 @@ def prepare_config(
         chunk_overlap=chunk_overlap,
         batch_size=batch_size,
         inference_batch_size=max(inference_batch_size, batch_size),
+        tokens_per_batch=tokens_per_batch,
         output_dimensionality=output_dimensionality,
         device=device,
         precision=precision,
@@ -330,6 +334,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-overlap", "--chunk_overlap", type=int, default=0, help="tokens shared by neighbouring chunks (default: %(default)s)")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     parser.add_argument("--inference-batch-size", "--inference_batch_size", type=int, default=1024, help="texts per RunInference batch, sorted by length inside (default: %(default)s)")
+    parser.add_argument("--tokens-per-batch", "--tokens_per_batch", type=int, default=0,
+                        help="padded tokens per forward pass (0 = auto: 2048 on CPU, no limit on GPU; -1 = no limit)")
     parser.add_argument("--output-dimensionality", "--output_dimensionality", type=int, default=0, help="keep this many leading dimensions, re-normalised (0 = all)")
     parser.add_argument("--device", default="", help="cpu, cuda, ... (default: cuda when there is one)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto = bf16 on GPU (default: %(default)s)")
@@ -353,6 +359,7 @@ def config_from_args(args) -> EmbedConfig:
         chunk_overlap=args.chunk_overlap,
         batch_size=args.batch_size,
         inference_batch_size=args.inference_batch_size,
+        tokens_per_batch=args.tokens_per_batch,
         output_dimensionality=args.output_dimensionality,
         device=args.device,
         precision=args.precision,

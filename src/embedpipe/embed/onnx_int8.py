@@ -450,6 +450,14 @@ class Int8Model:
     def get_embedding_dimension(self) -> int:
         return self._dimension
 
+    @property
+    def tokenizer(self):
+        return self._st.tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._st.max_seq_length
+
     get_sentence_embedding_dimension = get_embedding_dimension
 
     def _forward(self, texts: list[str], prompt: str | None):

@@ -72,6 +72,7 @@ class EmbedConfig:
         chunk_overlap: Tokens shared by neighbouring chunks.
         batch_size: Texts per forward pass.
         inference_batch_size: Texts per RunInference batch (sorted by length inside the model).
+        tokens_per_batch: Padded tokens per forward pass (0 = auto: 2,048 on CPU, no limit on GPU).
         output_dimensionality: Leading dimensions kept (0 = all).
         device, precision, backend: See `embedpipe.embed.handler.load_encoder`.
         share_across_processes: One model per worker machine instead of per process (GPU workers).
@@ -93,6 +94,7 @@ class EmbedConfig:
     chunk_overlap: int = 0
     batch_size: int = 32
     inference_batch_size: int = 1024
+    tokens_per_batch: int = 0
     output_dimensionality: int = 0
     device: str = ""
     precision: str = "auto"
@@ -314,6 +316,7 @@ def embed_documents(documents, config: EmbedConfig, previous=None):
         config.model,
         batch_size=config.batch_size,
         inference_batch_size=config.inference_batch_size,
+        tokens_per_batch=config.tokens_per_batch,
         output_dimensionality=config.output_dimensionality,
         device=config.device,
         precision=config.precision,

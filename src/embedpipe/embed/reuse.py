@@ -213,7 +213,8 @@ def _spot_check(ids: list[str], formatted: list[str], vectors, model: str, confi
         return ""
     picks = sorted({int(i) for i in np.linspace(0, len(ids) - 1, num=min(count, len(ids))).round()})
     # fp32 on the CPU, as evaluate embeds; a GPU job's bf16 vectors differ from both by rounding only.
-    encoder = load_encoder(model, batch_size=config.batch_size, output_dimensionality=config.output_dimensionality,
+    encoder = load_encoder(model, batch_size=config.batch_size, tokens_per_batch=config.tokens_per_batch,
+                           output_dimensionality=config.output_dimensionality,
                            device="cpu", precision="fp32")
     fresh = encoder.embed([formatted[i] for i in picks])
     cosines = np.sum(fresh * vectors[picks], axis=1)
