@@ -14,6 +14,7 @@ Queries are embedded with the query prompt and documents with the document promp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -46,6 +47,8 @@ class ModelEvaluation:
         identity: What the embeddings depend on (model, prompts), to decide whether a cache is reusable.
         seconds: Wall time of this evaluation.
         reused_embeddings: Whether the corpus embeddings came from a cache.
+        corpus_text_hashes: `text_hash` of each document's text as embedded (prompt included), in the
+            row order of `corpus_embeddings`; None for embeddings saved without them.
     """
 
     name: str
@@ -58,6 +61,12 @@ class ModelEvaluation:
     identity: dict = field(default_factory=dict)
     seconds: float = 0.0
     reused_embeddings: bool = False
+    corpus_text_hashes: list[str] | None = None
+
+
+def text_hash(text: str) -> str:
+    """A short SHA-256 of the exact text a model embedded: tells whether a saved vector is this text's."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def load_split(corpus_path: str, queries_path: str, labels_path: str):
@@ -120,12 +129,16 @@ def evaluate_model(
     queries = queries[queries["_id"].isin(relevant)]
     corpus_ids = corpus["_id"].astype(str).tolist()
 
-    reused = cached is not None and cached.identity == identity and cached.corpus_ids == corpus_ids
+    texts = prompts.format_documents(corpus["text"].tolist(), corpus["title"].fillna("").tolist())
+    hashes = [text_hash(text) for text in texts]
+    reused = (
+        cached is not None and cached.identity == identity and cached.corpus_ids == corpus_ids
+        and cached.corpus_text_hashes == hashes  # same texts, not only the same ids
+    )
     if reused:
         log.info("%s: reusing %d cached corpus embeddings", name, len(corpus_ids))
         corpus_embeddings = cached.corpus_embeddings
     else:
-        texts = prompts.format_documents(corpus["text"].tolist(), corpus["title"].fillna("").tolist())
         corpus_embeddings = encode_in_chunks(st_model, texts, batch_size=batch_size, what=f"{name}: documents")
     query_embeddings = encode_in_chunks(
         st_model, prompts.format_queries(queries["text"].tolist()), batch_size=batch_size, what=f"{name}: queries"
@@ -139,7 +152,8 @@ def evaluate_model(
     metrics, per_query = evaluate_run(qrels, {q: dict(docs) for q, docs in run.items()})
     seconds = time.monotonic() - started
     log.info("%s: %s = %.4f over %d queries (%.0f s)", name, GATE_METRIC, metrics[GATE_METRIC], len(per_query), seconds)
-    return ModelEvaluation(name, model, metrics, per_query, run, corpus_ids, corpus_embeddings, identity, seconds, reused)
+    return ModelEvaluation(name, model, metrics, per_query, run, corpus_ids, corpus_embeddings, identity, seconds, reused,
+                           hashes)
 
 
 @dataclass
@@ -210,7 +224,7 @@ def trec_run(evaluation: ModelEvaluation, run_name: str) -> str:
 
 
 def save_embeddings(evaluation: ModelEvaluation, folder: str | Path) -> None:
-    """Writes `<name>.parquet` (`id`, `embedding`) and `<name>.json` (identity) into a folder."""
+    """Writes `<name>.parquet` (`id`, `embedding`, `text_hash`) and `<name>.json` (identity) into a folder."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -218,7 +232,10 @@ def save_embeddings(evaluation: ModelEvaluation, folder: str | Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     vectors = evaluation.corpus_embeddings
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
-    table = pa.table({"id": pa.array(evaluation.corpus_ids, type=pa.string()), "embedding": embedding.cast(pa.list_(pa.float32()))})
+    columns = {"id": pa.array(evaluation.corpus_ids, type=pa.string()), "embedding": embedding.cast(pa.list_(pa.float32()))}
+    if evaluation.corpus_text_hashes is not None:
+        columns["text_hash"] = pa.array(evaluation.corpus_text_hashes, type=pa.string())
+    table = pa.table(columns)
     with storage.atomic_path(folder / f"{evaluation.name}.parquet") as tmp:
         pq.write_table(table, tmp)
     storage.write_text_atomic(folder / f"{evaluation.name}.json", json.dumps(evaluation.identity, indent=2))
@@ -236,7 +253,9 @@ def load_embeddings(folder: str | Path, name: str) -> ModelEvaluation | None:
     table = pq.read_table(data)
     vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(table.num_rows, -1)
     identity = json.loads(info.read_text())
-    return ModelEvaluation(name, identity.get("model", ""), {}, {}, {}, table.column("id").to_pylist(), vectors, identity)
+    hashes = table.column("text_hash").to_pylist() if "text_hash" in table.column_names else None
+    return ModelEvaluation(name, identity.get("model", ""), {}, {}, {}, table.column("id").to_pylist(), vectors, identity,
+                           corpus_text_hashes=hashes)
 
 
 @dataclass

@@ -150,15 +150,42 @@ def test_nothing_is_reused_with_another_document_prompt(tmp_path, tiny_example_d
     assert written == 14 and metrics["documents_reused"] == 14
 
 
-def test_ids_that_name_other_documents_are_caught_and_nothing_is_reused(tmp_path, tiny_example_data, caplog):
+def test_ids_that_name_other_documents_are_embedded_not_reused(tmp_path, tiny_example_data, caplog):
     out = evaluate(tiny_example_data, tmp_path / "eval")
     corpus = pd.read_parquet(out / "corpus.parquet")
     corpus["text"] = np.roll(corpus["text"].to_numpy(), 1)  # another corpus that happens to use the same ids
     corpus.to_parquet(tmp_path / "other-corpus.parquet")
     with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
         written, _, metrics = embed(tmp_path / "other-corpus.parquet", tmp_path / "other", evaluation=out / "corpus_embeddings")
+    assert written == 0 and "14 documents have other texts than evaluation embedded" in caplog.text
+    assert metrics["documents_reused"] == 0 and metrics["documents_embedded"] == 14
+
+
+def test_vectors_saved_without_text_hashes_are_checked_by_embedding_a_few_again(tmp_path, tiny_example_data, caplog):
+    out = evaluate(tiny_example_data, tmp_path / "eval")
+    saved = out / "corpus_embeddings" / "base.parquet"
+    pd.read_parquet(saved).drop(columns=["text_hash"]).to_parquet(saved)  # as an older evaluate wrote them
+    corpus = pd.read_parquet(out / "corpus.parquet")
+    corpus["text"] = np.roll(corpus["text"].to_numpy(), 1)
+    corpus.to_parquet(tmp_path / "other-corpus.parquet")
+    with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
+        written, _, metrics = embed(tmp_path / "other-corpus.parquet", tmp_path / "other", evaluation=out / "corpus_embeddings")
     assert written == 0 and "evaluation embedded another text under this id" in caplog.text
     assert metrics["documents_reused"] == 0 and metrics["documents_embedded"] == 14
+
+
+def test_documents_edited_since_evaluation_are_embedded_the_rest_reused(tmp_path, tiny_example_data, caplog):
+    out = evaluate(tiny_example_data, tmp_path / "eval")
+    corpus = pd.read_parquet(out / "corpus.parquet")
+    edited = corpus["_id"].iloc[[3, 9]].tolist()
+    corpus.loc[corpus["_id"].isin(edited), "text"] += " (revised)"  # a small edit the spot check would miss
+    corpus.to_parquet(tmp_path / "edited.parquet")
+    with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
+        written, reused, metrics = embed(tmp_path / "edited.parquet", tmp_path / "reused", evaluation=out / "corpus_embeddings")
+    assert written == 12 and "2 documents have other texts than evaluation embedded" in caplog.text
+    assert (metrics["documents_reused"], metrics["documents_embedded"]) == (12, 2)
+    _, fresh, _ = embed(tmp_path / "edited.parquet", tmp_path / "fresh")
+    assert cosines(reused, fresh).min() > 0.9999  # the edited ones included: their vectors are of the new text
 
 
 def test_a_larger_corpus_reuses_the_overlap_and_embeds_the_rest(tmp_path, tiny_example_data):

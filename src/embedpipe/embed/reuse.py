@@ -19,11 +19,14 @@ before anything is reused:
 - the job embeds whole documents (`chunk_tokens` 0) with the torch backend, as evaluation does;
 - evaluation used the same model (the same reference, or model files with the same fingerprint) and the
   same document prompt;
+- each document's text, formatted with the prompt, must be the text evaluation embedded under its id
+  (evaluation saves a hash of every text it embedded, `embedpipe.evaluate.text_hash`): a document edited
+  since, or an id that names another document in the index corpus, is embedded by the job instead;
 - a few of the documents are embedded again here and must match evaluation's vectors (cosine > 0.9999):
-  this catches what the checks above cannot see, such as an index corpus whose ids name other documents
-  than the labelled corpus's.
+  this catches a model that computes other vectors under the same name, and, for vectors saved without
+  text hashes, ids that name other texts.
 
-When a check fails nothing is reused, the job embeds everything, and the log says why.
+When a model or prompt check fails nothing is reused, the job embeds everything, and the log says why.
 
 Example:
     >>> from embedpipe.embed.job import prepare_config                                        # doctest: +SKIP
@@ -87,15 +90,20 @@ def vectors_from_evaluation(
         log.info("not reusing the vectors evaluate computed: %s", why_not)
         return 0
 
-    ids, vectors = _read_vectors(folder / f"{name}.parquet")
+    ids, vectors, text_hashes = _read_vectors(folder / f"{name}.parquet")
     if config.output_dimensionality > vectors.shape[1]:
         log.info("not reusing the vectors evaluate computed: they have %d dimensions, the job keeps %d",
                  vectors.shape[1], config.output_dimensionality)
         return 0
     vectors = truncate_and_normalize(vectors, config.output_dimensionality).astype(np.float32)
-    rows, formatted, order = _rows_for_corpus(corpus_path, config, {doc_id: i for i, doc_id in enumerate(ids)})
+    rows, formatted, order, edited = _rows_for_corpus(
+        corpus_path, config, {doc_id: i for i, doc_id in enumerate(ids)}, text_hashes
+    )
+    if edited:
+        log.info("%d documents have other texts than evaluation embedded under their ids; the job embeds them", edited)
     if not rows["id"]:
-        log.info("not reusing the vectors evaluate computed: none of the %d documents it embedded is in %s", len(ids), corpus_path)
+        log.info("not reusing the vectors evaluate computed: none of the %d documents it embedded is in %s "
+                 "with the same text", len(ids), corpus_path)
         return 0
     vectors = vectors[order]
     why_not = _spot_check(rows["id"], formatted, vectors, model, config, spot_check)
@@ -153,9 +161,10 @@ def _read_vectors(path: Path):
     import numpy as np
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["id", "embedding"])
+    table = pq.read_table(path)
     vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(table.num_rows, -1)
-    return [str(i) for i in table.column("id").to_pylist()], vectors
+    hashes = table.column("text_hash").to_pylist() if "text_hash" in table.column_names else None
+    return [str(i) for i in table.column("id").to_pylist()], vectors, hashes
 
 
 def _corpus_documents(corpus_path: str):
@@ -179,28 +188,35 @@ def _corpus_documents(corpus_path: str):
                         yield docs.parse_json_line(line.rstrip(b"\r\n"))
 
 
-def _rows_for_corpus(corpus_path: str, config, row_of: dict[str, int]):
+def _rows_for_corpus(corpus_path: str, config, row_of: dict[str, int], text_hashes: list[str] | None = None):
     """Vector rows (without embeddings) of the corpus documents evaluation embedded, as `Decide` would hash them.
 
+    A document whose formatted text does not hash to what evaluation embedded under its id (when
+    evaluation saved text hashes) is left out: the job embeds it.
+
     Returns:
-        (columns of the rows, formatted texts, evaluation row of each).
+        (columns of the rows, formatted texts, evaluation row of each, documents left out as edited).
     """
     from embedpipe.embed import documents as docs
     from embedpipe.embed.pipeline import _metadata
+    from embedpipe.evaluate import text_hash
 
     rows: dict[str, list] = {"id": [], "content": [], "metadata": [], "content_hash": []}
-    formatted_texts, order = [], []
+    formatted_texts, order, edited = [], [], 0
     for doc in _corpus_documents(corpus_path):
         if docs.is_dead_letter(doc) or doc["id"] not in row_of:
             continue
         formatted = config.prompts.format_documents([doc["text"]], [doc["title"]])[0]
+        if text_hashes is not None and text_hashes[row_of[doc["id"]]] != text_hash(formatted):
+            edited += 1
+            continue
         rows["id"].append(doc["id"])
         rows["content"].append(doc["text"])
         rows["metadata"].append(_metadata(doc))
         rows["content_hash"].append(docs.content_hash(formatted, config.model_identity, config.chunking))
         formatted_texts.append(formatted)
         order.append(row_of[doc["id"]])
-    return rows, formatted_texts, order
+    return rows, formatted_texts, order, edited
 
 
 def _spot_check(ids: list[str], formatted: list[str], vectors, model: str, config, count: int) -> str:
