@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedpipe.embed.handler import CPU_TOKENS_PER_BATCH, Encoder, plan_batches
+from embedpipe.embed.handler import Encoder
+from embedpipe.models import CPU_TOKENS_PER_BATCH, encode_in_chunks, plan_batches
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "scifact-mini" / "corpus.jsonl"
 
@@ -71,3 +72,31 @@ def test_encoder_with_a_token_budget_equals_encode_and_keeps_input_order():
     assert len(counting.passes) > 1 and max(counting.passes) < 32  # long abstracts: a few per pass
     assert Encoder(counting, batch_size=32).tokens_per_batch == CPU_TOKENS_PER_BATCH  # auto on CPU
     assert Encoder(counting, batch_size=32, tokens_per_batch=-1).tokens_per_batch == 0
+
+
+@pytest.mark.slow
+def test_evaluation_encoding_uses_the_same_passes_and_equals_encode():
+    from embedpipe.models import load_model
+
+    model = load_model("default", device="cpu")
+    rows = [json.loads(line) for line in MINI.read_text().splitlines()[:24]]
+    texts = ["pgvector"] + [f"{r['title']} {r['text']}" for r in rows] + ["short one"]
+    counting = CountingModel(model)
+    got = encode_in_chunks(counting, texts, batch_size=32, chunk=10, tokens_per_batch=1024)
+    expected = model.encode(texts, prompt="", normalize_embeddings=True, batch_size=32)
+    assert (got * expected).sum(axis=1).min() > 0.9999
+    assert len(counting.passes) > 3 and max(counting.passes) < 10  # chunks of 10, cut again by tokens
+
+
+def test_a_model_can_choose_its_own_automatic_limit():
+    from types import SimpleNamespace
+
+    from embedpipe.embed.onnx_int8 import Int8Model
+    from embedpipe.models import resolve_tokens_per_batch
+
+    cpu, gpu = SimpleNamespace(device=SimpleNamespace(type="cpu")), SimpleNamespace(device=SimpleNamespace(type="cuda"))
+    assert (resolve_tokens_per_batch(cpu), resolve_tokens_per_batch(gpu)) == (CPU_TOKENS_PER_BATCH, 0)
+    assert resolve_tokens_per_batch(cpu, -1) == 0 and resolve_tokens_per_batch(gpu, 512) == 512
+    assert Int8Model.auto_tokens_per_batch == -1  # int8 on ONNX Runtime: batch_size texts per pass
+    int8_like = SimpleNamespace(device=SimpleNamespace(type="cpu"), auto_tokens_per_batch=-1)
+    assert resolve_tokens_per_batch(int8_like) == 0 and resolve_tokens_per_batch(int8_like, 1024) == 1024

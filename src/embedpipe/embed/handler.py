@@ -8,7 +8,7 @@ holds one copy of the model rather than one per process.
 
 Each batch that RunInference hands over (about a thousand texts) is sorted by token count and cut into
 forward passes of texts of similar length, at most `batch_size` texts and, on CPU, at most
-`tokens_per_batch` padded tokens each (`plan_batches`): on CPU a forward pass of 32 long texts runs
+`tokens_per_batch` padded tokens each (`embedpipe.models.plan_batches`): on CPU a forward pass of 32 long texts runs
 out of cache and is ~20 % slower per token than one of 8 (benchmarks/README.md, "embed_corpus").
 Vectors are cut to `output_dimensionality` (Matryoshka) and re-normalised.
 
@@ -115,38 +115,6 @@ def model_identity(model: str, *, backend: str = "torch", output_dimensionality:
     return f"{model_fingerprint(model)}|backend={backend}|dim={output_dimensionality or 'full'}"
 
 
-#: Padded tokens per forward pass on CPU when `tokens_per_batch` is 0 ("auto"); on GPU the default is
-#: no token limit (`batch_size` texts). Measured on MiniLM / SciFact (2 CPUs): 2,048 tokens per pass
-#: ran 500 documents in 15.5 s, 32 texts per pass (sentence-transformers' default) in 18.7 s.
-CPU_TOKENS_PER_BATCH = 2048
-
-
-def plan_batches(lengths: Sequence[int], *, batch_size: int, tokens_per_batch: int = 0) -> list[list[int]]:
-    """Groups text indices into forward passes: longest first, texts of similar length together.
-
-    Each pass holds at most `batch_size` texts and, when `tokens_per_batch` > 0, at most that many
-    padded tokens (its longest text's length times its number of texts); a text longer than the
-    budget gets a pass of its own.
-
-    >>> plan_batches([5, 300, 10, 290, 8], batch_size=4, tokens_per_batch=600)
-    [[1, 3], [2, 4, 0]]
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        if current and (
-            len(current) >= batch_size or (tokens_per_batch and longest * (len(current) + 1) > tokens_per_batch)
-        ):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
 class Encoder:
     """A loaded model that turns formatted texts into normalised float32 vectors.
 
@@ -157,30 +125,15 @@ class Encoder:
         model: A SentenceTransformer (or the int8 model, which has the same `encode` and `tokenizer`).
         batch_size: At most this many texts per forward pass.
         output_dimensionality: Leading dimensions to keep (0 = all).
-        tokens_per_batch: At most this many padded tokens per forward pass; 0 = `CPU_TOKENS_PER_BATCH`
-            on CPU and no limit on GPU; -1 = no limit.
+        tokens_per_batch: At most this many padded tokens per forward pass; 0 = auto
+            (`embedpipe.models.CPU_TOKENS_PER_BATCH` on CPU, no limit on GPU or for the int8 model); -1 = no limit.
     """
 
     def __init__(self, model, *, batch_size: int, output_dimensionality: int = 0, tokens_per_batch: int = 0):
         self.model = model
         self.batch_size = batch_size
         self.output_dimensionality = output_dimensionality
-        if tokens_per_batch == 0:
-            device = getattr(getattr(model, "device", None), "type", "cpu")
-            tokens_per_batch = CPU_TOKENS_PER_BATCH if device == "cpu" else -1
-        self.tokens_per_batch = max(tokens_per_batch, 0)
-
-    def token_lengths(self, texts: Sequence[str]) -> list[int] | None:
-        """Tokens per text as the model will see them (truncated), or None when the model has no tokenizer."""
-        tokenizer = getattr(self.model, "tokenizer", None)
-        if tokenizer is None or not callable(tokenizer):
-            return None
-        limit = getattr(self.model, "max_seq_length", None) or None
-        ids = tokenizer(
-            list(texts), truncation=limit is not None, max_length=limit,
-            return_attention_mask=False, return_token_type_ids=False,
-        )["input_ids"]
-        return [len(row) for row in ids]
+        self.tokens_per_batch = models.resolve_tokens_per_batch(model, tokens_per_batch)
 
     @property
     def dimension(self) -> int:
@@ -191,12 +144,12 @@ class Encoder:
         import numpy as np
 
         texts = list(texts)
-        lengths = self.token_lengths(texts) if self.tokens_per_batch and len(texts) > 1 else None
+        lengths = models.token_lengths(self.model, texts) if self.tokens_per_batch and len(texts) > 1 else None
         if lengths is None:
             vectors = self._encode(texts, self.batch_size)
         else:
             vectors = None
-            for rows in plan_batches(lengths, batch_size=self.batch_size, tokens_per_batch=self.tokens_per_batch):
+            for rows in models.plan_batches(lengths, batch_size=self.batch_size, tokens_per_batch=self.tokens_per_batch):
                 part = self._encode([texts[i] for i in rows], len(rows))
                 if vectors is None:
                     vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)

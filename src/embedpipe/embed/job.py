@@ -335,7 +335,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", "--batch_size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     parser.add_argument("--inference-batch-size", "--inference_batch_size", type=int, default=1024, help="texts per RunInference batch, sorted by length inside (default: %(default)s)")
     parser.add_argument("--tokens-per-batch", "--tokens_per_batch", type=int, default=0,
-                        help="padded tokens per forward pass (0 = auto: 2048 on CPU, no limit on GPU; -1 = no limit)")
+                        help="padded tokens per forward pass (0 = auto: 2048 on CPU with torch, no limit on GPU or with onnx-int8; -1 = no limit)")
     parser.add_argument("--output-dimensionality", "--output_dimensionality", type=int, default=0, help="keep this many leading dimensions, re-normalised (0 = all)")
     parser.add_argument("--device", default="", help="cpu, cuda, ... (default: cuda when there is one)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto = bf16 on GPU (default: %(default)s)")

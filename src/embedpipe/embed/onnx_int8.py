@@ -447,6 +447,10 @@ class Int8Model:
             except Exception:  # noqa: BLE001 - keeping the weights only costs memory
                 pass
 
+    #: No padded-token limit per pass by default: unlike torch fp32, ONNX Runtime's int8 kernels ran 800
+    #: SciFact abstracts faster in passes of 32 texts (9.8 s) than of 2,048 tokens (10.5 s; 3 rounds).
+    auto_tokens_per_batch = -1
+
     def get_embedding_dimension(self) -> int:
         return self._dimension
 
