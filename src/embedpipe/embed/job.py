@@ -93,6 +93,24 @@ def resolve_input(path: str, *, what: str = "corpus", expect: str | None = None)
     return (folder + "/*" + suffixes.pop() if len(suffixes) == 1 and "" not in suffixes else folder + "/[!_.]*"), fmt
 
 
+def check_model_options(
+    *, batch_size: int, inference_batch_size: int, tokens_per_batch: int, output_dimensionality: int, backend: str, precision: str
+) -> None:
+    """The model settings the batch and streaming jobs share; raises ValueError naming the bad one."""
+    from embedpipe.embed.handler import BACKENDS, PRECISIONS
+
+    if batch_size < 1 or inference_batch_size < 1:
+        raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, inference_batch_size={inference_batch_size}")
+    if tokens_per_batch < -1:
+        raise ValueError(f"tokens_per_batch must be 0 (auto), -1 (no limit) or positive, got {tokens_per_batch}")
+    if output_dimensionality < 0:
+        raise ValueError(f"output_dimensionality must be 0 (all) or positive, got {output_dimensionality}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+
+
 def prepare_config(
     input: str,
     output: str,
@@ -120,7 +138,7 @@ def prepare_config(
     Fails here, before any worker starts, on a missing corpus, a model folder that is not a model, an
     unknown task type, bad chunking parameters or a bad table name. See `EmbedConfig` for the arguments.
     """
-    from embedpipe.embed.handler import BACKENDS, PRECISIONS, model_identity, model_prompts
+    from embedpipe.embed.handler import model_identity, model_prompts
     from embedpipe.prompts import resolve_prompts
 
     docs.check_chunking(chunk_tokens, chunk_overlap)
@@ -128,16 +146,8 @@ def prepare_config(
         from embedpipe.vectorstore.identifiers import split_table_name
 
         split_table_name(table)
-    if batch_size < 1 or inference_batch_size < 1:
-        raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, inference_batch_size={inference_batch_size}")
-    if tokens_per_batch < -1:
-        raise ValueError(f"tokens_per_batch must be 0 (auto), -1 (no limit) or positive, got {tokens_per_batch}")
-    if output_dimensionality < 0:
-        raise ValueError(f"output_dimensionality must be 0 (all) or positive, got {output_dimensionality}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    check_model_options(batch_size=batch_size, inference_batch_size=inference_batch_size, tokens_per_batch=tokens_per_batch,
+                        output_dimensionality=output_dimensionality, backend=backend, precision=precision)
     if backend == "onnx-int8":
         from embedpipe.embed.onnx_int8 import check_model_files
 

@@ -476,6 +476,7 @@ def prepare_stream_config(
     chunk_overlap: int = 0,
     batch_size: int = 32,
     inference_batch_size: int = 1024,
+    tokens_per_batch: int = 0,
     output_dimensionality: int = 0,
     device: str = "",
     precision: str = "auto",
@@ -506,7 +507,8 @@ def prepare_stream_config(
         ModelLoadError: the model folder is missing, is not a model, or does not load.
         ValueError: bad source, chunking, batch sizes, window, table name, or a table of another dimension.
     """
-    from embedpipe.embed.handler import BACKENDS, PRECISIONS, load_encoder, model_identity, model_prompts
+    from embedpipe.embed.handler import load_encoder, model_identity, model_prompts
+    from embedpipe.embed.job import check_model_options
     from embedpipe.models import ModelLoadError
     from embedpipe.prompts import resolve_prompts
     from embedpipe.vectorstore.identifiers import split_table_name
@@ -522,14 +524,8 @@ def prepare_stream_config(
         raise ValueError("give database_uri (or connection settings) for the vector database to write to")
     split_table_name(table)
     docs.check_chunking(chunk_tokens, chunk_overlap)
-    if batch_size < 1 or inference_batch_size < 1:
-        raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, inference_batch_size={inference_batch_size}")
-    if output_dimensionality < 0:
-        raise ValueError(f"output_dimensionality must be 0 (all) or positive, got {output_dimensionality}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    check_model_options(batch_size=batch_size, inference_batch_size=inference_batch_size, tokens_per_batch=tokens_per_batch,
+                        output_dimensionality=output_dimensionality, backend=backend, precision=precision)
     if not window_seconds > 0:
         raise ValueError(f"window_seconds must be positive, got {window_seconds}")
     if allowed_lateness_seconds < 0 or write_shards < 1:
@@ -545,6 +541,7 @@ def prepare_stream_config(
         chunk_overlap=chunk_overlap,
         batch_size=batch_size,
         inference_batch_size=max(inference_batch_size, batch_size),
+        tokens_per_batch=tokens_per_batch,
         output_dimensionality=output_dimensionality,
         device=device,
         precision=precision,
