@@ -121,8 +121,8 @@ def encode(model, texts: Sequence[str], *, batch_size: int = 32, normalize: bool
 
 
 #: Padded tokens per forward pass on CPU when `tokens_per_batch` is 0 ("auto"); on GPU the default is
-#: no token limit (`batch_size` texts). Measured on MiniLM / SciFact (2 CPUs): 2,048 tokens per pass
-#: ran 500 documents in 15.5 s, 32 texts per pass (sentence-transformers' default) in 18.7 s.
+#: no token limit (`batch_size` texts). Measured on MiniLM / SciFact (2 CPUs, benchmarks/forward_passes.py):
+#: 2,048 tokens per pass ran 500 documents in 16.2 s, 32 texts per pass (sentence-transformers' default) in 18.2 s.
 CPU_TOKENS_PER_BATCH = 2048
 
 

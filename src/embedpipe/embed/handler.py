@@ -8,8 +8,8 @@ holds one copy of the model rather than one per process.
 
 Each batch that RunInference hands over (about a thousand texts) is sorted by token count and cut into
 forward passes of texts of similar length, at most `batch_size` texts and, on CPU, at most
-`tokens_per_batch` padded tokens each (`embedpipe.models.plan_batches`): on CPU a forward pass of 32 long texts runs
-out of cache and is ~20 % slower per token than one of 8 (benchmarks/README.md, "embed_corpus").
+`tokens_per_batch` padded tokens each (`embedpipe.models.plan_batches`): on CPU a forward pass of 32 long texts
+is ~12 % slower per token than one of 8 or of 2,048 tokens (benchmarks/README.md, "forward_passes").
 Vectors are cut to `output_dimensionality` (Matryoshka) and re-normalised.
 
 Example:

@@ -447,8 +447,9 @@ class Int8Model:
             except Exception:  # noqa: BLE001 - keeping the weights only costs memory
                 pass
 
-    #: No padded-token limit per pass by default: unlike torch fp32, ONNX Runtime's int8 kernels ran 800
-    #: SciFact abstracts faster in passes of 32 texts (9.8 s) than of 2,048 tokens (10.5 s; 3 rounds).
+    #: No padded-token limit per pass by default: unlike torch fp32, ONNX Runtime's int8 kernels ran 500
+    #: SciFact abstracts faster in passes of 32 texts (6.1 s) than of 2,048 tokens (6.6 s;
+    #: benchmarks/forward_passes.py).
     auto_tokens_per_batch = -1
 
     def get_embedding_dimension(self) -> int:
