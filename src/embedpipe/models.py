@@ -177,6 +177,31 @@ def token_lengths(model, texts: Sequence[str]) -> list[int] | None:
     return [len(row) for row in ids]
 
 
+def encode_in_passes(model, texts: Sequence[str], encode_fn, *, batch_size: int, tokens_per_batch: int):
+    """Encodes `texts` in the forward passes `plan_batches` makes; rows come back in the input order.
+
+    Args:
+        model: The model whose tokenizer measures the texts (`token_lengths`).
+        encode_fn: `encode_fn(texts, batch_size)` -> (len(texts), dim) array, one pass per call here.
+        batch_size: At most this many texts per pass.
+        tokens_per_batch: At most this many padded tokens per pass, as `resolve_tokens_per_batch`
+            returns it (0 = no limit: `encode_fn` gets all texts with `batch_size`).
+    """
+    import numpy as np
+
+    texts = list(texts)
+    lengths = token_lengths(model, texts) if tokens_per_batch and len(texts) > 1 else None
+    if lengths is None:
+        return encode_fn(texts, batch_size)
+    vectors = None
+    for rows in plan_batches(lengths, batch_size=batch_size, tokens_per_batch=tokens_per_batch):
+        part = encode_fn([texts[i] for i in rows], len(rows))
+        if vectors is None:
+            vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)
+        vectors[rows] = part
+    return vectors
+
+
 def encode_in_chunks(
     model, texts: Sequence[str], *, batch_size: int = 32, chunk: int = 2048, what: str = "texts", tokens_per_batch: int = 0
 ):
@@ -198,12 +223,10 @@ def encode_in_chunks(
     started = time.monotonic()
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
-        if budget and len(rows) > 1 and (lengths := token_lengths(model, [texts[i] for i in rows])) is not None:
-            for part in plan_batches(lengths, batch_size=batch_size, tokens_per_batch=budget):
-                picked = [rows[j] for j in part]
-                result[picked] = encode(model, [texts[i] for i in picked], batch_size=len(picked))
-        else:
-            result[rows] = encode(model, [texts[i] for i in rows], batch_size=batch_size)
+        result[rows] = encode_in_passes(
+            model, [texts[i] for i in rows], lambda part, size: encode(model, part, batch_size=size),
+            batch_size=batch_size, tokens_per_batch=budget,
+        )
         done = start + len(rows)
         rate = done / max(time.monotonic() - started, 1e-9)
         log.info("%s: %d/%d embedded (%.1f/s, ETA %.0f s)", what, done, len(texts), rate, (len(texts) - done) / rate)

@@ -150,11 +150,17 @@ def test_nothing_is_reused_with_another_document_prompt(tmp_path, tiny_example_d
     assert written == 14 and metrics["documents_reused"] == 14
 
 
+def write_corpus_with_shifted_texts(out: Path, target: Path) -> Path:
+    """Evaluation's corpus with each text moved to the next id: another corpus that happens to use the same ids."""
+    corpus = pd.read_parquet(out / "corpus.parquet")
+    corpus["text"] = np.roll(corpus["text"].to_numpy(), 1)
+    corpus.to_parquet(target)
+    return target
+
+
 def test_ids_that_name_other_documents_are_embedded_not_reused(tmp_path, tiny_example_data, caplog):
     out = evaluate(tiny_example_data, tmp_path / "eval")
-    corpus = pd.read_parquet(out / "corpus.parquet")
-    corpus["text"] = np.roll(corpus["text"].to_numpy(), 1)  # another corpus that happens to use the same ids
-    corpus.to_parquet(tmp_path / "other-corpus.parquet")
+    write_corpus_with_shifted_texts(out, tmp_path / "other-corpus.parquet")
     with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
         written, _, metrics = embed(tmp_path / "other-corpus.parquet", tmp_path / "other", evaluation=out / "corpus_embeddings")
     assert written == 0 and "14 documents have other texts than evaluation embedded" in caplog.text
@@ -165,9 +171,7 @@ def test_vectors_saved_without_text_hashes_are_checked_by_embedding_a_few_again(
     out = evaluate(tiny_example_data, tmp_path / "eval")
     saved = out / "corpus_embeddings" / "base.parquet"
     pd.read_parquet(saved).drop(columns=["text_hash"]).to_parquet(saved)  # as an older evaluate wrote them
-    corpus = pd.read_parquet(out / "corpus.parquet")
-    corpus["text"] = np.roll(corpus["text"].to_numpy(), 1)
-    corpus.to_parquet(tmp_path / "other-corpus.parquet")
+    write_corpus_with_shifted_texts(out, tmp_path / "other-corpus.parquet")
     with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
         written, _, metrics = embed(tmp_path / "other-corpus.parquet", tmp_path / "other", evaluation=out / "corpus_embeddings")
     assert written == 0 and "evaluation embedded another text under this id" in caplog.text

@@ -8,7 +8,7 @@ holds one copy of the model rather than one per process.
 
 Each batch that RunInference hands over (about a thousand texts) is sorted by token count and cut into
 forward passes of texts of similar length, at most `batch_size` texts and, on CPU, at most
-`tokens_per_batch` padded tokens each (`embedpipe.models.plan_batches`): on CPU a forward pass of 32 long texts
+`tokens_per_batch` padded tokens each (`embedpipe.models.encode_in_passes`): on CPU a forward pass of 32 long texts
 is ~12 % slower per token than one of 8 or of 2,048 tokens (benchmarks/README.md, "forward_passes").
 Vectors are cut to `output_dimensionality` (Matryoshka) and re-normalised.
 
@@ -143,17 +143,9 @@ class Encoder:
         """Encodes already formatted texts (the model's own default prompt is not added)."""
         import numpy as np
 
-        texts = list(texts)
-        lengths = models.token_lengths(self.model, texts) if self.tokens_per_batch and len(texts) > 1 else None
-        if lengths is None:
-            vectors = self._encode(texts, self.batch_size)
-        else:
-            vectors = None
-            for rows in models.plan_batches(lengths, batch_size=self.batch_size, tokens_per_batch=self.tokens_per_batch):
-                part = self._encode([texts[i] for i in rows], len(rows))
-                if vectors is None:
-                    vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)
-                vectors[rows] = part
+        vectors = models.encode_in_passes(
+            self.model, texts, self._encode, batch_size=self.batch_size, tokens_per_batch=self.tokens_per_batch
+        )
         return truncate_and_normalize(vectors, self.output_dimensionality).astype(np.float32, copy=False)
 
     def _encode(self, texts: list[str], batch_size: int):
