@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run test compile images clean
+.PHONY: help install run test test-containers compile images images-local run-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml constraints.txt
 run: install ## run the whole pipeline locally (kfp.local) on the example data
 	$(VENV)/bin/embedpipe run
 
-test: install ## run the test suite
-	$(PY) -m pytest
+test: install ## run every test tier: library, components, kfp.local, the installed wheel, then test-containers
+	$(PY) -m pytest -m "not containers"
+	$(MAKE) test-containers
+
+test-containers: install ## build the images here and run the pipeline, the serve and the Dataflow worker images (skips, saying why, without Docker)
+	PYTHON=$(PY) bash containers/local.sh test
 
 compile: install ## write pipeline and component YAML to build/
 	$(PY) compile.py
@@ -35,8 +39,15 @@ compile: install ## write pipeline and component YAML to build/
 clean: ## remove local runs and build outputs
 	rm -rf build .embedpipe
 
-images: install ## build and push the four images to Artifact Registry (needs Docker; not runnable here)
-	rm -rf build/wheels && $(PY) -m pip wheel --no-deps --wheel-dir build/wheels .
+images-local: install ## build the base, dataflow and serve images on this machine (starts its own dockerd if none answers)
+	PYTHON=$(PY) bash containers/local.sh images
+
+run-docker: images-local ## run the whole pipeline locally with every task in its image (kfp.local DockerRunner)
+	PYTHON=$(PY) bash containers/local.sh with-docker $(VENV)/bin/embedpipe run --runner docker
+
+images: install ## build and push the four images to Artifact Registry (needs Docker and the registry; not run here)
+	PYTHON=$(PY) bash containers/local.sh wheelhouse
+	PYTHON=$(PY) bash containers/local.sh wheelhouse-cuda
 	for runtime in base train dataflow serve; do \
 	  image=$$($(PY) -m embedpipe.images $$runtime) && \
 	  docker build -f containers/$$runtime/Dockerfile --build-arg BASE_IMAGE=$$($(PY) -m embedpipe.images base) -t $$image . \

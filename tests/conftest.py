@@ -38,11 +38,15 @@ def pg_uri(tmp_path_factory):
 def tiny_example_data(tmp_path) -> Path:
     """A 14-document BEIR folder cut from the example data, fast to embed: 4 test and 3 train queries,
     their documents and 6 others, each text cut to 30 words."""
+    return make_tiny_example_data(tmp_path / "tiny")
+
+
+def make_tiny_example_data(root: Path) -> Path:
+    """Writes the tiny BEIR folder of `tiny_example_data` into `root` and returns it."""
     import json
 
     import pandas as pd
 
-    root = tmp_path / "tiny"
     (root / "qrels").mkdir(parents=True)
     read = lambda name: pd.read_csv(EXAMPLE_DATA / "qrels" / name, sep="\t", dtype=str)  # noqa: E731
     test, train = read("test.tsv"), read("train.tsv")

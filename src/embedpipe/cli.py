@@ -15,15 +15,21 @@ import sys
 import time
 from pathlib import Path
 
-EXAMPLE_DATA = "examples/scifact-mini"
+
+
+def example_data() -> Path:
+    """The packaged example data (`embedpipe.examples`): the default of --data, wherever embedpipe is installed."""
+    from embedpipe.examples import scifact_mini
+
+    return scifact_mini()
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("input data (BEIR layout)")
     group.add_argument(
         "--data",
-        default=EXAMPLE_DATA,
-        help="folder with corpus.jsonl, queries.jsonl and qrels/{train,test,validation}.tsv (default: %(default)s)",
+        help="folder with corpus.jsonl, queries.jsonl and qrels/{train,test,validation}.tsv "
+        "(default: the packaged example data, a 400-document SciFact slice)",
     )
     group.add_argument("--corpus", help="corpus.jsonl path or gs:// URI (default: DATA/corpus.jsonl)")
     group.add_argument("--queries", help="queries.jsonl (default: DATA/queries.jsonl)")
@@ -36,7 +42,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_paths(args) -> dict[str, str]:
-    data = Path(args.data)
+    data = Path(args.data) if args.data else example_data()
 
     def optional(explicit, default: Path) -> str:
         if explicit is not None:
@@ -76,6 +82,14 @@ def cmd_run(args) -> int:
     from embedpipe.pipelines import tune_and_index
 
     paths = _data_paths(args)
+    if args.runner == "docker":  # before anything starts: a daemon that answers and the images
+        from embedpipe.docker_runner import DockerUnavailable, check_docker
+
+        try:
+            check_docker().close()
+        except DockerUnavailable as err:
+            print(f"embedpipe run --runner docker: {err}", file=sys.stderr)
+            return 3
     database_uri = args.database_uri
     if not database_uri:
         from embedpipe.vectorstore.embedded import embedded_database_uri
@@ -103,10 +117,13 @@ def cmd_run(args) -> int:
     }
     declared = declared_parameters(tune_and_index)
     arguments = {name: value for name, value in wanted.items() if name in declared}
-    print(f"embedpipe run: pipeline {tune_and_index.name!r} with kfp.local (SubprocessRunner) under {args.output_dir}")
+    runner, runner_name = None, "SubprocessRunner"
+    if args.runner == "docker":
+        runner, runner_name = _docker_runner(arguments, database_uri)
+    print(f"embedpipe run: pipeline {tune_and_index.name!r} with kfp.local ({runner_name}) under {args.output_dir}")
     print("cloud-only steps skipped locally: " + "; ".join(CLOUD_ONLY_STEPS))
     try:
-        run = run_locally(tune_and_index, arguments, pipeline_root=args.output_dir)
+        run = run_locally(tune_and_index, arguments, pipeline_root=args.output_dir, runner=runner)
     except LocalRunFailed as err:
         if err.run is not None:
             _print_run_summary(err.run, args, database_uri)
@@ -123,6 +140,14 @@ def cmd_run(args) -> int:
         return 1
     _print_run_summary(run, args, database_uri)
     return 0
+
+
+def _docker_runner(arguments: dict, database_uri: str):
+    """The DockerRunner of our images, with the mounts, environment and user these arguments need."""
+    from embedpipe.docker_runner import docker_runner, plan_containers
+
+    plan = plan_containers(arguments, database_uri=database_uri)
+    return docker_runner(plan), f"DockerRunner, each task in its image; mounted: {', '.join(plan.mounts) or 'nothing'}"
 
 
 def _gate_failed(run) -> bool:
@@ -354,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole pipeline locally with kfp.local on embedded defaults")
     _add_data_arguments(run)
     run.add_argument("--output-dir", default=".embedpipe/runs", help="pipeline root for local runs (default: %(default)s)")
+    run.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="subprocess: every task in this Python (default); docker: every task in the image the compiled YAML "
+        "names, built by `make images-local` (needs a Docker daemon)",
+    )
     tuning = run.add_argument_group("tuning (Vertex's parameter names)")
     tuning.add_argument("--model", default="default", help="base model: 'default' = the packaged all-MiniLM-L6-v2 (default), a folder or hub id")
     tuning.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")

@@ -1,7 +1,8 @@
-"""Running embedpipe's pipelines on this machine with `kfp.local` (SubprocessRunner).
+"""Running embedpipe's pipelines on this machine with `kfp.local`.
 
-The components run as subprocesses of the current Python (which has embedpipe installed), so no
-container engine is needed; artifacts land under `pipeline_root/<pipeline>-<timestamp>/<task>/`.
+By default the components run as subprocesses of the current Python (SubprocessRunner: embedpipe
+installed here, no container engine needed); with a DockerRunner (`embedpipe.docker_runner`) each task
+runs in the image the compiled YAML names. Artifacts land under `pipeline_root/<pipeline>-<timestamp>/<task>/`.
 """
 
 from __future__ import annotations
@@ -68,13 +69,15 @@ def read_run_outputs(run_dir: Path) -> dict[str, dict[str, dict]]:
     return outputs
 
 
-def run_locally(pipeline_func, arguments: dict, *, pipeline_root: str | os.PathLike = ".embedpipe/runs") -> LocalRun:
-    """Runs a pipeline with kfp.local's SubprocessRunner in this Python environment.
+def run_locally(pipeline_func, arguments: dict, *, pipeline_root: str | os.PathLike = ".embedpipe/runs", runner=None) -> LocalRun:
+    """Runs a pipeline with kfp.local.
 
     Args:
         pipeline_func: A `@dsl.pipeline` function from `embedpipe.pipelines`.
         arguments: The pipeline's parameters.
         pipeline_root: Folder under which each run gets its own folder.
+        runner: A kfp.local runner; default SubprocessRunner in this Python environment
+            (`embedpipe.docker_runner.docker_runner` gives the DockerRunner of our images).
 
     Returns:
         LocalRun with the run folder and every task's outputs.
@@ -93,7 +96,7 @@ def run_locally(pipeline_func, arguments: dict, *, pipeline_root: str | os.PathL
     started_at = time.time()
     # kfp.local warns that our base image is "custom": under SubprocessRunner it is not used at all.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     try:
         pipeline_func(**arguments)
     except RuntimeError as err:

@@ -267,7 +267,7 @@ def run_job(
     options = PipelineOptions(list(beam_args))
     options.view_as(SetupOptions).save_main_session = False
     if runner is None and options.view_as(StandardOptions).runner in (None, "DirectRunner", "direct"):
-        runner = local_runner()
+        runner = local_runner(options)
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, config)
@@ -302,15 +302,25 @@ def run_job(
     return JobResult(state=str(state), metrics=metrics, job_id=job_id, output=config.output)
 
 
-def local_runner():
-    """Beam's in-process portable runner (FnApiRunner) for local batch runs.
+def local_runner(options=None):
+    """Beam's portable runner (FnApiRunner) for local batch runs.
 
     Beam 2.77's DirectRunner first tries the Prism runner, which downloads a binary from GitHub; running
-    the FnApiRunner directly needs no network and is what DirectRunner falls back to anyway.
+    the FnApiRunner directly needs no network and is what DirectRunner falls back to anyway. Its workers
+    run in this process unless the options name an environment: `--environment_type=EXTERNAL
+    --environment_config=HOST:PORT` hands every bundle to a Beam worker pool at that address, e.g. one
+    running in our Dataflow image (tests/containers), so the DoFns, the model and the database writes
+    execute there, as on Dataflow.
     """
+    from apache_beam.options.pipeline_options import PortableOptions
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    return FnApiRunner()
+    portable = options.view_as(PortableOptions) if options is not None else None
+    if portable is None or not portable.environment_type:
+        return FnApiRunner()
+    from apache_beam.transforms import environments
+
+    return FnApiRunner(default_environment=environments.Environment.from_options(portable))
 
 
 def _cancel_on_sigterm(result):
