@@ -3,6 +3,7 @@
 job's workers inside the Dataflow image (Beam's worker pool, --environment_type=EXTERNAL)."""
 
 import os
+import socket
 import time
 
 import pandas as pd
@@ -48,6 +49,12 @@ def test_the_serving_image_answers_vertex_as_gecko_does(docker_client):
         container.remove(force=True)
 
 
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _running(container) -> bool:
     container.reload()
     return container.status in ("created", "running")
@@ -65,7 +72,7 @@ def test_the_embedding_jobs_workers_run_in_the_dataflow_image(docker_client, tmp
                  socket_folder: {"bind": socket_folder, "mode": "rw"}})
     try:
         deadline = time.monotonic() + 60
-        while "Listening for workers" not in worker_pool.logs().decode():
+        while not _accepts(port):
             assert _running(worker_pool) and time.monotonic() < deadline, worker_pool.logs().decode()[-2000:]
             time.sleep(0.5)
         output = tmp_path / "vectors"
