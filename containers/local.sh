@@ -164,7 +164,14 @@ build() {
     image=$(image_uri "$runtime")
     say "building $image"
     start=$(date +%s)
-    DOCKER_BUILDKIT=0 docker build --quiet --network host -f "containers/$runtime/Dockerfile" "$@" -t "$image" . >"build/image-$runtime.log" 2>&1 \
+    : >"build/image-$runtime.log"
+    # The install stage is tagged too, so that pruning dangling images keeps its cached dependency layer.
+    if grep -q ' AS install$' "containers/$runtime/Dockerfile"; then
+        DOCKER_BUILDKIT=0 docker build --quiet --network host -f "containers/$runtime/Dockerfile" "$@" --target install \
+            -t "embedpipe-local/$runtime-install:cache" . >>"build/image-$runtime.log" 2>&1 \
+            || { tail -30 "build/image-$runtime.log" >&2; say "building $image failed; whole log: build/image-$runtime.log"; exit 1; }
+    fi
+    DOCKER_BUILDKIT=0 docker build --quiet --network host -f "containers/$runtime/Dockerfile" "$@" -t "$image" . >>"build/image-$runtime.log" 2>&1 \
         || { tail -30 "build/image-$runtime.log" >&2; say "building $image failed; whole log: build/image-$runtime.log"; exit 1; }
     seconds=$(( $(date +%s) - start ))
     local bytes
@@ -189,6 +196,9 @@ cmd_images() {
     # image under the name the compiled YAML gives the train image.
     docker tag "$(image_uri base)" "$(image_uri train)"
     say "tagged $(image_uri base) as $(image_uri train) (local CPU stand-in; the CUDA train image is not built here)"
+    # Each build leaves the previous images' layers dangling (a few GB each): dropped, the cached
+    # dependency layers (parents of the new images) kept.
+    docker image prune --force >/dev/null
     "$PY" -c 'import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])]; json.dump(rows, open(sys.argv[2], "w"), indent=1)' "$REPORT.tmp" "$REPORT"
     rm -f "$REPORT.tmp"
     say "sizes and build times: $REPORT"
