@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from embedpipe import storage
+from embedpipe.threads import adapt_threads
 
 #: Names that mean "the packaged all-MiniLM-L6-v2" (it is the same model as the hub's).
 PACKAGED_MODEL_NAMES = ("", "default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -192,9 +193,11 @@ def encode_in_passes(model, texts: Sequence[str], encode_fn, *, batch_size: int,
     texts = list(texts)
     lengths = token_lengths(model, texts) if tokens_per_batch and len(texts) > 1 else None
     if lengths is None:
+        adapt_threads()
         return encode_fn(texts, batch_size)
     vectors = None
     for rows in plan_batches(lengths, batch_size=batch_size, tokens_per_batch=tokens_per_batch):
+        adapt_threads()
         part = encode_fn([texts[i] for i in rows], len(rows))
         if vectors is None:
             vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)

@@ -6,8 +6,15 @@ SDK processes on one Dataflow worker, the two workers of Beam's local runner in 
 that add up to more threads than cores make every forward pass wait for its slowest thread.
 
 The budget is: the cores this process may use (CPU affinity, bounded by a cgroup CPU quota), divided
-among the processes that share them, at least 1; an explicit `threads` wins. `apply_thread_budget` sets
-it and logs the choice. Measurements: benchmarks/README.md (embed_corpus, "shared CPU").
+among the processes that share them, at least 1; an explicit `threads` (or `$EMBEDPIPE_THREADS`) wins.
+`apply_thread_budget` sets it and logs the choice.
+
+Cores can also be taken by processes nobody told us about (another job, a second Beam worker, a
+training run beside the job). With one of two cores busy, a 2-thread pool waits at every operator for
+the thread that shares its core: slower than 1 thread, and the more so the smaller the forward passes
+(measured: benchmarks/README.md, embed_corpus "shared CPU"). So `adapt_threads()`, called before each
+forward pass, re-reads at most every few seconds how many cores other processes kept busy (the machine's
+busy time in /proc/stat less this process's own CPU time) and uses the cores left, within the budget.
 """
 
 from __future__ import annotations
@@ -112,3 +119,79 @@ def apply_thread_budget(budget: ThreadBudget, *, what: str = "torch") -> ThreadB
 
 
 _last_logged: dict[str, ThreadBudget] = {}
+
+
+class CpuShare:
+    """How many cores other processes kept busy since the last reading (Linux /proc/stat; None elsewhere)."""
+
+    def __init__(self):
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        import time
+
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        # user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+        values = [int(v) for v in fields[:8]]
+        busy = (sum(values) - values[3] - values[4]) / ticks
+        own = sum(os.times()[:2])
+        return time.monotonic(), busy, own
+
+    def others_busy(self) -> float | None:
+        """Cores' worth of CPU time that other processes used since the last call."""
+        now = self._sample()
+        last, self._last = self._last, now
+        if now is None or last is None or now[0] - last[0] <= 0:
+            return None
+        return max(0.0, ((now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0]))
+
+
+class AdaptiveThreads:
+    """Keeps torch's intra-op threads at the cores other processes leave free, within a budget."""
+
+    def __init__(self, budget: ThreadBudget, *, interval: float = 2.0):
+        import time
+
+        self.budget = budget
+        self.interval = interval
+        self._share = CpuShare()
+        self._checked = time.monotonic()
+        self.threads = budget.threads
+
+    def before_pass(self) -> int:
+        """Re-decides the threads when `interval` seconds have passed; returns the threads in use."""
+        import time
+
+        if self.budget.source != "cores" or time.monotonic() - self._checked < self.interval:
+            return self.threads
+        self._checked = time.monotonic()
+        others = self._share.others_busy()
+        if others is None:
+            return self.threads
+        free = self.budget.usable_cores - others
+        threads = min(self.budget.threads, max(1, int(free + 0.5)))
+        import torch
+
+        current = torch.get_num_threads()  # torch's own count: other code may set it too
+        if threads != current:
+            torch.set_num_threads(threads)
+            logger.info("threads: %d -> %d (other processes keep %.1f of %d core(s) busy)", current, threads, others,
+                        self.budget.usable_cores)
+        self.threads = threads
+        return self.threads
+
+
+_adaptive: AdaptiveThreads | None = None
+
+
+def adapt_threads() -> int:
+    """Called before a forward pass: this process's `AdaptiveThreads`, made on first use from `thread_budget()`."""
+    global _adaptive
+    if _adaptive is None:
+        _adaptive = AdaptiveThreads(apply_thread_budget(thread_budget()))
+    return _adaptive.before_pass()
