@@ -5,11 +5,17 @@ Contenders, alternated A B C D each round (--rounds rounds), every run a whole j
   B  plain: read the JSONL, `SentenceTransformer(...)`, `encode(batch_size=32)`, write Parquet
   C  Beam `MLTransform(SentenceTransformerEmbeddings)` on the same runner, writing Parquet
   D  ours, incremental: the corpus with --changed of the documents edited, given A's first output
+  E  ours on Beam's local runner with 2 worker processes (--direct_num_workers 2, multi_processing)
+     (--workers-contender; compared with A)
+
+--busy-cores N runs N single-core busy loops (other Python processes) beside every contender, from the
+first warm-up to the end, and stops them by PID: a CPU shared with an unrelated process.
 
 All embed the document as MiniLM's document prompt formats it ("{title} {text}"). Prints each run, the
 medians and the ratios; the last line is one JSON object of the figures.
 
     python benchmarks/embed_corpus.py [--docs 5000] [--rounds 3] [--changed 0.01] [--skip-mltransform]
+        [--skip-incremental] [--workers-contender] [--busy-cores N]
 """
 
 from __future__ import annotations
@@ -44,12 +50,28 @@ def write_corpus(source: Path, target: Path, docs: int, changed: float = 0.0) ->
     return edited
 
 
-def run_ours(corpus: Path, output: Path, previous: Path | None = None) -> dict:
+def run_ours(corpus: Path, output: Path, previous: Path | None = None, beam_args: tuple[str, ...] = ()) -> dict:
     from embedpipe.embed.job import prepare_config, run_job
 
     shutil.rmtree(output, ignore_errors=True)
-    result = run_job(prepare_config(str(corpus), str(output), previous=str(previous or "")))
+    result = run_job(prepare_config(str(corpus), str(output), previous=str(previous or "")), list(beam_args))
     return result.metrics
+
+
+TWO_WORKERS = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
+
+
+def start_busy_loops(count: int) -> list:
+    """`count` Python processes that each keep one core busy until stopped."""
+    import subprocess
+
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def stop_busy_loops(processes: list) -> None:
+    for process in processes:
+        process.kill()
+        process.wait()
 
 
 def run_plain(corpus: Path, output: Path) -> dict:
@@ -114,20 +136,34 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each contender, alternated (default: %(default)s)")
     parser.add_argument("--changed", type=float, default=0.01, help="share of documents edited for the incremental run")
     parser.add_argument("--skip-mltransform", action="store_true", help="leave out contender C")
+    parser.add_argument("--skip-incremental", action="store_true", help="leave out contender D")
+    parser.add_argument("--workers-contender", action="store_true", help="add contender E: ours with 2 worker processes")
+    parser.add_argument("--busy-cores", type=int, default=0, help="single-core busy loops beside every contender (default: 0)")
     args = parser.parse_args(argv)
+    busy = start_busy_loops(args.busy_cores)
+    try:
+        return measure(args)
+    finally:
+        stop_busy_loops(busy)
 
+
+def measure(args) -> int:
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
     corpus, edited_corpus = work / "corpus.jsonl", work / "corpus-edited.jsonl"
     write_corpus(Path(args.corpus), corpus, args.docs)
     edited = write_corpus(Path(args.corpus), edited_corpus, args.docs, args.changed)
-    print(f"{args.docs} documents, {edited} edited for the incremental run; torch threads {torch.get_num_threads()}", flush=True)
+    print(f"{args.docs} documents, {edited} edited for the incremental run; torch threads {torch.get_num_threads()}; "
+          f"{args.busy_cores} busy core(s) beside", flush=True)
 
     contenders = {"A_ours": lambda: run_ours(corpus, work / "a"), "B_plain_encode": lambda: run_plain(corpus, work / "b")}
     if not args.skip_mltransform:
         contenders["C_mltransform"] = lambda: run_mltransform(corpus, work / "c")
-    contenders["D_ours_incremental"] = lambda: run_ours(edited_corpus, work / "d", previous=work / "a-first")
+    if not args.skip_incremental:
+        contenders["D_ours_incremental"] = lambda: run_ours(edited_corpus, work / "d", previous=work / "a-first")
+    if args.workers_contender:
+        contenders["E_ours_2_workers"] = lambda: run_ours(corpus, work / "e", beam_args=TWO_WORKERS)
 
     # One untimed warm-up job of each kind on a few documents: imports and first-call set-up are paid
     # once per process, not by whichever contender happens to run first.
@@ -153,7 +189,10 @@ def main(argv=None) -> int:
     ratios = {"ours_vs_plain_encode": medians["B_plain_encode"] / medians["A_ours"]}
     if "C_mltransform" in medians:
         ratios["ours_vs_mltransform"] = medians["C_mltransform"] / medians["A_ours"]
-    ratios["incremental_speedup"] = medians["A_ours"] / medians["D_ours_incremental"]
+    if "D_ours_incremental" in medians:
+        ratios["incremental_speedup"] = medians["A_ours"] / medians["D_ours_incremental"]
+    if "E_ours_2_workers" in medians:
+        ratios["two_workers_vs_one"] = medians["A_ours"] / medians["E_ours_2_workers"]
     print("\nmedians: " + ", ".join(f"{k} {v:.1f} s" for k, v in medians.items()))
     print("ratios (>1 = ours faster): " + ", ".join(f"{k} {v:.3f}x" for k, v in ratios.items()))
     shutil.rmtree(work, ignore_errors=True)
@@ -162,6 +201,7 @@ def main(argv=None) -> int:
         "docs": args.docs,
         "rounds": args.rounds,
         "changed": args.changed,
+        "busy_cores": args.busy_cores,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
         "seconds": times,
         "medians_s": medians,

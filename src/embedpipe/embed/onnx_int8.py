@@ -328,9 +328,9 @@ def quantize(fp32_path: str | Path, int8_path: str | Path) -> dict:
     the first feed-forward output; activations quantized per batch (dynamic).
 
     Weights use 7 bits (`reduce_range`): ONNX Runtime's u8s8 kernels on x86 CPUs without VNNI (AVX2 only)
-    can saturate their 16-bit intermediate sums with full-range weights, which cost an EmbeddingGemma-like
-    model 5 % cosine on such a CPU (tests/unit/test_embed_int8.py); with 7 bits the vectors are the same
-    on every x86 CPU.
+    can saturate their 16-bit intermediate sums with full-range weights, which pushed an EmbeddingGemma-like
+    model below the cosine threshold of tests/unit/test_embed_int8.py on such a CPU; with 7 bits the
+    vectors stay close to fp32 on every x86 CPU.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
