@@ -123,6 +123,12 @@ def run_mltransform(corpus: Path, output: Path) -> dict:
     return {}
 
 
+def budget_description() -> str:
+    from embedpipe.threads import thread_budget
+
+    return thread_budget().describe()
+
+
 def timed(fn, *args, **kwargs) -> tuple[float, dict]:
     started = time.monotonic()
     extra = fn(*args, **kwargs)
@@ -202,7 +208,7 @@ def measure(args) -> int:
         "rounds": args.rounds,
         "changed": args.changed,
         "busy_cores": args.busy_cores,
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, thread budget {budget_description()}",
         "seconds": times,
         "medians_s": medians,
         "ratios": ratios,
