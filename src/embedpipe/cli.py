@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 
-
 def example_data() -> Path:
     """The packaged example data (`embedpipe.examples`): the default of --data, wherever embedpipe is installed."""
     from embedpipe.examples import scifact_mini
