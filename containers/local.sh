@@ -109,50 +109,56 @@ sdists_to_wheels() {
     done
 }
 
-# build/wheels: this checkout's wheel. build/wheelhouse: every pinned dependency as a wheel (CPU torch),
-# downloaded once per constraints.txt + dependency list into the cache and linked in, so image builds are
-# offline and repeatable.
+# A wheelhouse downloaded once per constraints.txt + dependency list into the cache, then hard-linked
+# into build/NAME, so image builds are offline and repeatable: cached_wheelhouse NAME WHAT FILL, where
+# FILL downloads into the folder it is given.
+cached_wheelhouse() {
+    local name=$1 what=$2 fill=$3 cached
+    cached=$CACHE/$name/$(dependency_key)
+    if [ ! -d "$cached" ]; then
+        say "downloading $what into $cached, once"
+        rm -rf "$cached.tmp" && mkdir -p "$cached.tmp"
+        "$fill" "$cached.tmp" >"$CACHE/$name.log" 2>&1 || { say "pip download failed; log: $CACHE/$name.log"; exit 1; }
+        rm -f "$cached.tmp"/embedpipe-*.whl
+        sdists_to_wheels "$cached.tmp"
+        mv "$cached.tmp" "$cached"
+    fi
+    rm -rf "build/$name"
+    cp -al "$cached" "build/$name" 2>/dev/null || cp -a "$cached" "build/$name"
+}
+
+# Every pinned dependency of the wheel; this machine's pip settings pick the CPU torch.
+download_cpu() {
+    "$PY" -m pip download --quiet -c constraints.txt --dest "$1" torch==2.13.0 build/wheels/embedpipe-*.whl
+}
+
+# The CPU wheelhouse without its torch, plus PyPI's torch (the CUDA 13 build) and its own dependencies
+# (nvidia-* wheels, triton), for Linux x86_64 and Python 3.11, ignoring local pip settings (a CPU
+# find-links). Only torch is fetched by platform: pip allows that for wheels only, and two of the other
+# dependencies are published as source.
+download_cuda() {
+    cp -al build/wheelhouse/. "$1" 2>/dev/null || cp -a build/wheelhouse/. "$1"
+    rm -f "$1"/torch-*.whl
+    local platforms=() glibc
+    for glibc in $(seq 17 28); do platforms+=(--platform "manylinux_2_${glibc}_x86_64"); done  # torch needs glibc 2.28
+    PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS="" "$PY" -m pip download --quiet --only-binary=:all: "${platforms[@]}" \
+        --platform manylinux2014_x86_64 --python-version 3.11 -c constraints.txt --dest "$1" torch==2.13.0
+}
+
+# build/wheels: this checkout's wheel; build/wheelhouse: every pinned dependency as a wheel (CPU torch).
 wheels() {
     rm -rf build/wheels
     "$PY" -m pip wheel --quiet --no-deps --wheel-dir build/wheels . >build/wheel.log 2>&1 \
         || { say "building the embedpipe wheel failed; log: build/wheel.log"; exit 1; }
-    local key cached
-    key=$(dependency_key)
-    cached=$CACHE/wheelhouse/$key
-    if [ ! -d "$cached" ]; then
-        say "downloading the wheelhouse (every pinned dependency, CPU torch) into $cached, once"
-        rm -rf "$cached.tmp" && mkdir -p "$cached.tmp"
-        "$PY" -m pip download --quiet -c constraints.txt --dest "$cached.tmp" torch==2.13.0 build/wheels/embedpipe-*.whl \
-            >"$CACHE/wheelhouse.log" 2>&1 || { say "pip download failed; log: $CACHE/wheelhouse.log"; exit 1; }
-        rm -f "$cached.tmp"/embedpipe-*.whl
-        sdists_to_wheels "$cached.tmp"
-        grep -q '+cpu' <<<"$(ls "$cached.tmp"/torch-*.whl)" || say "warning: the wheelhouse's torch is not a CPU build: $(ls "$cached.tmp"/torch-*.whl)"
-        mv "$cached.tmp" "$cached"
-    fi
-    rm -rf build/wheelhouse
-    cp -al "$cached" build/wheelhouse 2>/dev/null || cp -a "$cached" build/wheelhouse
+    cached_wheelhouse wheelhouse "the wheelhouse (every pinned dependency, CPU torch)" download_cpu
+    ls build/wheelhouse/torch-*+cpu*.whl >/dev/null 2>&1 \
+        || say "warning: the wheelhouse's torch is not a CPU build: $(ls build/wheelhouse/torch-*.whl)"
 }
 
-# build/wheelhouse-cuda: the same pins with PyPI's torch (the CUDA 13 build and its nvidia-* wheels), for
-# the train and Dataflow images of `make images`; local pip settings (a CPU find-links) are ignored.
+# build/wheelhouse-cuda: the same pins with PyPI's CUDA torch, for the train and Dataflow images of `make images`.
 wheels_cuda() {
-    [ -d build/wheels ] || wheels
-    local key cached
-    key=$(dependency_key)
-    cached=$CACHE/wheelhouse-cuda/$key
-    if [ ! -d "$cached" ]; then
-        say "downloading the CUDA wheelhouse (PyPI's torch, several GB) into $cached, once"
-        rm -rf "$cached.tmp" && mkdir -p "$cached.tmp"
-        PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS="" "$PY" -m pip download --quiet --only-binary=:all: \
-            --platform manylinux_2_28_x86_64 --python-version 3.11 -c constraints.txt --dest "$cached.tmp" \
-            torch==2.13.0 build/wheels/embedpipe-*.whl >"$CACHE/wheelhouse-cuda.log" 2>&1 \
-            || { say "pip download failed; log: $CACHE/wheelhouse-cuda.log"; exit 1; }
-        rm -f "$cached.tmp"/embedpipe-*.whl
-        sdists_to_wheels "$cached.tmp"
-        mv "$cached.tmp" "$cached"
-    fi
-    rm -rf build/wheelhouse-cuda
-    cp -al "$cached" build/wheelhouse-cuda 2>/dev/null || cp -a "$cached" build/wheelhouse-cuda
+    [ -d build/wheelhouse ] || wheels
+    cached_wheelhouse wheelhouse-cuda "the CUDA wheelhouse (PyPI's torch, several GB)" download_cuda
 }
 
 image_uri() { "$PY" -m embedpipe.images "$1"; }
