@@ -9,13 +9,14 @@ from google.protobuf import json_format
 from embedpipe.embed import documents as docs
 from embedpipe.embed.dataflow import dataflow_args, gcp_resources_json
 from embedpipe.embed.job import resolve_input
+from embedpipe.embed.types import Document, VectorRow
 from embedpipe.images import DATAFLOW_IMAGE
 
 
 def test_parse_record_accepts_beir_and_prepared_rows():
-    assert docs.parse_record({"_id": 3, "text": "t"}) == {"id": "3", "title": "", "text": "t", "metadata": {}}
+    assert docs.parse_record({"_id": 3, "text": "t"}) == Document(id="3", title="", text="t", metadata={})
     prepared = {"_id": "d", "title": "T", "text": "t", "metadata": '{"year": 2020}'}
-    assert docs.parse_record(prepared)["metadata"] == {"year": 2020}
+    assert docs.parse_record(prepared).metadata == {"year": 2020}
 
 
 @pytest.mark.parametrize(
@@ -31,12 +32,12 @@ def test_parse_record_accepts_beir_and_prepared_rows():
 )
 def test_bad_records_become_dead_letters_with_the_reason(record, reason):
     dead = docs.parse_record(record)
-    assert docs.is_dead_letter(dead) and reason in dead["reason"]
+    assert docs.is_dead_letter(dead) and reason in dead.reason
 
 
 def test_bad_json_lines_become_dead_letters():
-    assert "invalid JSON" in docs.parse_json_line("{nope")["reason"]
-    assert "expected a JSON object" in docs.parse_json_line("[1, 2]")["reason"]
+    assert "invalid JSON" in docs.parse_json_line("{nope").reason
+    assert "expected a JSON object" in docs.parse_json_line("[1, 2]").reason
 
 
 def test_chunk_windows_overlap_by_the_given_number_of_tokens():
@@ -65,8 +66,8 @@ def test_content_hash_changes_with_text_model_and_chunking():
 
 
 def test_document_id_of_a_chunk_comes_from_its_metadata():
-    assert docs.document_id_of({"id": "d#2", "metadata": json.dumps({"document_id": "d", "chunk": 2})}) == "d"
-    assert docs.document_id_of({"id": "d", "metadata": "{}"}) == "d"
+    assert docs.document_id_of(VectorRow("d#2", [], None, json.dumps({"document_id": "d", "chunk": 2}))) == "d"
+    assert docs.document_id_of(VectorRow("d", [], None, "{}")) == "d"
 
 
 def test_resolve_input_reads_files_folders_and_parquet_without_extension(tmp_path):

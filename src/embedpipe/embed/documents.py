@@ -2,15 +2,14 @@
 
 Plain functions, no Beam: the job's DoFns call them, and so can a test or a notebook.
 
-A parsed document is a dict `{"id", "title", "text", "metadata"}` (metadata a dict). A record that cannot
-be embedded becomes a *dead letter*, `{"id", "reason", "record"}`, which the job writes out and counts;
-nothing is dropped silently.
+A parsed record is a `Document` (`embedpipe.embed.types`). A record that cannot be embedded becomes a
+`DeadLetter` (id, reason, excerpt), which the job writes out and counts; nothing is dropped silently.
 
 Example:
     >>> doc = parse_record({"_id": 7, "title": "T", "text": "Some text."})
-    >>> doc["id"], doc["metadata"]
+    >>> doc.id, doc.metadata
     ('7', {})
-    >>> parse_record({"_id": "d1", "text": "  "})["reason"]
+    >>> parse_record({"_id": "d1", "text": "  "}).reason
     "field 'text' is empty; every document needs text to embed"
 """
 
@@ -20,22 +19,26 @@ import hashlib
 import json
 from typing import Any, Sequence
 
+from embedpipe.embed.types import DeadLetter, Document, VectorRow
+
 #: Separator of a chunk id: `docid#0`, `docid#1`, ...
 CHUNK_SEPARATOR = "#"
 _EXCERPT = 200
 
 
-def dead_letter(doc_id: str | None, reason: str, record: Any) -> dict:
+def dead_letter(doc_id: str | None, reason: str, record: Any) -> DeadLetter:
     """A record the job could not embed, with why (the record itself cut to a short excerpt)."""
+    if isinstance(record, (Document, DeadLetter)):
+        record = record.to_dict()
     excerpt = record if isinstance(record, str) else json.dumps(record, ensure_ascii=False, default=str)
-    return {"id": doc_id, "reason": reason, "record": excerpt[:_EXCERPT]}
+    return DeadLetter(doc_id, reason, excerpt[:_EXCERPT])
 
 
-def is_dead_letter(item: dict) -> bool:
-    return "reason" in item and "text" not in item
+def is_dead_letter(item: object) -> bool:
+    return isinstance(item, DeadLetter)
 
 
-def parse_json_line(line: str | bytes) -> dict:
+def parse_json_line(line: str | bytes) -> Document | DeadLetter:
     """Parses one JSONL corpus line into a document or a dead letter."""
     if isinstance(line, bytes):
         line = line.decode("utf-8", errors="replace")
@@ -49,7 +52,7 @@ def parse_json_line(line: str | bytes) -> dict:
     return parse_record(obj)
 
 
-def parse_record(record: dict) -> dict:
+def parse_record(record: dict) -> Document | DeadLetter:
     """Checks one corpus record (a JSONL object or a Parquet row) and returns a document or a dead letter.
 
     Args:
@@ -78,7 +81,7 @@ def parse_record(record: dict) -> dict:
             return dead_letter(doc_id, "field 'metadata' is not valid JSON text", record)
     if not isinstance(metadata, dict):
         return dead_letter(doc_id, f"field 'metadata' must be a JSON object, got {type(metadata).__name__}", record)
-    return {"id": doc_id, "title": title, "text": text, "metadata": metadata}
+    return Document(id=doc_id, text=text, title=title, metadata=metadata)
 
 
 def content_hash(formatted_text: str, model_identity: str, chunking: str = "") -> str:
@@ -139,12 +142,21 @@ def chunk_id(doc_id: str, index: int) -> str:
     return f"{doc_id}{CHUNK_SEPARATOR}{index}"
 
 
-def document_id_of(row: dict) -> str:
+def document_id_of(row: VectorRow) -> str:
     """The document a vector row belongs to: `metadata.document_id` for chunks, else the row id."""
-    metadata = row.get("metadata") or "{}"
+    metadata = row.metadata or "{}"
     if isinstance(metadata, str):
         try:
             metadata = json.loads(metadata)
         except json.JSONDecodeError:
             metadata = {}
-    return str(metadata.get("document_id") or row["id"])
+    return str(metadata.get("document_id") or row.id)
+
+
+def document_metadata(doc: Document, **extra) -> str:
+    """JSON text of a vector row's metadata: the document's, its title, and `extra` (chunk, document_id)."""
+    metadata = dict(doc.metadata)
+    if doc.title:
+        metadata.setdefault("title", doc.title)
+    metadata.update(extra)
+    return json.dumps(metadata, ensure_ascii=False, sort_keys=True)

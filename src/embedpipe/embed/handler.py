@@ -268,7 +268,7 @@ class SentenceTransformerHandler(ModelHandler[dict, PredictionResult, Encoder]):
                 min_batch_size=1,
                 max_batch_size=inference_batch_size,
                 max_batch_duration_secs=max_batch_duration_secs,
-                batch_length_fn=lambda item: len(item["input"]),
+                batch_length_fn=lambda item: len(item.input),
                 batch_bucket_boundaries=[256, 512, 1024, 2048],
             )
         super().__init__(**batching, model_copies=model_copies if share_across_processes else None)
@@ -294,11 +294,11 @@ class SentenceTransformerHandler(ModelHandler[dict, PredictionResult, Encoder]):
     def run_inference(
         self, batch: Sequence[dict], model: Encoder, inference_args: Optional[dict[str, Any]] = None
     ) -> Iterable[PredictionResult]:
-        vectors = model.embed([item["input"] for item in batch])
+        vectors = model.embed([item.input for item in batch])
         return [PredictionResult(item, vector) for item, vector in zip(batch, vectors)]
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
-        return sum(len(item["input"]) for item in batch)
+        return sum(len(item.input) for item in batch)
 
     def get_metrics_namespace(self) -> str:
         return "embedpipe"

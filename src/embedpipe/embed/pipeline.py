@@ -20,6 +20,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from embedpipe.embed import documents as docs
+from embedpipe.embed.types import DocumentToEmbed, EmbedItem, VectorRow
 from embedpipe.prompts import Prompts
 
 NAMESPACE = "embedpipe"
@@ -34,26 +35,6 @@ METRIC_NAMES = (
 )
 VECTOR_SHARD_PREFIX = "vectors"
 DEAD_LETTER_FOLDER = "_dead_letters"  # "_" so Parquet dataset readers of the output folder skip it
-
-
-def vector_schema():
-    """Arrow schema of the vectors Parquet shards: the vector store's columns plus `content_hash`."""
-    import pyarrow as pa
-
-    try:  # the vector store (issue 5) owns the columns it loads; use them when it is installed
-        from embedpipe.vectorstore import VECTORS_SCHEMA as base  # type: ignore[attr-defined]
-    except ImportError:
-        base = pa.schema(
-            [
-                ("id", pa.string()),
-                ("embedding", pa.list_(pa.float32())),
-                ("content", pa.string()),
-                ("metadata", pa.string()),
-            ]
-        )
-    if "content_hash" not in base.names:
-        base = base.append(pa.field("content_hash", pa.string()))
-    return base
 
 
 @dataclass
@@ -133,11 +114,15 @@ class ParseDocuments(beam.DoFn):
         if docs.is_dead_letter(doc):
             self._dead.inc()
             return [beam.pvalue.TaggedOutput("dead", doc)]
-        return [(doc["id"], doc)]
+        return [(doc.id, doc)]
 
 
 class Decide(beam.DoFn):
-    """Per document id: repeated id -> dead letters; unchanged -> previous rows; else -> to embed."""
+    """Per document id: repeated id -> dead letters; unchanged -> previous rows; else -> to embed.
+
+    Takes `(id, {"doc": [Document], "previous": [VectorRow]})`; gives `DocumentToEmbed` (main), `VectorRow`
+    ("reused"), `DeadLetter` ("dead") and stale row ids ("stale").
+    """
 
     def __init__(self, prompts: Prompts, model_identity: str, chunking: str):
         self._prompts = prompts
@@ -156,7 +141,7 @@ class Decide(beam.DoFn):
             if previous:
                 self._removed.inc()
                 for row in previous:  # gone from the corpus: gone from the vector store too
-                    yield beam.pvalue.TaggedOutput("stale", row["id"])
+                    yield beam.pvalue.TaggedOutput("stale", row.id)
             return
         if len(current) > 1:
             self._dead.inc(len(current))
@@ -165,33 +150,23 @@ class Decide(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("dead", docs.dead_letter(doc_id, reason, doc))
             return
         doc = current[0]
-        formatted = self._prompts.format_documents([doc["text"]], [doc["title"]])[0]
-        doc["hash"] = docs.content_hash(formatted, self._identity, self._chunking)
-        if previous and all(row.get("content_hash") == doc["hash"] for row in previous):
+        formatted = self._prompts.format_documents([doc.text], [doc.title])[0]
+        content_hash = docs.content_hash(formatted, self._identity, self._chunking)
+        if previous and all(row.content_hash == content_hash for row in previous):
             self._reused.inc()
             self._vectors_reused.inc(len(previous))
             for row in previous:
                 yield beam.pvalue.TaggedOutput("reused", row)
             return
-        doc["input"] = formatted
-        doc["previous_ids"] = [row["id"] for row in previous]
-        yield doc
+        yield DocumentToEmbed(doc, formatted, content_hash, tuple(row.id for row in previous))
 
 
-def _metadata(doc: dict, **extra) -> str:
-    metadata = dict(doc["metadata"])
-    if doc["title"]:
-        metadata.setdefault("title", doc["title"])
-    metadata.update(extra)
-    return json.dumps(metadata, ensure_ascii=False, sort_keys=True)
-
-
-def _item(doc: dict, *, id_: str, content: str, formatted: str, **extra) -> dict:
-    return {"id": id_, "input": formatted, "content": content, "metadata": _metadata(doc, **extra), "content_hash": doc["hash"]}
+def _item(pending: DocumentToEmbed, *, id_: str, content: str, formatted: str, **extra) -> EmbedItem:
+    return EmbedItem(id_, formatted, content, docs.document_metadata(pending.document, **extra), pending.content_hash)
 
 
 class ToItems(beam.DoFn):
-    """Document -> the texts to embed: the document itself, or its token chunks (`docid#n`)."""
+    """`DocumentToEmbed` -> `EmbedItem`s: the document itself, or its token chunks (`docid#n`); stale ids."""
 
     def __init__(self, config: EmbedConfig):
         self._config = config
@@ -202,24 +177,23 @@ class ToItems(beam.DoFn):
         if self._config.chunk_tokens:
             self._tokenizer = _SHARED_TOKENIZERS.acquire(lambda: _TokenizerBox(load_tokenizer(self._config.model)), tag=self._config.model).tokenizer
 
-    def process(self, doc):
+    def process(self, pending: DocumentToEmbed):
         self._embedded.inc()
+        doc = pending.document
         if not self._config.chunk_tokens:
-            yield _item(doc, id_=doc["id"], content=doc["text"], formatted=doc["input"])
-            for stale in set(doc.get("previous_ids") or ()) - {doc["id"]}:
+            yield _item(pending, id_=doc.id, content=doc.text, formatted=pending.formatted)
+            for stale in set(pending.previous_ids) - {doc.id}:
                 yield beam.pvalue.TaggedOutput("stale", stale)
             return
-        offsets = self._tokenizer(doc["text"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        offsets = self._tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         spans = docs.chunk_spans(offsets, self._config.chunk_tokens, self._config.chunk_overlap)
         prompts = self._config.prompts
         for index, (start, end) in enumerate(spans):
-            text = doc["text"][start:end]
-            formatted = prompts.format_documents([text], [doc["title"]])[0]
-            yield _item(
-                doc, id_=docs.chunk_id(doc["id"], index), content=text, formatted=formatted, document_id=doc["id"], chunk=index
-            )
+            text = doc.text[start:end]
+            formatted = prompts.format_documents([text], [doc.title])[0]
+            yield _item(pending, id_=docs.chunk_id(doc.id, index), content=text, formatted=formatted, document_id=doc.id, chunk=index)
         # A changed document with fewer chunks than before: its last chunks' rows are stale.
-        for stale in set(doc.get("previous_ids") or ()) - {docs.chunk_id(doc["id"], i) for i in range(len(spans))}:
+        for stale in set(pending.previous_ids) - {docs.chunk_id(doc.id, i) for i in range(len(spans))}:
             yield beam.pvalue.TaggedOutput("stale", stale)
 
 
@@ -258,15 +232,10 @@ def load_tokenizer(model: str):
     return tokenizer
 
 
-def to_row(result) -> dict:
-    item = result.example
-    return {
-        "id": item["id"],
-        "embedding": [float(x) for x in result.inference],
-        "content": item["content"],
-        "metadata": item["metadata"],
-        "content_hash": item["content_hash"],
-    }
+def to_row(result) -> VectorRow:
+    """RunInference's `PredictionResult` (an `EmbedItem` and its vector) -> the `VectorRow`."""
+    item: EmbedItem = result.example
+    return VectorRow(item.id, [float(x) for x in result.inference], item.content, item.metadata, item.content_hash)
 
 
 class CountChunks(beam.DoFn):
@@ -291,10 +260,10 @@ def embed_documents(documents, config: EmbedConfig, previous=None):
     Args:
         documents: PCollection of `(id, document)`.
         config: The job's configuration.
-        previous: PCollection of previous vector rows, or None.
+        previous: PCollection of previous vector rows (`VectorRow`), or None.
 
     Returns:
-        (vector rows, dead letters, stale ids) PCollections; stale ids are rows of the previous run that
+        (`VectorRow`s, `DeadLetter`s, stale ids) PCollections; stale ids are rows of the previous run that
         no longer exist (removed documents, chunks past a shortened document's end).
     """
     from apache_beam.ml.inference.base import RunInference
@@ -340,23 +309,29 @@ def build_pipeline(pipeline, config: EmbedConfig):
     """Adds the embedding job to `pipeline`; returns the PCollection of vector rows."""
     from apache_beam.io.filesystems import FileSystems
 
+    from embedpipe.vectorstore.rows import vectors_schema
+
     parsed = read_corpus(pipeline, config) | "ParseDocuments" >> beam.ParDo(ParseDocuments(config.input_format)).with_outputs(
         "dead", main="documents"
     )
     previous = None
     if config.previous_pattern:
-        previous = pipeline | "ReadPreviousVectors" >> beam.io.ReadFromParquet(config.previous_pattern, validate=False)
+        previous = (
+            pipeline
+            | "ReadPreviousVectors" >> beam.io.ReadFromParquet(config.previous_pattern, validate=False)
+            | "PreviousToRows" >> beam.Map(VectorRow.from_dict)
+        )
     rows, dead, stale = embed_documents(parsed.documents, config, previous)
-    rows | "WriteVectors" >> beam.io.WriteToParquet(
+    rows | "RowsToColumns" >> beam.Map(VectorRow.to_dict) | "WriteVectors" >> beam.io.WriteToParquet(
         FileSystems.join(config.output, VECTOR_SHARD_PREFIX),
-        vector_schema(),
+        vectors_schema(content_hash=True),
         file_name_suffix=".parquet",
         num_shards=config.num_shards,
     )
     (
         (parsed.dead, dead)
         | "AllDeadLetters" >> beam.Flatten()
-        | "DeadLettersToJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, default=str))
+        | "DeadLettersToJson" >> beam.Map(lambda d: json.dumps(d.to_dict(), ensure_ascii=False, default=str))
         | "WriteDeadLetters" >> beam.io.WriteToText(
             FileSystems.join(config.output, DEAD_LETTER_FOLDER, "dead_letters"), file_name_suffix=".jsonl", num_shards=1
         )

@@ -198,24 +198,23 @@ def _rows_for_corpus(corpus_path: str, config, row_of: dict[str, int], text_hash
         (columns of the rows, formatted texts, evaluation row of each, documents left out as edited).
     """
     from embedpipe.embed import documents as docs
-    from embedpipe.embed.pipeline import _metadata
     from embedpipe.evaluate import text_hash
 
     rows: dict[str, list] = {"id": [], "content": [], "metadata": [], "content_hash": []}
     formatted_texts, order, edited = [], [], 0
     for doc in _corpus_documents(corpus_path):
-        if docs.is_dead_letter(doc) or doc["id"] not in row_of:
+        if docs.is_dead_letter(doc) or doc.id not in row_of:
             continue
-        formatted = config.prompts.format_documents([doc["text"]], [doc["title"]])[0]
-        if text_hashes is not None and text_hashes[row_of[doc["id"]]] != text_hash(formatted):
+        formatted = config.prompts.format_documents([doc.text], [doc.title])[0]
+        if text_hashes is not None and text_hashes[row_of[doc.id]] != text_hash(formatted):
             edited += 1
             continue
-        rows["id"].append(doc["id"])
-        rows["content"].append(doc["text"])
-        rows["metadata"].append(_metadata(doc))
+        rows["id"].append(doc.id)
+        rows["content"].append(doc.text)
+        rows["metadata"].append(docs.document_metadata(doc))
         rows["content_hash"].append(docs.content_hash(formatted, config.model_identity, config.chunking))
         formatted_texts.append(formatted)
-        order.append(row_of[doc["id"]])
+        order.append(row_of[doc.id])
     return rows, formatted_texts, order, edited
 
 
@@ -248,9 +247,9 @@ def _write(rows: dict[str, list], vectors, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from embedpipe.embed.pipeline import vector_schema
+    from embedpipe.vectorstore.rows import vectors_schema
 
-    schema = vector_schema()
+    schema = vectors_schema(content_hash=True)
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
     columns = {**rows, "embedding": embedding.cast(schema.field("embedding").type)}
     table = pa.table({field.name: columns.get(field.name, pa.nulls(len(rows["id"]), field.type)) for field in schema}, schema=schema)

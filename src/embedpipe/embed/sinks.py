@@ -30,10 +30,10 @@ class _Upsert(beam.DoFn):
         from embedpipe.vectorstore import VectorBatch
 
         vectors = VectorBatch(
-            [r["id"] for r in batch],
-            np.asarray([r["embedding"] for r in batch], dtype=np.float32),
-            [r["content"] for r in batch],
-            [r["metadata"] for r in batch],
+            [r.id for r in batch],
+            np.asarray([r.embedding for r in batch], dtype=np.float32),
+            [r.content for r in batch],
+            [r.metadata for r in batch],
             source="embed job",
         )
         self._writer.write(vectors)
@@ -55,7 +55,7 @@ class _Delete(beam.DoFn):
 
 
 class WriteToVectorStore(beam.PTransform):
-    """Upserts vector rows (`id`, `embedding`, `content`, `metadata`) into a pgvector table.
+    """Upserts `VectorRow`s (`id`, `embedding`, `content`, `metadata`) into a pgvector table.
 
     Args:
         database_uri: Postgres URI (the embedded database, AlloyDB or Cloud SQL reachable from the workers).

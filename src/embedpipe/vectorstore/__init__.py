@@ -39,9 +39,3 @@ __all__ = [
     "vectors_schema",
     "write_parquet_vectors",
 ]
-
-
-def __getattr__(name):
-    if name == "VECTORS_SCHEMA":  # the Arrow schema embed_corpus writes (built lazily: pyarrow is heavy)
-        return vectors_schema()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

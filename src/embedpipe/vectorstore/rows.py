@@ -18,18 +18,24 @@ from embedpipe.validation import DataValidationError, Problem, ProblemCollector
 COLUMNS = ("id", "embedding", "content", "metadata")
 
 
-def vectors_schema():
-    """Arrow schema of the vectors the store loads (without `content_hash`, which embed_corpus adds)."""
+def vectors_schema(*, content_hash: bool = False):
+    """Arrow schema of the vectors the store loads; the one definition of the vector columns.
+
+    Args:
+        content_hash: Add the `content_hash` column, as the embedding job's Parquet shards have it (the
+            store ignores it; an incremental run compares it to decide what to embed again).
+    """
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("id", pa.string()),
-            ("embedding", pa.list_(pa.float32())),
-            ("content", pa.string()),
-            ("metadata", pa.string()),
-        ]
-    )
+    fields = [
+        ("id", pa.string()),
+        ("embedding", pa.list_(pa.float32())),
+        ("content", pa.string()),
+        ("metadata", pa.string()),
+    ]
+    if content_hash:
+        fields.append(("content_hash", pa.string()))
+    return pa.schema(fields)
 
 
 @dataclass
