@@ -17,12 +17,12 @@ import json
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from embedpipe.embed import documents as docs
+from embedpipe.embed.runtime import NAMESPACE  # noqa: F401 - the namespace of METRIC_NAMES, defined there
+from embedpipe.embed.runtime import counter as _counter
 from embedpipe.prompts import Prompts
 
-NAMESPACE = "embedpipe"
 METRIC_NAMES = (
     "documents_read",  # records read from the corpus, good or bad
     "documents_embedded",
@@ -111,10 +111,6 @@ class EmbedConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _counter(name: str):
-    return Metrics.counter(NAMESPACE, name)
 
 
 class ParseDocuments(beam.DoFn):
