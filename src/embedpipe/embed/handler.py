@@ -92,7 +92,7 @@ def model_fingerprint(model: str, gcs_client=None) -> str:
     if storage.is_gcs(ref):
         bucket, prefix = storage.split_gcs_uri(ref)
         prefix = prefix.rstrip("/") + "/"
-        client = storage._gcs_client(gcs_client)
+        client = storage.gcs_client(gcs_client)
         for blob in sorted(client.list_blobs(bucket, prefix=prefix), key=lambda b: b.name):
             digest.update(f"{blob.name[len(prefix):]}\0{blob.size}\0{blob.md5_hash or blob.crc32c}\n".encode())
         return "gcs:" + digest.hexdigest()[:16]

@@ -1,4 +1,10 @@
-"""Runs the embedding job: on Beam's local runner, or on Dataflow.
+"""The batch embedding job: its inputs checked on the launching machine, run on Beam's local runner or on Dataflow.
+
+This module owns the batch job's entry points: resolving the corpus and previous vectors (`resolve_input`,
+`list_files`), checking the settings (`prepare_config`), running the pipeline of `embedpipe.embed.pipeline`
+and reporting its counts (`run_job`, `JobResult`), and its command line. How a job runs on Beam (local
+runners, counters, model errors, cancelling on SIGTERM) is shared with the streaming job in
+`embedpipe.embed.runtime`.
 
     python -m embedpipe.embed.job --input examples/scifact-mini/corpus.jsonl --output /tmp/vectors
     python -m embedpipe.embed.job --input gs://b/corpus.parquet --output gs://b/vectors --model gs://b/tuned \\
@@ -18,16 +24,17 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from embedpipe.embed import documents as docs
-from embedpipe.embed.pipeline import METRIC_NAMES, NAMESPACE, VECTOR_SHARD_PREFIX, EmbedConfig
+from embedpipe.embed.pipeline import METRIC_NAMES, VECTOR_SHARD_PREFIX, EmbedConfig
+from embedpipe.embed.runtime import LOCAL_RUNNERS, cancel_on_sigterm, counter_values, local_runner, model_errors_readable
 from embedpipe.models import ModelLoadError
 
 _PARQUET_MAGIC = b"PAR1"
@@ -40,7 +47,7 @@ def _visible(name: str) -> bool:
     return bool(base) and not base.startswith(("_", "."))
 
 
-def _list_files(path: str) -> list[str]:
+def list_files(path: str) -> list[str]:
     """The file itself, or the visible files of a folder (local or gs://)."""
     from apache_beam.io.filesystems import FileSystems
 
@@ -67,7 +74,7 @@ def resolve_input(path: str, *, what: str = "corpus", expect: str | None = None)
     """
     from apache_beam.io.filesystems import FileSystems
 
-    files = _list_files(path)
+    files = list_files(path)
     if not files:
         raise FileNotFoundError(f"{what} {path}: no such file, or a folder with no files in it")
 
@@ -213,31 +220,6 @@ class JobResult:
         )
 
 
-def job_metrics(result) -> dict[str, int]:
-    """Reads the job's counters (committed values where the runner has them)."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    values = {name: 0 for name in METRIC_NAMES}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        name = counter.key.metric.name
-        if name in values:
-            committed = getattr(counter, "committed", None)
-            values[name] += int(committed if committed is not None else counter.attempted or 0)
-    return values
-
-
-def _model_load_error(err: BaseException) -> ModelLoadError | None:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, ModelLoadError):
-            return err
-        if "ModelLoadError" in str(err):
-            return ModelLoadError(str(err).split("ModelLoadError:", 1)[-1].strip().splitlines()[0])
-        err = err.__cause__ or err.__context__
-    return None
-
-
 def run_job(
     config: EmbedConfig,
     beam_args: Sequence[str] = (),
@@ -266,81 +248,32 @@ def run_job(
 
     options = PipelineOptions(list(beam_args))
     options.view_as(SetupOptions).save_main_session = False
-    if runner is None and options.view_as(StandardOptions).runner in (None, "DirectRunner", "direct"):
+    if runner is None and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
         runner = local_runner(options)
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, config)
-    try:
+    with model_errors_readable():
         result = pipeline.run()
         job_id = result.job_id() if hasattr(result, "job_id") else ""
-        previous_handler = None
+        waiting = contextlib.nullcontext()
         if job_id:
             cloud = options.view_as(GoogleCloudOptions)
             logging.info("Dataflow job %s submitted", job_id)
             if on_submitted:
                 on_submitted(cloud.project, cloud.region, job_id)
             # Cancelling the pipeline task (SIGTERM) cancels the Dataflow job too.
-            previous_handler = _cancel_on_sigterm(result)
-        try:
+            waiting = cancel_on_sigterm(result)
+        with waiting:
             state = result.wait_until_finish()
-        finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
-    except Exception as err:  # noqa: BLE001 - re-raised with the model error made readable
-        load_error = _model_load_error(err)
-        if load_error is not None:
-            raise load_error from err
-        raise
     state = str(state or result.state)
     if state not in (PipelineState.DONE, "DONE", "JOB_STATE_DONE"):
         raise RuntimeError(f"the embedding job {job_id or ''} ended in state {state}, not DONE; see its logs".replace("  ", " "))
     seconds = time.monotonic() - started
-    metrics: dict[str, float] = dict(job_metrics(result))
+    metrics: dict[str, float] = dict(counter_values(result, METRIC_NAMES))
     metrics["seconds"] = round(seconds, 3)
     metrics["documents_per_second"] = round(metrics["documents_read"] / seconds, 2) if seconds else 0.0
     return JobResult(state=str(state), metrics=metrics, job_id=job_id, output=config.output)
-
-
-def local_runner(options=None):
-    """Beam's portable runner (FnApiRunner) for local batch runs.
-
-    Beam 2.77's DirectRunner first tries the Prism runner, which downloads a binary from GitHub; running
-    the FnApiRunner directly needs no network and is what DirectRunner falls back to anyway. Its workers
-    run in this process unless the options name an environment: `--environment_type=EXTERNAL
-    --environment_config=HOST:PORT` hands every bundle to a Beam worker pool at that address, e.g. one
-    running in our Dataflow image (tests/containers), so the DoFns, the model and the database writes
-    execute there, as on Dataflow.
-    """
-    from apache_beam.options.pipeline_options import PortableOptions
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    portable = options.view_as(PortableOptions) if options is not None else None
-    if portable is None or not portable.environment_type:
-        return FnApiRunner()
-    from apache_beam.transforms import environments
-
-    return FnApiRunner(default_environment=environments.Environment.from_options(portable))
-
-
-def _cancel_on_sigterm(result):
-    if not _in_main_thread():
-        return None
-
-    def cancel(*_):
-        logging.warning("cancel requested: cancelling the Dataflow job")
-        try:
-            result.cancel()
-        finally:
-            os._exit(1)
-
-    return signal.signal(signal.SIGTERM, cancel)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -407,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["EmbedConfig", "JobResult", "prepare_config", "resolve_input", "run_job", "main", "VECTOR_SHARD_PREFIX"]
+__all__ = ["EmbedConfig", "JobResult", "list_files", "prepare_config", "resolve_input", "run_job", "main", "VECTOR_SHARD_PREFIX"]
 
 if __name__ == "__main__":
     sys.exit(main())

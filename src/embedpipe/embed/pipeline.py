@@ -17,13 +17,12 @@ import json
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from embedpipe.embed import documents as docs
+from embedpipe.embed.runtime import counter
 from embedpipe.embed.types import DocumentToEmbed, EmbedItem, VectorRow
 from embedpipe.prompts import Prompts
 
-NAMESPACE = "embedpipe"
 METRIC_NAMES = (
     "documents_read",  # records read from the corpus, good or bad
     "documents_embedded",
@@ -94,17 +93,13 @@ class EmbedConfig:
         return asdict(self)
 
 
-def _counter(name: str):
-    return Metrics.counter(NAMESPACE, name)
-
-
 class ParseDocuments(beam.DoFn):
     """JSONL line or Parquet row -> `(id, document)`; bad records to the `dead` output."""
 
     def __init__(self, input_format: str):
         self._json = input_format == "jsonl"
-        self._read = _counter("documents_read")
-        self._dead = _counter("dead_letters")
+        self._read = counter("documents_read")
+        self._dead = counter("dead_letters")
 
     def process(self, record):
         if self._json and not record.strip():
@@ -128,10 +123,10 @@ class Decide(beam.DoFn):
         self._prompts = prompts
         self._identity = model_identity
         self._chunking = chunking
-        self._reused = _counter("documents_reused")
-        self._vectors_reused = _counter("vectors_reused")
-        self._removed = _counter("documents_removed")
-        self._dead = _counter("dead_letters")
+        self._reused = counter("documents_reused")
+        self._vectors_reused = counter("vectors_reused")
+        self._removed = counter("documents_removed")
+        self._dead = counter("dead_letters")
 
     def process(self, element):
         doc_id, grouped = element
@@ -170,7 +165,7 @@ class ToItems(beam.DoFn):
 
     def __init__(self, config: EmbedConfig):
         self._config = config
-        self._embedded = _counter("documents_embedded")
+        self._embedded = counter("documents_embedded")
         self._tokenizer = None
 
     def setup(self):
@@ -240,7 +235,7 @@ def to_row(result) -> VectorRow:
 
 class CountChunks(beam.DoFn):
     def __init__(self):
-        self._chunks = _counter("chunks_embedded")
+        self._chunks = counter("chunks_embedded")
 
     def process(self, row):
         self._chunks.inc()

@@ -173,7 +173,7 @@ def _corpus_documents(corpus_path: str):
     from apache_beam.io.filesystems import FileSystems
 
     from embedpipe.embed import documents as docs
-    from embedpipe.embed.job import _list_files, resolve_input
+    from embedpipe.embed.job import list_files as _list_files, resolve_input
 
     _, input_format = resolve_input(corpus_path)
     for file in _list_files(corpus_path):

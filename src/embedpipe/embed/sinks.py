@@ -9,15 +9,14 @@ writes the same rows again harmlessly. The first batch creates the table and its
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
-NAMESPACE = "embedpipe"
+from embedpipe.embed.runtime import counter
 
 
 class _Upsert(beam.DoFn):
     def __init__(self, database_uri: str, table: str):
         self._uri, self._table = database_uri, table
-        self._rows = Metrics.counter(NAMESPACE, "database_rows_written")
+        self._rows = counter("database_rows_written")
 
     def setup(self):
         from embedpipe.vectorstore import PgVectorWriter
@@ -43,7 +42,7 @@ class _Upsert(beam.DoFn):
 class _Delete(beam.DoFn):
     def __init__(self, database_uri: str, table: str):
         self._uri, self._table = database_uri, table
-        self._deleted = Metrics.counter(NAMESPACE, "database_rows_deleted")
+        self._deleted = counter("database_rows_deleted")
 
     def setup(self):
         from embedpipe.vectorstore import PgVectorWriter

@@ -13,6 +13,10 @@ table holds either all of an upload or none of it:
 4. an HNSW (or IVFFlat) index with cosine / inner-product / L2 ops is built if missing, with
    `maintenance_work_mem` raised for this transaction only (the build is where the time goes).
 
+Deletes are one transaction too: rows by id (`delete`), or documents with their chunk rows
+(`delete_documents`, what the streaming job applies). Every statement that changes a pgvector table is
+here (reads are in `search`), so the jobs that write run no SQL of their own.
+
 Example:
     >>> from embedpipe.vectorstore import PgVectorWriter, read_parquet_vectors   # doctest: +SKIP
     >>> writer = PgVectorWriter("postgresql://...", table="embeddings")           # doctest: +SKIP
@@ -25,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from psycopg import sql
@@ -135,7 +139,7 @@ def _as_connect(connect) -> Callable[[], Any]:
 
 
 class PgVectorWriter:
-    """Writes VectorBatches into one pgvector table; deletes by id.
+    """Writes VectorBatches into one pgvector table; deletes rows by id, or whole documents with their chunks.
 
     Args:
         connect: A Postgres URI, a `ConnectionSettings`, or a function returning a new connection
@@ -339,6 +343,33 @@ class PgVectorWriter:
                     (ids,),
                 )[0][0]
             )
+
+        return self.run_transaction(work)[0]
+
+    def delete_documents(self, doc_ids: Sequence[str], keep_ids: Sequence[str] = (), *, chunk_separator: str) -> int:
+        """Deletes the rows of these documents (the row `id` and its chunk rows) except `keep_ids`.
+
+        One transaction (retried like the writes). A chunk row belongs to a document when its
+        `metadata->>'document_id'` is the document's id and its own id continues that id with
+        `chunk_separator` (`d1#0`; the embedding job's `embedpipe.embed.documents.chunk_id` decides the
+        separator). On a large chunked table an expression index on `metadata->>'document_id'` keeps this fast.
+
+        Returns:
+            The number of rows deleted.
+        """
+        if not doc_ids:
+            return 0
+
+        def work(session: Session) -> int:
+            if self.existing_column_type(session) is None:
+                return 0
+            query = sql.SQL(
+                "WITH gone AS (DELETE FROM {} WHERE (id = ANY(%s::text[]) OR (metadata->>'document_id' = ANY(%s::text[])"
+                " AND starts_with(id, (metadata->>'document_id') || %s))) AND NOT (id = ANY(%s::text[])) RETURNING 1)"
+                " SELECT count(*) FROM gone"
+            ).format(self.ident)
+            ids = [str(i) for i in doc_ids]
+            return int(session.execute(query, (ids, ids, chunk_separator, [str(i) for i in keep_ids]))[0][0])
 
         return self.run_transaction(work)[0]
 

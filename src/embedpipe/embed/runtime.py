@@ -1,0 +1,155 @@
+"""Running the embedding jobs on Beam: what the batch job and the streaming job share.
+
+This module owns the Beam metrics namespace and its counters, Beam's local runners (one for batch, one
+for streaming), reading a finished run's counters back, turning a worker's failure to load the model
+into a readable `ModelLoadError`, and cancelling a submitted Dataflow job when the task that launched it
+is stopped (SIGTERM). It knows nothing of what the jobs compute: `embedpipe.embed.job` (batch) and
+`embedpipe.embed.streaming` build their pipelines and use these to run them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from typing import Iterable, Iterator
+
+from apache_beam.metrics import Metrics
+
+from embedpipe.models import ModelLoadError
+
+#: The Beam metrics namespace of every counter the jobs keep (`embedpipe:documents_embedded`, ...).
+NAMESPACE = "embedpipe"
+#: `--runner` values the batch job runs on `local_runner`.
+LOCAL_RUNNERS = (None, "DirectRunner", "direct")
+#: `--runner` values the streaming job runs on `local_stream_runner`.
+LOCAL_STREAM_RUNNERS = LOCAL_RUNNERS + ("BundleBasedDirectRunner",)
+
+
+def counter(name: str):
+    """The Beam counter `name` in the jobs' namespace."""
+    return Metrics.counter(NAMESPACE, name)
+
+
+def counter_values(result, names: Iterable[str]) -> dict[str, int]:
+    """Reads a run's counters (committed values where the runner has them); 0 for a name never counted.
+
+    Args:
+        result: A `PipelineResult` whose run has ended (or, for a Dataflow job, is running).
+        names: The counters to read (the job's METRIC_NAMES or STREAM_METRIC_NAMES).
+    """
+    from apache_beam.metrics.metric import MetricsFilter
+
+    values = {name: 0 for name in names}
+    for found in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        name = found.key.metric.name
+        if name in values:
+            committed = getattr(found, "committed", None)
+            values[name] += int(committed if committed is not None else found.attempted or 0)
+    return values
+
+
+def local_runner(options=None):
+    """Beam's portable runner (FnApiRunner) for local batch runs.
+
+    Beam 2.77's DirectRunner first tries the Prism runner, which downloads a binary from GitHub; running
+    the FnApiRunner directly needs no network and is what DirectRunner falls back to anyway. Its workers
+    run in this process unless the options name an environment: `--environment_type=EXTERNAL
+    --environment_config=HOST:PORT` hands every bundle to a Beam worker pool at that address, e.g. one
+    running in our Dataflow image (tests/containers), so the DoFns, the model and the database writes
+    execute there, as on Dataflow.
+    """
+    from apache_beam.options.pipeline_options import PortableOptions
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    portable = options.view_as(PortableOptions) if options is not None else None
+    if portable is None or not portable.environment_type:
+        return FnApiRunner()
+    from apache_beam.transforms import environments
+
+    return FnApiRunner(default_environment=environments.Environment.from_options(portable))
+
+
+def local_stream_runner():
+    """Beam's Python direct runner: it runs streaming pipelines (TestStream, Pub/Sub) in this process.
+
+    Beam 2.77's `DirectRunner` would try the Prism runner first, which downloads a binary; the
+    FnApiRunner that the batch job uses locally does not run streaming pipelines.
+    """
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+    return BundleBasedDirectRunner()
+
+
+def model_load_error(err: BaseException | None) -> ModelLoadError | None:
+    """The ModelLoadError behind `err` (a worker's, often only as text in a runner's error), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ModelLoadError):
+            return err
+        if "ModelLoadError" in str(err):
+            return ModelLoadError(str(err).split("ModelLoadError:", 1)[-1].strip().splitlines()[0])
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextlib.contextmanager
+def model_errors_readable() -> Iterator[None]:
+    """Around running a pipeline: a worker's failure to load the model is re-raised as its ModelLoadError."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - re-raised with the model error made readable
+        load_error = model_load_error(err)
+        if load_error is not None:
+            raise load_error from err
+        raise
+
+
+@contextlib.contextmanager
+def cancel_on_sigterm(result) -> Iterator[None]:
+    """While waiting for a submitted job: SIGTERM (the pipeline task was cancelled) cancels the job too.
+
+    Only in the main thread (where Python handles signals); the previous handler is restored afterwards.
+    """
+    previous_handler = _cancel_on_sigterm(result)
+    try:
+        yield
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _cancel_on_sigterm(result):
+    if not _in_main_thread():
+        return None
+
+    def cancel(*_):
+        logging.warning("cancel requested: cancelling the Dataflow job")
+        try:
+            result.cancel()
+        finally:
+            os._exit(1)
+
+    return signal.signal(signal.SIGTERM, cancel)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+__all__ = [
+    "LOCAL_RUNNERS",
+    "LOCAL_STREAM_RUNNERS",
+    "NAMESPACE",
+    "cancel_on_sigterm",
+    "counter",
+    "counter_values",
+    "local_runner",
+    "local_stream_runner",
+    "model_errors_readable",
+    "model_load_error",
+]

@@ -1,0 +1,196 @@
+"""The streaming job's settings (`StreamConfig`), checked on the launching machine before anything runs.
+
+A streaming worker that cannot load its model, or whose table has another dimension, would retry
+forever; `prepare_stream_config` finds those problems (and a bad source, window or table name) first,
+and `prepare_vector_table` creates or checks the table before any worker writes to it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from embedpipe.embed import documents as docs
+from embedpipe.embed.pipeline import EmbedConfig
+
+_SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
+_TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
+
+
+@dataclass
+class StreamConfig:
+    """What the streaming job reads, embeds and writes; resolved on the launching machine.
+
+    Attributes:
+        embed: The batch job's configuration (model, prompts, model identity, chunking, batch sizes); its
+            input/output fields are unused here.
+        subscription: `projects/P/subscriptions/S` to read (preferred: messages published while the job
+            is down wait there).
+        topic: `projects/P/topics/T` to read through a subscription Dataflow creates (used when no
+            subscription is given).
+        database: A Postgres URI, or `embedpipe.vectorstore.ConnectionSettings` (AlloyDB, Cloud SQL).
+        table: The pgvector table (`table` or `schema.table`).
+        window_seconds: Length of the fixed windows: the micro-batches that are deduplicated and written.
+        allowed_lateness_seconds: How long after its window a late message is still written.
+        write_shards: Database writers per window (each document always goes to the same one).
+        dead_letter_topic: `projects/P/topics/T` the dead letters are published to ("" = logged only).
+    """
+
+    embed: EmbedConfig
+    subscription: str = ""
+    topic: str = ""
+    database: Any = ""
+    table: str = "embeddings"
+    window_seconds: float = 5.0
+    allowed_lateness_seconds: int = 3600
+    write_shards: int = 4
+    dead_letter_topic: str = ""
+    dimension: int = field(default=0, repr=False)  # the model's output size, when it was checked
+
+
+def check_source(subscription: str = "", topic: str = "") -> None:
+    """Raises ValueError unless exactly one well-formed Pub/Sub subscription or topic is given."""
+    if not subscription and not topic:
+        raise ValueError("give --subscription projects/P/subscriptions/S (or --topic projects/P/topics/T) to read from")
+    if subscription and topic:
+        raise ValueError("give --subscription or --topic, not both")
+    if subscription and not _SUBSCRIPTION.match(subscription):
+        raise ValueError(f"subscription {subscription!r} must look like projects/PROJECT/subscriptions/NAME")
+    if topic and not _TOPIC.match(topic):
+        raise ValueError(f"topic {topic!r} must look like projects/PROJECT/topics/NAME")
+    from apache_beam.io.gcp.pubsub import parse_subscription, parse_topic
+
+    # Beam's own checks (project id and name rules), here rather than when the pipeline is built
+    if subscription:
+        parse_subscription(subscription)
+    else:
+        parse_topic(topic)
+
+
+def prepare_stream_config(
+    subscription: str = "",
+    topic: str = "",
+    *,
+    database_uri: str = "",
+    connection=None,
+    table: str = "embeddings",
+    model: str = "default",
+    task_type: str = "RETRIEVAL_DOCUMENT",
+    chunk_tokens: int = 0,
+    chunk_overlap: int = 0,
+    batch_size: int = 32,
+    inference_batch_size: int = 1024,
+    tokens_per_batch: int = 0,
+    output_dimensionality: int = 0,
+    device: str = "",
+    precision: str = "auto",
+    backend: str = "torch",
+    share_across_processes: bool = False,
+    model_copies: int = 1,
+    window_seconds: float = 5.0,
+    allowed_lateness_seconds: int = 3600,
+    write_shards: int = 4,
+    dead_letter_topic: str = "",
+    check_model: bool = True,
+    prepare_table: bool = True,
+) -> StreamConfig:
+    """Checks the streaming job's settings on the launching machine, before anything is read or written.
+
+    A streaming worker that cannot load its model would retry forever, so by default the model is loaded
+    here once (on CPU) and embeds one text; the table is created if missing (with its index), or its
+    dimension checked against the model's. See `StreamConfig` and `embedpipe.embed.job.prepare_config`
+    for the arguments.
+
+    Args:
+        database_uri: Postgres URI of the vector database; or give `connection`.
+        connection: `embedpipe.vectorstore.ConnectionSettings` (AlloyDB / Cloud SQL connectors).
+        check_model: Load the model here (turn off where the launcher cannot hold it).
+        prepare_table: Create or check the table here (turn off where the launcher cannot reach the database).
+
+    Raises:
+        ModelLoadError: the model folder is missing, is not a model, or does not load.
+        ValueError: bad source, chunking, batch sizes, window, table name, or a table of another dimension.
+    """
+    from embedpipe.embed.handler import load_encoder, model_identity, model_prompts
+    from embedpipe.embed.job import check_model_options
+    from embedpipe.models import ModelLoadError
+    from embedpipe.prompts import resolve_prompts
+    from embedpipe.vectorstore.identifiers import split_table_name
+
+    check_source(subscription, topic)
+    if dead_letter_topic:
+        if not _TOPIC.match(dead_letter_topic):
+            raise ValueError(f"dead_letter_topic {dead_letter_topic!r} must look like projects/PROJECT/topics/NAME")
+        from apache_beam.io.gcp.pubsub import parse_topic
+
+        parse_topic(dead_letter_topic)
+    if not database_uri and connection is None:
+        raise ValueError("give database_uri (or connection settings) for the vector database to write to")
+    split_table_name(table)
+    docs.check_chunking(chunk_tokens, chunk_overlap)
+    check_model_options(batch_size=batch_size, inference_batch_size=inference_batch_size, tokens_per_batch=tokens_per_batch,
+                        output_dimensionality=output_dimensionality, backend=backend, precision=precision)
+    if not window_seconds > 0:
+        raise ValueError(f"window_seconds must be positive, got {window_seconds}")
+    if allowed_lateness_seconds < 0 or write_shards < 1:
+        raise ValueError(f"allowed_lateness_seconds must be >= 0 and write_shards >= 1, got {allowed_lateness_seconds}, {write_shards}")
+    embed = EmbedConfig(
+        input_pattern=subscription or topic,
+        input_format="pubsub",
+        output="",
+        model=model,
+        prompts=resolve_prompts(task_type, model_prompts(model)),
+        model_identity=model_identity(model, backend=backend, output_dimensionality=output_dimensionality),
+        chunk_tokens=chunk_tokens,
+        chunk_overlap=chunk_overlap,
+        batch_size=batch_size,
+        inference_batch_size=max(inference_batch_size, batch_size),
+        tokens_per_batch=tokens_per_batch,
+        output_dimensionality=output_dimensionality,
+        device=device,
+        precision=precision,
+        backend=backend,
+        share_across_processes=share_across_processes,
+        model_copies=model_copies,
+        table=table,
+    )
+    config = StreamConfig(
+        embed=embed,
+        subscription=subscription,
+        topic=topic,
+        database=connection if connection is not None else database_uri,
+        table=table,
+        window_seconds=window_seconds,
+        allowed_lateness_seconds=allowed_lateness_seconds,
+        write_shards=write_shards,
+        dead_letter_topic=dead_letter_topic,
+    )
+    if check_model:
+        try:
+            encoder = load_encoder(model, batch_size=1, output_dimensionality=output_dimensionality, device="cpu",
+                                   precision="fp32", backend=backend)
+            config.dimension = int(encoder.embed(["embedpipe model check"]).shape[1])
+        except ModelLoadError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever the model's files make the loader raise
+            raise ModelLoadError(f"could not load model {model!r}: {type(err).__name__}: {err}") from err
+    if prepare_table and config.dimension:
+        prepare_vector_table(config)
+    return config
+
+
+def prepare_vector_table(config: StreamConfig) -> None:
+    """Creates the table and its index if missing, or checks an existing table's dimension (before any worker writes)."""
+    from embedpipe.vectorstore import PgVectorWriter
+
+    writer = PgVectorWriter(config.database, config.table)
+
+    def work(session):
+        kind, _ = writer.ensure_table(session, config.dimension)
+        writer.ensure_index(session, kind, 0)
+
+    writer.run_transaction(work)
+
+
+__all__ = ["StreamConfig", "check_source", "prepare_stream_config", "prepare_vector_table"]

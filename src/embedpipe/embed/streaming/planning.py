@@ -1,0 +1,74 @@
+"""Planning one database write of the streaming job: which rows to upsert, which documents to delete.
+
+Plain functions, no Beam and no database: the rows and version records of one window and shard come in
+(`WriteChanges` in `embedpipe.embed.streaming.writes` applies the plan), so the rules for a late message
+that meets its window's on-time rows can be tested on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import defaultdict
+from typing import NamedTuple
+
+
+def shard_of(doc_id: str, shards: int) -> int:
+    """A stable shard (the same in every worker process, unlike `hash`) for a document id."""
+    return zlib.crc32(doc_id.encode("utf-8")) % max(shards, 1)
+
+
+def document_of(row: dict, chunked: bool) -> str:
+    """The document a vector row belongs to: chunk rows carry it in `metadata.document_id`."""
+    return json.loads(row["metadata"])["document_id"] if chunked else row["id"]
+
+
+class WritePlan(NamedTuple):
+    rows: list  # vector rows to upsert, one per id
+    upserted: list  # their documents (rows of these documents not in `rows` are deleted)
+    deleted: list  # documents to delete
+
+
+def plan_writes(ops, chunked: bool) -> WritePlan:
+    """Decides one write from the rows and version records that met in it.
+
+    Normally each document has one version record and its rows. A late message can bring a second
+    version of a document into the same write: the newest version that is complete here (a delete, or
+    an upsert whose rows, matched by content hash, are here) wins. Rows whose version record was in an
+    earlier write are written as they are.
+
+    Args:
+        ops: `("row", vector row)` and `("version", {"id", "order", "hash"})` pairs.
+        chunked: Whether the rows are chunks (`docid#n`).
+    """
+    versions, rows = defaultdict(list), defaultdict(list)
+    for kind, item in ops:
+        if kind == "row":
+            rows[document_of(item, chunked)].append(item)
+        else:
+            versions[item["id"]].append(item)
+    plan = WritePlan([], [], [])
+    for doc_id in sorted(set(versions) | set(rows)):
+        candidates = []
+        for version in versions.get(doc_id, ()):
+            if version["hash"] is None:
+                candidates.append((tuple(version["order"]), None))
+            else:
+                matched = [r for r in rows.get(doc_id, ()) if r["content_hash"] == version["hash"]]
+                if matched:
+                    candidates.append((tuple(version["order"]), matched))
+        if candidates:
+            chosen = max(candidates, key=lambda c: c[0])[1]
+        elif rows.get(doc_id):
+            chosen = rows[doc_id]
+        else:
+            continue  # an upsert whose rows are still being embedded: they come with a later write
+        if chosen is None:
+            plan.deleted.append(doc_id)
+        else:
+            plan.rows.extend({r["id"]: r for r in chosen}.values())
+            plan.upserted.append(doc_id)
+    return plan
+
+
+__all__ = ["WritePlan", "document_of", "plan_writes", "shard_of"]
