@@ -21,6 +21,7 @@ from embedpipe.embed.streaming import (
     run_stream,
 )
 from embedpipe.models import ModelLoadError, load_model
+from embedpipe.embed.types import VectorRow, Version
 
 SUBSCRIPTION = "projects/my-project/subscriptions/docs"
 slow = pytest.mark.slow  # a model and a pipeline run each
@@ -261,34 +262,34 @@ def test_bad_settings_fail_before_anything_runs(settings, error):
 
 def test_parse_message_orders_versions_and_explains_bad_ones():
     upsert = parse_message(b'{"_id": 7, "title": "T", "text": "x", "sequence": 3}', 1_000)
-    assert upsert["id"] == "7" and not upsert["delete"] and upsert["doc"]["title"] == "T"
-    assert upsert["order"][:5] == (True, 3, False, 0.0, 1_000)
+    assert upsert.id == "7" and not upsert.delete and upsert.document.title == "T"
+    assert upsert.order[:5] == (True, 3, False, 0.0, 1_000)
     delete = parse_message(b'{"id": "d", "delete": true, "updated_at": "2024-05-01T00:00:00Z"}', 5)
-    assert delete["doc"] is None and delete["order"][2:4] == (True, 1714521600.0)
-    assert parse_message(b'{"id": "d", "text": "t", "updated_at": "2024-05-01T00:00:00"}')["reason"].endswith("no time zone; write it like 2024-05-01T12:00:00Z")
-    assert parse_message(b"\xff\xfe")["reason"].startswith("invalid JSON")
+    assert delete.document is None and delete.order[2:4] == (True, 1714521600.0)
+    assert parse_message(b'{"id": "d", "text": "t", "updated_at": "2024-05-01T00:00:00"}').reason.endswith("no time zone; write it like 2024-05-01T12:00:00Z")
+    assert parse_message(b"\xff\xfe").reason.startswith("invalid JSON")
 
 
 def _row(doc_id, text, digest, chunk=None):
     meta = {"document_id": doc_id, "chunk": chunk} if chunk is not None else {}
     row_id = doc_id if chunk is None else f"{doc_id}#{chunk}"
-    return ("row", {"id": row_id, "embedding": [1.0, 0.0], "content": text, "metadata": json.dumps(meta), "content_hash": digest})
+    return ("row", VectorRow(row_id, [1.0, 0.0], text, json.dumps(meta), digest))
 
 
 def test_plan_writes_keeps_the_newest_version_when_a_late_message_meets_its_window():
     older, newer = (False, 0, False, 0.0, 1, 0, "a"), (False, 0, False, 0.0, 2, 0, "b")
     ops = [
         _row("d", "old chunk 0", "h-old", 0), _row("d", "old chunk 1", "h-old", 1), _row("d", "new chunk 0", "h-new", 0),
-        ("version", {"id": "d", "order": older, "hash": "h-old"}),
-        ("version", {"id": "d", "order": newer, "hash": "h-new"}),
+        ("version", Version("d", older, "h-old")),
+        ("version", Version("d", newer, "h-new")),
         # a newer delete wins over rows that are here
-        _row("e", "e", "h-e", 0), ("version", {"id": "e", "order": older, "hash": "h-e"}),
-        ("version", {"id": "e", "order": newer, "hash": None}),
+        _row("e", "e", "h-e", 0), ("version", Version("e", older, "h-e")),
+        ("version", Version("e", newer, None)),
         # rows whose version record came with an earlier write; an upsert whose rows are not here yet
-        _row("f", "f", "h-f", 0), ("version", {"id": "g", "order": older, "hash": "h-g"}),
+        _row("f", "f", "h-f", 0), ("version", Version("g", older, "h-g")),
     ]
     plan = plan_writes(ops, chunked=True)
-    assert [r["content"] for r in plan.rows] == ["new chunk 0", "f"]
+    assert [r.content for r in plan.rows] == ["new chunk 0", "f"]
     assert plan.upserted == ["d", "f"] and plan.deleted == ["e"]
 
 

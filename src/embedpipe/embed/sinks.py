@@ -10,7 +10,25 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from typing import Sequence
+
 from embedpipe.embed.runtime import counter
+from embedpipe.embed.types import VectorRow
+
+
+def vector_batch(rows: Sequence[VectorRow], *, source: str):
+    """`VectorRow`s -> the vector store's `VectorBatch` (one matrix of float32)."""
+    import numpy as np
+
+    from embedpipe.vectorstore import VectorBatch
+
+    return VectorBatch(
+        [r.id for r in rows],
+        np.asarray([r.embedding for r in rows], dtype=np.float32),
+        [r.content for r in rows],
+        [r.metadata for r in rows],
+        source=source,
+    )
 
 
 class _Upsert(beam.DoFn):
@@ -24,18 +42,7 @@ class _Upsert(beam.DoFn):
         self._writer = PgVectorWriter(self._uri, self._table)
 
     def process(self, batch):
-        import numpy as np
-
-        from embedpipe.vectorstore import VectorBatch
-
-        vectors = VectorBatch(
-            [r.id for r in batch],
-            np.asarray([r.embedding for r in batch], dtype=np.float32),
-            [r.content for r in batch],
-            [r.metadata for r in batch],
-            source="embed job",
-        )
-        self._writer.write(vectors)
+        self._writer.write(vector_batch(batch, source="embed job"))
         self._rows.inc(len(batch))
 
 

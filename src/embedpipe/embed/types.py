@@ -1,6 +1,7 @@
 """The typed elements that flow between the embedding job's stages, never mutated in place.
 
     corpus record ─parse─> Document | DeadLetter
+    Pub/Sub message ─parse─> Change | DeadLetter ─LatestWins─> Document + Version  (streaming job)
     Document ─Decide─> DocumentToEmbed (new or changed) | VectorRow (unchanged: carried over) | stale id
     DocumentToEmbed ─ToItems─> EmbedItem (the document, or each of its chunks)
     EmbedItem ─RunInference─> VectorRow ─> Parquet shard and/or the vector store
@@ -46,6 +47,39 @@ class DeadLetter:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "reason": self.reason, "record": self.record}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One Pub/Sub message of the streaming job, parsed: an upsert of `document`, or a delete of `id`.
+
+    Attributes:
+        id: The document id.
+        delete: Whether the document is removed.
+        document: The new version (None for a delete).
+        order: Sorts the versions of one document, the newest last
+            (`embedpipe.embed.streaming.messages`).
+    """
+
+    id: str
+    delete: bool
+    document: Document | None
+    order: tuple
+
+
+@dataclass(frozen=True)
+class Version:
+    """The version of a document that won its window: travels to the database write beside its rows.
+
+    Attributes:
+        id: The document id.
+        order: The winning change's `order`.
+        content_hash: The content hash its rows carry (None for a delete).
+    """
+
+    id: str
+    order: tuple
+    content_hash: str | None
 
 
 @dataclass(frozen=True)

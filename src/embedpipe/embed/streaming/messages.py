@@ -31,6 +31,7 @@ import apache_beam as beam
 from embedpipe.embed import documents as docs
 from embedpipe.embed.pipeline import EmbedConfig
 from embedpipe.embed.runtime import counter
+from embedpipe.embed.types import Change, DeadLetter, Document, Version
 
 
 def _version_time(value) -> float | str:
@@ -49,16 +50,16 @@ def _version_time(value) -> float | str:
     return f"field 'updated_at' must be an RFC 3339 time like 2024-05-01T12:00:00Z, got {value!r}"
 
 
-def parse_message(data: bytes | str, publish_time_micros: int = 0) -> dict:
-    """One Pub/Sub message body -> a change or a dead letter.
+def parse_message(data: bytes | str, publish_time_micros: int = 0) -> Change | DeadLetter:
+    """One Pub/Sub message body -> a `Change` or a `DeadLetter`.
 
-    A change is `{"id", "delete", "doc", "order"}`: `doc` is the parsed document (None for a delete), and
-    `order` sorts the versions of one document, the newest last (see the module docstring).
+    A change's `document` is the parsed document (None for a delete), and its `order` sorts the versions
+    of one document, the newest last (see the module docstring).
 
     Example:
-        >>> parse_message(b'{"id": "d1", "delete": true}', 5)["order"]
+        >>> parse_message(b'{"id": "d1", "delete": true}', 5).order
         (False, 0, False, 0.0, 5, 1, '')
-        >>> parse_message(b'{"id": "d1"}')["reason"]
+        >>> parse_message(b'{"id": "d1"}').reason
         "field 'text' is missing; every document needs text to embed"
     """
     text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
@@ -69,7 +70,7 @@ def parse_message(data: bytes | str, publish_time_micros: int = 0) -> dict:
     if not isinstance(record, dict):
         return docs.dead_letter(None, f'expected a JSON object like {{"id": "...", "text": "..."}}, got a {type(record).__name__}', text)
     doc = docs.parse_record(record)
-    doc_id = doc["id"]  # None only when the id itself is missing or bad
+    doc_id = doc.id  # None only when the id itself is missing or bad
     delete = record.get("delete", False)
     if delete is None:
         delete = False
@@ -92,9 +93,9 @@ def parse_message(data: bytes | str, publish_time_micros: int = 0) -> dict:
         updated_at is not None, updated_at or 0.0,
         int(publish_time_micros),
         int(delete),
-        "" if doc is None else doc["title"] + "\0" + doc["text"],  # identical times: any fixed choice
+        "" if doc is None else doc.title + "\0" + doc.text,  # identical times: any fixed choice
     )
-    return {"id": doc_id, "delete": delete, "doc": doc, "order": order}
+    return Change(doc_id, delete, doc, order)
 
 
 class ParseMessages(beam.DoFn):
@@ -111,20 +112,20 @@ class ParseMessages(beam.DoFn):
             self._dead.inc()
             yield beam.pvalue.TaggedOutput("dead", change)
             return
-        yield change["id"], change
+        yield change.id, change
 
 
-def document_hash(doc: dict, config: EmbedConfig) -> str:
+def document_hash(doc: Document, config: EmbedConfig) -> str:
     """The content hash the batch job's `Decide` gives this document (and its rows carry)."""
-    formatted = config.prompts.format_documents([doc["text"]], [doc["title"]])[0]
+    formatted = config.prompts.format_documents([doc.text], [doc.title])[0]
     return docs.content_hash(formatted, config.model_identity, config.chunking)
 
 
 class LatestWins(beam.DoFn):
     """Per document and window: the newest change wins.
 
-    Outputs `(id, doc)` to embed for an upsert, and on `versions` one record per winner
-    (`{"id", "order", "hash"}`, hash None for a delete) that travels to the write beside the rows.
+    Outputs `(id, Document)` to embed for an upsert, and on `versions` one `Version` per winner (its
+    content hash None for a delete) that travels to the write beside the rows.
     """
 
     def __init__(self, config: EmbedConfig):
@@ -133,14 +134,14 @@ class LatestWins(beam.DoFn):
 
     def process(self, element):
         doc_id, changes = element
-        changes = sorted(changes, key=lambda c: c["order"])
+        changes = sorted(changes, key=lambda c: c.order)
         if len(changes) > 1:
             self._superseded.inc(len(changes) - 1)
         newest = changes[-1]
-        digest = None if newest["delete"] else document_hash(newest["doc"], self._config)
-        yield beam.pvalue.TaggedOutput("versions", {"id": doc_id, "order": newest["order"], "hash": digest})
-        if not newest["delete"]:
-            yield doc_id, newest["doc"]
+        digest = None if newest.delete else document_hash(newest.document, self._config)
+        yield beam.pvalue.TaggedOutput("versions", Version(doc_id, newest.order, digest))
+        if not newest.delete:
+            yield doc_id, newest.document
 
 
 __all__ = ["LatestWins", "ParseMessages", "document_hash", "parse_message"]

@@ -23,12 +23,13 @@ from embedpipe.embed.streaming.config import StreamConfig
 from embedpipe.embed.streaming.messages import LatestWins, ParseMessages
 from embedpipe.embed.streaming.planning import document_of, shard_of
 from embedpipe.embed.streaming.writes import WriteChanges
+from embedpipe.embed.types import DeadLetter
 
 log = logging.getLogger(__name__)
 
 
 class StreamOutputs(NamedTuple):
-    dead_letters: Any  # PCollection of `{"id", "reason", "record"}`
+    dead_letters: Any  # PCollection of `DeadLetter`
     writes: Any  # PCollection of one summary per write (`upserted`, `deleted` document ids, `rows`, `rows_removed`)
 
 
@@ -58,7 +59,7 @@ def apply_changes(messages, config: StreamConfig) -> StreamOutputs:
     writes = (
         (
             rows | "RowsByShard" >> beam.Map(lambda r: (shard_of(document_of(r, chunked), shards), ("row", r))),
-            decided.versions | "VersionsByShard" >> beam.Map(lambda v: (shard_of(v["id"], shards), ("version", v))),
+            decided.versions | "VersionsByShard" >> beam.Map(lambda v: (shard_of(v.id, shards), ("version", v))),
         )
         | "AllChanges" >> beam.Flatten()
         | "GroupByShard" >> beam.GroupByKey()
@@ -70,8 +71,8 @@ def apply_changes(messages, config: StreamConfig) -> StreamOutputs:
     return StreamOutputs(dead, writes)
 
 
-def _log_dead_letter(dead: dict) -> dict:
-    log.warning("dead letter (id %s): %s; message: %s", dead.get("id"), dead["reason"], dead["record"])
+def _log_dead_letter(dead: DeadLetter) -> DeadLetter:
+    log.warning("dead letter (id %s): %s; message: %s", dead.id, dead.reason, dead.record)
     return dead
 
 
@@ -95,7 +96,7 @@ def build_stream_pipeline(pipeline, config: StreamConfig, source=None) -> Stream
 
         (
             logged
-            | "DeadLettersToJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, default=str).encode("utf-8"))
+            | "DeadLettersToJson" >> beam.Map(lambda d: json.dumps(d.to_dict(), ensure_ascii=False, default=str).encode("utf-8"))
             | "PublishDeadLetters" >> WriteToPubSub(config.dead_letter_topic)
         )
     return outputs

@@ -12,15 +12,17 @@ import zlib
 from collections import defaultdict
 from typing import NamedTuple
 
+from embedpipe.embed.types import VectorRow, Version
+
 
 def shard_of(doc_id: str, shards: int) -> int:
     """A stable shard (the same in every worker process, unlike `hash`) for a document id."""
     return zlib.crc32(doc_id.encode("utf-8")) % max(shards, 1)
 
 
-def document_of(row: dict, chunked: bool) -> str:
+def document_of(row: VectorRow, chunked: bool) -> str:
     """The document a vector row belongs to: chunk rows carry it in `metadata.document_id`."""
-    return json.loads(row["metadata"])["document_id"] if chunked else row["id"]
+    return json.loads(row.metadata)["document_id"] if chunked else row.id
 
 
 class WritePlan(NamedTuple):
@@ -38,7 +40,7 @@ def plan_writes(ops, chunked: bool) -> WritePlan:
     earlier write are written as they are.
 
     Args:
-        ops: `("row", vector row)` and `("version", {"id", "order", "hash"})` pairs.
+        ops: `("row", VectorRow)` and `("version", Version)` pairs.
         chunked: Whether the rows are chunks (`docid#n`).
     """
     versions, rows = defaultdict(list), defaultdict(list)
@@ -46,17 +48,18 @@ def plan_writes(ops, chunked: bool) -> WritePlan:
         if kind == "row":
             rows[document_of(item, chunked)].append(item)
         else:
-            versions[item["id"]].append(item)
+            versions[item.id].append(item)
     plan = WritePlan([], [], [])
     for doc_id in sorted(set(versions) | set(rows)):
         candidates = []
+        version: Version
         for version in versions.get(doc_id, ()):
-            if version["hash"] is None:
-                candidates.append((tuple(version["order"]), None))
+            if version.content_hash is None:
+                candidates.append((tuple(version.order), None))
             else:
-                matched = [r for r in rows.get(doc_id, ()) if r["content_hash"] == version["hash"]]
+                matched = [r for r in rows.get(doc_id, ()) if r.content_hash == version.content_hash]
                 if matched:
-                    candidates.append((tuple(version["order"]), matched))
+                    candidates.append((tuple(version.order), matched))
         if candidates:
             chosen = max(candidates, key=lambda c: c[0])[1]
         elif rows.get(doc_id):
@@ -66,7 +69,7 @@ def plan_writes(ops, chunked: bool) -> WritePlan:
         if chosen is None:
             plan.deleted.append(doc_id)
         else:
-            plan.rows.extend({r["id"]: r for r in chosen}.values())
+            plan.rows.extend({r.id: r for r in chosen}.values())
             plan.upserted.append(doc_id)
     return plan
 

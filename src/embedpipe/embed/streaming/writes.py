@@ -9,29 +9,14 @@ one transaction, retried on a dropped connection). No SQL here: the writer owns 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
-
 import apache_beam as beam
 
 from embedpipe.embed import documents as docs
 from embedpipe.embed.runtime import counter
+from embedpipe.embed.sinks import vector_batch
 from embedpipe.embed.streaming.planning import plan_writes
 
 log = logging.getLogger(__name__)
-
-
-def vector_batch(rows: Sequence[dict]):
-    import numpy as np
-
-    from embedpipe.vectorstore import VectorBatch
-
-    return VectorBatch(
-        [r["id"] for r in rows],
-        np.asarray([r["embedding"] for r in rows], dtype=np.float32),
-        [r["content"] for r in rows],
-        [r["metadata"] for r in rows],
-        source="embed stream",
-    )
 
 
 class WriteChanges(beam.DoFn):
@@ -54,9 +39,9 @@ class WriteChanges(beam.DoFn):
         plan = plan_writes(ops, self._chunked)
         removed = self._writer.delete_documents(plan.deleted, chunk_separator=docs.CHUNK_SEPARATOR)
         if plan.rows:
-            self._writer.write(vector_batch(plan.rows))
+            self._writer.write(vector_batch(plan.rows, source="embed stream"))
             # A changed document with fewer chunks than before: its last chunks' rows go.
-            removed += self._writer.delete_documents(plan.upserted, keep_ids=[r["id"] for r in plan.rows],
+            removed += self._writer.delete_documents(plan.upserted, keep_ids=[r.id for r in plan.rows],
                                                      chunk_separator=docs.CHUNK_SEPARATOR)
         self._upserted.inc(len(plan.upserted))
         self._deleted.inc(len(plan.deleted))
@@ -67,4 +52,4 @@ class WriteChanges(beam.DoFn):
         yield {"upserted": plan.upserted, "deleted": plan.deleted, "rows": len(plan.rows), "rows_removed": removed}
 
 
-__all__ = ["WriteChanges", "vector_batch"]
+__all__ = ["WriteChanges"]
