@@ -4,23 +4,16 @@ Both pipelines expose the same Dataflow and database parameters under the same n
 which component argument each one feeds, so the wiring is written once.
 """
 
-#: pipeline parameter -> `embed_corpus` argument
+from embedpipe.embed.settings import pipeline_arguments
+
+#: pipeline parameter -> `embed_corpus` argument (the Dataflow ones from `DataflowSettings`, declared once)
 EMBED_ARGUMENTS = {
     "task_type": "task_type",
     "chunk_tokens": "chunk_tokens",
     "chunk_overlap": "chunk_overlap",
     "output_dimensionality": "output_dimensionality",
     "embed_runner": "runner",
-    "project": "project",
-    "location": "location",
-    "dataflow_temp_location": "temp_location",
-    "dataflow_service_account": "service_account",
-    "dataflow_network": "network",
-    "dataflow_subnetwork": "subnetwork",
-    "dataflow_machine_type": "machine_type",
-    "dataflow_max_workers": "max_workers",
-    "dataflow_accelerator_type": "accelerator_type",
-    "dataflow_accelerator_count": "accelerator_count",
+    **pipeline_arguments(),
 }
 
 #: pipeline parameter -> `upload_vectors` argument

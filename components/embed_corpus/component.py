@@ -78,33 +78,6 @@ def embed_corpus(
             documents_removed, dead_letters, seconds, documents_per_second.
         gcp_resources: The Dataflow job (GCPC format), so Vertex links it and cancels it with the run.
     """
-    from embedpipe.embed.dataflow import embed_corpus_task
+    from embedpipe.embed.task import embed_corpus_task
 
-    embed_corpus_task(
-        corpus=corpus,
-        vectors=vectors,
-        metrics=metrics,
-        gcp_resources=gcp_resources,
-        model=model,
-        tuned_model=tuned_model,
-        previous_vectors=previous_vectors,
-        evaluation_embeddings=evaluation_embeddings,
-        task_type=task_type,
-        chunk_tokens=chunk_tokens,
-        chunk_overlap=chunk_overlap,
-        batch_size=batch_size,
-        output_dimensionality=output_dimensionality,
-        backend=backend,
-        runner=runner,
-        project=project,
-        location=location,
-        temp_location=temp_location,
-        service_account=service_account,
-        network=network,
-        subnetwork=subnetwork,
-        machine_type=machine_type,
-        max_workers=max_workers,
-        accelerator_type=accelerator_type,
-        accelerator_count=accelerator_count,
-        sdk_container_image=dataflow_image,
-    )
+    embed_corpus_task(**locals())  # the model and Dataflow options become settings objects by name

@@ -221,28 +221,18 @@ def cmd_submit(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from embedpipe.embed.dataflow import dataflow_args, default_project
-    from embedpipe.embed.job import config_from_args, run_job
+    from dataclasses import replace
 
-    if args.runner == "DataflowRunner":
-        args.share_model_across_processes = args.share_model_across_processes or bool(args.accelerator_type)
-        args.model_copies = max(args.model_copies, args.accelerator_count if args.accelerator_type else 1)
-    config = config_from_args(args)
+    from embedpipe.embed.dataflow import default_project
+    from embedpipe.embed.job import config_from_args, run_job
+    from embedpipe.embed.settings import DataflowSettings, from_mapping
+
+    dataflow = from_mapping(DataflowSettings, args)
     beam_args = []
     if args.runner == "DataflowRunner":
-        beam_args = dataflow_args(
-            project=args.project or default_project(),
-            region=args.region,
-            temp_location=args.temp_location or "",
-            sdk_container_image=args.dataflow_image or "",
-            service_account=args.service_account or "",
-            network=args.network or "",
-            subnetwork=args.subnetwork or "",
-            machine_type=args.machine_type or "",
-            max_workers=args.max_workers,
-            accelerator_type=args.accelerator_type or "",
-            accelerator_count=args.accelerator_count,
-        )
+        dataflow = replace(dataflow, project=dataflow.project or default_project())
+        beam_args = dataflow.beam_args()
+    config = config_from_args(args, dataflow if args.runner == "DataflowRunner" else None)
     print(f"embedpipe embed: {config.input_pattern} ({config.input_format}) -> {config.output} on {args.runner}")
     result = run_job(config, beam_args)
     print(result.summary())
@@ -417,22 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(func=cmd_submit)
 
     from embedpipe.embed.job import add_job_arguments
+    from embedpipe.embed.settings import DataflowSettings, add_arguments
 
     embed = sub.add_parser("embed", help="embed a corpus into Parquet vector shards with Beam (local runner or Dataflow)")
     add_job_arguments(embed)
     cloud = embed.add_argument_group("Dataflow (with --runner DataflowRunner)")
     cloud.add_argument("--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"], help="(default: %(default)s)")
-    cloud.add_argument("--project", help="Google Cloud project (default: the environment's)")
-    cloud.add_argument("--region", default="us-central1", help="Dataflow region (default: %(default)s)")
-    cloud.add_argument("--temp-location", help="gs:// folder for Dataflow temp files")
-    cloud.add_argument("--service-account", help="worker service account e-mail")
-    cloud.add_argument("--network", help="VPC network")
-    cloud.add_argument("--subnetwork", help="subnetwork URL")
-    cloud.add_argument("--machine-type", help="worker machine type, e.g. g2-standard-8")
-    cloud.add_argument("--max-workers", type=int, default=0, help="autoscaling limit (0 = Dataflow default)")
-    cloud.add_argument("--accelerator-type", help="GPU per worker, e.g. nvidia-l4")
-    cloud.add_argument("--accelerator-count", type=int, default=1, help="GPUs per worker (default: %(default)s)")
-    cloud.add_argument("--dataflow-image", help="worker image (default: this version's embedpipe-dataflow image)")
+    add_arguments(cloud, DataflowSettings)
     embed.set_defaults(func=cmd_embed)
 
     evaluate = sub.add_parser("evaluate", help="NDCG@10 etc. of a model (and a tuned one) on a BEIR folder")

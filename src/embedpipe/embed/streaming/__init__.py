@@ -16,7 +16,7 @@ Modules, in the order a message meets them:
     writes: `WriteChanges`, applying a plan through the vector store's writer.
     pipeline: the Beam graph (`apply_changes`, `build_stream_pipeline`).
     config: `StreamConfig`, checked on the launching machine (`prepare_stream_config`).
-    run: `run_stream` locally or on Dataflow, `StreamResult`, `stream_dataflow_args`.
+    run: `run_stream` locally or on Dataflow, `StreamResult`.
     beam_patch: the workaround for a Beam direct-runner bug that loses counters (known Beam versions only).
     cli: `python -m embedpipe.embed.streaming`.
 
@@ -26,8 +26,8 @@ Pub/Sub cannot be reached from where this was developed: the tests replace `Read
 Example:
     >>> config = prepare_stream_config(subscription="projects/my-project/subscriptions/docs",  # doctest: +SKIP
     ...                                database_uri="postgresql://localhost/db", table="docs")
-    >>> run_stream(config, stream_dataflow_args(project="my-project", region="us-central1",  # doctest: +SKIP
-    ...                                         temp_location="gs://b/tmp"))
+    >>> dataflow = DataflowSettings(project="my-project", location="us-central1", temp_location="gs://b/tmp")
+    >>> run_stream(config, dataflow.beam_args(kind="embed-stream", streaming=True))  # doctest: +SKIP
 """
 
 from embedpipe.embed.streaming.cli import config_and_args_from_argv, main
@@ -35,7 +35,8 @@ from embedpipe.embed.streaming.config import StreamConfig, check_source, prepare
 from embedpipe.embed.streaming.messages import parse_message
 from embedpipe.embed.streaming.pipeline import StreamOutputs, apply_changes, build_stream_pipeline
 from embedpipe.embed.streaming.planning import WritePlan, plan_writes
-from embedpipe.embed.streaming.run import STREAM_METRIC_NAMES, StreamResult, run_stream, stream_dataflow_args
+from embedpipe.embed.settings import DataflowSettings  # noqa: F401 - for the example above
+from embedpipe.embed.streaming.run import STREAM_METRIC_NAMES, StreamResult, run_stream
 
 __all__ = [
     "STREAM_METRIC_NAMES",
@@ -53,5 +54,4 @@ __all__ = [
     "prepare_stream_config",
     "prepare_vector_table",
     "run_stream",
-    "stream_dataflow_args",
 ]

@@ -3,8 +3,8 @@
 `run_stream` builds the graph (`embedpipe.embed.streaming.pipeline`) with `streaming=True`, runs it on
 the runner the Beam options name (locally Beam's Python direct runner, with the counter workaround of
 `embedpipe.embed.streaming.beam_patch`), and reports a `StreamResult`: the final state and counts of a
-local run, or the id of a submitted Dataflow job (which runs until drained). `stream_dataflow_args`
-gives the Beam options for Dataflow.
+local run, or the id of a submitted Dataflow job (which runs until drained). Dataflow's Beam
+options come from `embedpipe.embed.settings.DataflowSettings.beam_args(streaming=True)`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run_stream(config: StreamConfig, beam_args: Sequence[str] = (), *, source=No
 
     Args:
         config: From `prepare_stream_config`.
-        beam_args: Beam pipeline options (`stream_dataflow_args(...)` for Dataflow); default the local runner.
+        beam_args: Beam pipeline options (`DataflowSettings(...).beam_args(kind="embed-stream", streaming=True)` for Dataflow); default the local runner.
         source: Replaces `ReadFromPubSub` (tests pass a `TestStream`).
         runner: A PipelineRunner instance to use instead of the one `--runner` names.
         wait: Wait for the job to end (default: locally yes; a Dataflow streaming job runs until drained,
@@ -95,20 +95,4 @@ def run_stream(config: StreamConfig, beam_args: Sequence[str] = (), *, source=No
     return StreamResult(state=str(state or result.state), metrics=counter_values(result, STREAM_METRIC_NAMES), job_id=job_id)
 
 
-def stream_dataflow_args(*, project: str, region: str, temp_location: str, job_name: str = "", **worker) -> list[str]:
-    """Beam options for Dataflow streaming: `embedpipe.embed.dataflow.dataflow_args` plus `--streaming`.
-
-    Args:
-        project, region, temp_location, job_name: As for `dataflow_args` (job name default `embed-stream-<UTC time>`;
-            keep one name to `--update` a running job).
-        **worker: The other `dataflow_args` arguments (image, machine type, GPUs, network, ...).
-    """
-    import time
-
-    from embedpipe.embed.dataflow import dataflow_args
-
-    job_name = job_name or "embed-stream-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return dataflow_args(project=project, region=region, temp_location=temp_location, job_name=job_name, **worker) + ["--streaming"]
-
-
-__all__ = ["STREAM_METRIC_NAMES", "StreamResult", "run_stream", "stream_dataflow_args"]
+__all__ = ["STREAM_METRIC_NAMES", "StreamResult", "run_stream"]
