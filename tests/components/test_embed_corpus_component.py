@@ -104,7 +104,7 @@ def dataflow_inputs(tmp_path):
 
 
 def test_dataflow_launch_builds_the_options_writes_gcp_resources_and_waits(tmp_path, monkeypatch):
-    from embedpipe.embed import dataflow, job
+    from embedpipe.embed import job, task
 
     seen_paths = []
     monkeypatch.setattr(job, "resolve_input", lambda path, **kw: (seen_paths.append(path) or path, "parquet"))
@@ -119,10 +119,10 @@ def test_dataflow_launch_builds_the_options_writes_gcp_resources_and_waits(tmp_p
 
     monkeypatch.setattr(Path, "write_text", spy)
     inputs = dataflow_inputs(tmp_path)
-    dataflow.embed_corpus_task(
+    task.embed_corpus_task(
         **inputs, runner="DataflowRunner", project="my-project", location="europe-west4", machine_type="g2-standard-8",
         max_workers=8, accelerator_type="nvidia-l4", accelerator_count=1, service_account="sa@my-project.iam.gserviceaccount.com",
-        network="vpc", sdk_container_image=DATAFLOW_IMAGE, beam_runner=fake,
+        network="vpc", dataflow_image=DATAFLOW_IMAGE, beam_runner=fake,
     )
     assert seen_paths == ["gs://bucket/run/prepare-data/corpus"]  # workers read the gs:// URI, not /gcs/
     options = fake.options
@@ -146,20 +146,20 @@ def test_dataflow_launch_builds_the_options_writes_gcp_resources_and_waits(tmp_p
 
 
 def test_a_failed_dataflow_job_fails_the_task(tmp_path, monkeypatch):
-    from embedpipe.embed import dataflow, job
+    from embedpipe.embed import job, task
 
     monkeypatch.setattr(job, "resolve_input", lambda path, **kw: (path, "parquet"))
     with pytest.raises(RuntimeError, match="ended in state FAILED"):
-        dataflow.embed_corpus_task(**dataflow_inputs(tmp_path), runner="DataflowRunner", project="p",
+        task.embed_corpus_task(**dataflow_inputs(tmp_path), runner="DataflowRunner", project="p",
                                    beam_runner=FakeDataflowRunner(PipelineState.FAILED))
     assert "DataflowJob" in (tmp_path / "gcp_resources").read_text()
 
 
 def test_unknown_runner_is_refused(tmp_path):
-    from embedpipe.embed import dataflow
+    from embedpipe.embed import task
 
     with pytest.raises(ValueError, match="runner must be one of"):
-        dataflow.embed_corpus_task(**dataflow_inputs(tmp_path), runner="SparkRunner")
+        task.embed_corpus_task(**dataflow_inputs(tmp_path), runner="SparkRunner")
 
 
 def test_component_is_lightweight_on_our_image():

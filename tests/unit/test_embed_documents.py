@@ -7,8 +7,9 @@ import pytest
 from google.protobuf import json_format
 
 from embedpipe.embed import documents as docs
-from embedpipe.embed.dataflow import dataflow_args, gcp_resources_json
+from embedpipe.embed.dataflow import gcp_resources_json
 from embedpipe.embed.job import resolve_input
+from embedpipe.embed.settings import DataflowSettings
 from embedpipe.embed.types import Document, VectorRow
 from embedpipe.images import DATAFLOW_IMAGE
 
@@ -91,9 +92,9 @@ def test_resolve_input_reads_files_folders_and_parquet_without_extension(tmp_pat
 
 
 def test_dataflow_args_name_our_image_gpus_and_network():
-    args = dataflow_args(
+    args = DataflowSettings(
         project="proj",
-        region="europe-west4",
+        location="europe-west4",
         temp_location="gs://bucket/tmp",
         job_name="Embed Corpus 1",
         service_account="sa@proj.iam.gserviceaccount.com",
@@ -103,7 +104,7 @@ def test_dataflow_args_name_our_image_gpus_and_network():
         max_workers=4,
         accelerator_type="nvidia-l4",
         accelerator_count=1,
-    )
+    ).beam_args()
     assert args == [
         "--runner=DataflowRunner",
         "--project=proj",
@@ -121,7 +122,7 @@ def test_dataflow_args_name_our_image_gpus_and_network():
         "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",
     ]
     with pytest.raises(ValueError, match="gs:// temp_location"):
-        dataflow_args(project="p", region="r", temp_location="/tmp")
+        DataflowSettings(project="p", location="r", temp_location="/tmp").beam_args()
 
 
 def test_gcp_resources_is_gcpc_s_format():

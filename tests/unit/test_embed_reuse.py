@@ -223,7 +223,7 @@ def artifact(uri: str, path: Path):
 
 
 def test_the_task_prefers_previous_vectors_and_hands_dataflow_the_gs_uri(tmp_path, tiny_example_data, monkeypatch):
-    from embedpipe.embed import dataflow, job
+    from embedpipe.embed import job, task
 
     out = evaluate(tiny_example_data, tmp_path / "eval")
     configs = []
@@ -235,11 +235,11 @@ def test_the_task_prefers_previous_vectors_and_hands_dataflow_the_gs_uri(tmp_pat
     # No Google Cloud here: gs:// URIs resolve to themselves; the launcher reads the /gcs/ paths (here tmp_path).
     monkeypatch.setattr(job, "resolve_input", lambda path, **kw: (path, "parquet") if path.startswith("gs://") else real_resolve(path, **kw))
 
-    dataflow.embed_corpus_task(**common, vectors=artifact("gs://b/run/vectors", tmp_path / "vectors"), runner="DataflowRunner", project="p")
+    task.embed_corpus_task(**common, vectors=artifact("gs://b/run/vectors", tmp_path / "vectors"), runner="DataflowRunner", project="p")
     assert configs[-1].previous_pattern == f"gs://b/run/vectors-from-evaluation/{REUSED_FILE}"
     assert len(pd.read_parquet(tmp_path / "vectors-from-evaluation" / REUSED_FILE)) == 14
 
-    dataflow.embed_corpus_task(**common, vectors=artifact("gs://b/run/vectors2", tmp_path / "vectors2"), runner="DataflowRunner",
+    task.embed_corpus_task(**common, vectors=artifact("gs://b/run/vectors2", tmp_path / "vectors2"), runner="DataflowRunner",
                                project="p", previous_vectors=artifact("gs://b/old/vectors", tmp_path / "old"))
     assert configs[-1].previous_pattern == "gs://b/old/vectors"
     assert not (tmp_path / "vectors2-from-evaluation").exists()

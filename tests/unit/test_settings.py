@@ -1,0 +1,100 @@
+"""Settings objects: each option declared once and reaching the component, the pipelines, argparse and Beam."""
+
+import argparse
+import inspect
+from dataclasses import fields
+
+import pytest
+
+from embedpipe.components import embed_corpus
+from embedpipe.embed.settings import (
+    DataflowSettings,
+    ModelSettings,
+    add_arguments,
+    from_mapping,
+    pipeline_arguments,
+)
+from embedpipe.pipelines.embed_and_index import embed_and_index
+from embedpipe.pipelines.options import EMBED_ARGUMENTS
+from embedpipe.pipelines.tune_and_index import tune_and_index
+
+KFP_TYPES = {str: "String", int: "Integer", bool: "Boolean", float: "Double"}
+
+
+@pytest.mark.parametrize("settings", [ModelSettings, DataflowSettings])
+def test_the_component_s_parameters_are_the_settings_fields_with_their_defaults(settings):
+    inputs = embed_corpus.component_spec.inputs
+    shared = [f for f in fields(settings) if f.name in inputs]
+    assert shared, "embed_corpus exposes none of these settings"
+    for option in shared:
+        spec = inputs[option.name]
+        assert spec.type == KFP_TYPES[type(option.default)], option.name
+        assert spec.default == option.default, option.name
+    # the component passes every option it has on, by name (embed_corpus_task(**locals()))
+    assert {"model", "batch_size", "output_dimensionality", "backend"} <= set(inputs)
+    assert {"project", "location", "machine_type", "accelerator_type", "dataflow_image"} <= set(inputs)
+
+
+@pytest.mark.parametrize("pipeline", [tune_and_index, embed_and_index])
+def test_every_dataflow_pipeline_parameter_is_a_settings_field_wired_to_the_component(pipeline):
+    parameters = inspect.signature(pipeline.pipeline_func).parameters
+    names = {f.name: f for f in fields(DataflowSettings)}
+    dataflow = [p for p in parameters if p.startswith("dataflow_")]
+    assert dataflow
+    for parameter in dataflow:
+        field_name = parameter.removeprefix("dataflow_")
+        assert field_name in names, parameter
+        assert type(parameters[parameter].default) is type(names[field_name].default), parameter
+        assert EMBED_ARGUMENTS[parameter] == field_name
+    assert pipeline_arguments()["location"] == "location" and "location" in parameters
+
+
+def test_flags_are_the_field_names_and_accept_beam_s_spelling():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, DataflowSettings)
+    add_arguments(parser, ModelSettings)
+    args = parser.parse_args(
+        ["--region", "europe-west4", "--sdk_container_image", "img", "--max-workers", "3", "--batch_size", "8",
+         "--share-model-across-processes", "--backend", "onnx-int8"]
+    )
+    dataflow, model = from_mapping(DataflowSettings, args), from_mapping(ModelSettings, args)
+    assert (dataflow.location, dataflow.dataflow_image, dataflow.max_workers) == ("europe-west4", "img", 3)
+    assert (model.batch_size, model.share_across_processes, model.backend) == (8, True, "onnx-int8")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--precision", "fp16"])
+
+
+def test_gpu_workers_share_one_model_per_gpu():
+    model = ModelSettings()
+    assert DataflowSettings().model_on_workers(model) == model
+    shared = DataflowSettings(accelerator_type="nvidia-l4", accelerator_count=2).model_on_workers(model)
+    assert (shared.share_across_processes, shared.model_copies) == (True, 2)
+
+
+@pytest.mark.parametrize(
+    "settings, error",
+    [
+        (ModelSettings(batch_size=0), "batch sizes must be positive"),
+        (ModelSettings(tokens_per_batch=-2), "tokens_per_batch must be"),
+        (ModelSettings(output_dimensionality=-1), "output_dimensionality must be"),
+        (ModelSettings(backend="tensorrt"), "unknown backend 'tensorrt'"),
+        (ModelSettings(precision="fp16"), "unknown precision 'fp16'"),
+        (ModelSettings(backend="onnx-int8", device="cuda"), "is for CPU workers"),
+    ],
+)
+def test_model_settings_name_the_bad_setting(settings, error):
+    with pytest.raises(ValueError, match=error):
+        settings.checked()
+
+
+def test_checked_settings_batch_at_least_one_forward_pass():
+    assert ModelSettings(batch_size=64, inference_batch_size=16).checked().inference_batch_size == 64
+
+
+def test_dataflow_settings_refuse_what_dataflow_would():
+    with pytest.raises(ValueError, match="needs a project"):
+        DataflowSettings(temp_location="gs://b/t").beam_args()
+    with pytest.raises(ValueError, match="accelerator_count must be at least 1"):
+        DataflowSettings(project="p", temp_location="gs://b/t", accelerator_type="nvidia-l4", accelerator_count=0).beam_args()
+    streaming = DataflowSettings(project="p", temp_location="gs://b/t").beam_args(kind="embed-stream", streaming=True)
+    assert streaming[-1] == "--streaming" and any(a.startswith("--job_name=embed-stream-") for a in streaming)
