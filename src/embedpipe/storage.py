@@ -29,7 +29,8 @@ def split_gcs_uri(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
-def _gcs_client(client=None):
+def gcs_client(client=None):
+    """The Cloud Storage client to use: `client` when given (a real one or a test's fake), else a new one."""
     if client is not None:
         return client
     from google.cloud import storage  # heavy; only when a gs:// path is used
@@ -40,7 +41,7 @@ def _gcs_client(client=None):
 def exists(uri: str, client=None) -> bool:
     if is_gcs(uri):
         bucket, name = split_gcs_uri(uri)
-        return _gcs_client(client).bucket(bucket).blob(name).exists()
+        return gcs_client(client).bucket(bucket).blob(name).exists()
     return Path(uri).exists()
 
 
@@ -52,7 +53,7 @@ def read_bytes(uri: str, client=None) -> bytes:
     """
     if is_gcs(uri):
         bucket, name = split_gcs_uri(uri)
-        blob = _gcs_client(client).bucket(bucket).blob(name)
+        blob = gcs_client(client).bucket(bucket).blob(name)
         if not blob.exists():
             raise FileNotFoundError(f"{uri}: no such object in Google Cloud Storage")
         return blob.download_as_bytes()
@@ -67,7 +68,7 @@ def download_folder(uri: str, destination: str | os.PathLike, client=None) -> Pa
     bucket_name, prefix = split_gcs_uri(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     destination = Path(destination)
-    gcs = _gcs_client(client)
+    gcs = gcs_client(client)
     count = 0
     for blob in gcs.list_blobs(bucket_name, prefix=prefix):
         relative = blob.name[len(prefix) :]

@@ -84,7 +84,7 @@ def upload_to_vector_search(
         local = write_datapoint_files(batch, scratch)
         if storage.is_gcs(contents_delta_uri):
             bucket_name, prefix = storage.split_gcs_uri(contents_delta_uri.rstrip("/") + "/")
-            client = storage._gcs_client(gcs_client)
+            client = storage.gcs_client(gcs_client)
             bucket = client.bucket(bucket_name)
             for path in local:
                 bucket.blob(prefix + path.name).upload_from_filename(str(path))
