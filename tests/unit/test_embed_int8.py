@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedpipe.embed.handler import load_encoder, model_identity
+from embedpipe.embed.handler import load_encoder
 from embedpipe.embed.job import prepare_config, run_job
 from embedpipe.embed.onnx_int8 import ONNX_FILE, UnsupportedModelError, load_int8_model, prepare_int8_model
-from embedpipe.models import load_model, packaged_model_path
+from embedpipe.models import load_model, model_identity, packaged_model_path
 
 pytestmark = pytest.mark.slow
 

@@ -101,9 +101,7 @@ def check_model_files(model: str) -> None:
     Raises:
         UnsupportedModelError: naming the module and its position.
     """
-    from embedpipe.embed.handler import _read_model_file
-
-    data = _read_model_file(model, "modules.json")
+    data = models.read_model_file(model, "modules.json")
     if not data:
         return
     try:
@@ -369,9 +367,7 @@ def prepare_int8_model(model: str, st_model=None, *, cache_dir: str | Path | Non
     Raises:
         UnsupportedModelError: a module this backend does not run, or a transformer that does not export.
     """
-    from embedpipe.embed.handler import model_fingerprint
-
-    fingerprint = model_fingerprint(model)
+    fingerprint = models.model_fingerprint(model)
     root = Path(cache_dir) if cache_dir else cache_root()
     target = root / cache_key(fingerprint)
     with _prepared_lock:
@@ -446,7 +442,7 @@ class Int8Model:
         self.session = _session(onnx_path, threads or torch.get_num_threads())
         self.prompts = dict(getattr(st_model, "prompts", {}) or {})
         self.device = torch.device("cpu")
-        self._dimension = int(_dimension_of(st_model))
+        self._dimension = int(models.embedding_dimension(st_model))
         if free_weights:
             try:
                 st_model[0].auto_model.to("meta")
@@ -509,11 +505,6 @@ class Int8Model:
             return result
         vectors = result.numpy()
         return vectors[0] if isinstance(sentences, str) else vectors
-
-
-def _dimension_of(st_model) -> int:
-    getter = getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension
-    return getter()
 
 
 def load_int8_model(model: str = "default", *, cache_dir: str | Path | None = None, threads: int = 0) -> Int8Model:

@@ -507,7 +507,8 @@ def prepare_stream_config(
         ModelLoadError: the model folder is missing, is not a model, or does not load.
         ValueError: bad source, chunking, batch sizes, window, table name, or a table of another dimension.
     """
-    from embedpipe.embed.handler import load_encoder, model_identity, model_prompts
+    from embedpipe.embed.handler import load_encoder
+    from embedpipe.models import model_identity, model_prompts
     from embedpipe.embed.job import check_model_options
     from embedpipe.models import ModelLoadError
     from embedpipe.prompts import resolve_prompts
