@@ -1,7 +1,7 @@
 """The model side of the embedding job: the Beam ModelHandler and the encoder it loads.
 
 Model facts (identity, prompts, output size) live in `embedpipe.models`; the int8 backend in
-`embedpipe.embed.onnx_int8`.
+`embedpipe.backend`.
 
 `SentenceTransformerHandler` is the ModelHandler that `RunInference` uses. Beam loads one model per
 worker process and shares it between the process's threads (`apache_beam.utils.shared`); with
@@ -95,7 +95,7 @@ def load_encoder(
         device: "cpu", "cuda", ... ("" = cuda when there is one).
         precision: "auto" (bf16 on GPU, fp32 on CPU), "fp32" or "bf16".
         backend: "torch", or "onnx-int8" (CPU only: the model is exported and quantized once, cached by
-            its fingerprint; see `embedpipe.embed.onnx_int8`). Part of the model identity, so vectors of
+            its fingerprint; see `embedpipe.backend`). Part of the model identity, so vectors of
             different backends are never mixed in an incremental run.
         tokens_per_batch: Padded tokens per forward pass (see `Encoder`).
 
@@ -113,7 +113,7 @@ def load_encoder(
     if backend == "onnx-int8":
         if device not in ("", "cpu") or precision == "bf16":
             raise ValueError(f"backend 'onnx-int8' runs in fp32/int8 on the CPU; got device={device!r}, precision={precision!r}")
-        from embedpipe.embed.onnx_int8 import load_int8_model
+        from embedpipe.backend import load_int8_model
 
         st_model = load_int8_model(path)
     else:

@@ -149,7 +149,7 @@ def prepare_config(
     check_model_options(batch_size=batch_size, inference_batch_size=inference_batch_size, tokens_per_batch=tokens_per_batch,
                         output_dimensionality=output_dimensionality, backend=backend, precision=precision)
     if backend == "onnx-int8":
-        from embedpipe.embed.onnx_int8 import check_model_files
+        from embedpipe.backend import check_model_files
 
         if device not in ("", "cpu") or precision == "bf16" or share_across_processes:
             raise ValueError(

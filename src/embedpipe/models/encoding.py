@@ -41,7 +41,7 @@ def embedding_dimension(model) -> int | None:
     `get_sentence_embedding_dimension` to `get_embedding_dimension`; a model with either answers.
 
     Args:
-        model: A SentenceTransformer, the int8 model (`embedpipe.embed.onnx_int8.Int8Model`) or anything
+        model: A SentenceTransformer, the int8 model (`embedpipe.backend.Int8Model`) or anything
             with one of the two methods.
 
     Returns:

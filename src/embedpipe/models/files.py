@@ -22,7 +22,7 @@ from embedpipe import storage
 from embedpipe.models.loading import ModelLoadError, resolve_model_path
 
 #: "torch": sentence-transformers as it is; "onnx-int8": the transformer quantized to int8 and run by
-#: ONNX Runtime on CPU (`embedpipe.embed.onnx_int8`), prepared from the model when the job starts.
+#: ONNX Runtime on CPU (`embedpipe.backend`), prepared from the model when the job starts.
 BACKENDS = ("torch", "onnx-int8")
 PRECISIONS = ("auto", "fp32", "bf16")
 
