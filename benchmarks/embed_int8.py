@@ -93,7 +93,7 @@ def speed(args, work: Path) -> dict:
 def quality(args) -> dict:
     import numpy as np
 
-    from embedpipe.embed.onnx_int8 import load_int8_model
+    from embedpipe.backend import load_int8_model
     from embedpipe.evaluate import evaluate_model
     from embedpipe.models import load_model
     from embedpipe.prepare import prepare_data

@@ -85,7 +85,9 @@ def qrels_from_labels(labels) -> dict[str, dict[str, int]]:
 
 
 def _identity(model_ref: str, model, prompts) -> dict:
-    return {"model": model_ref, "prompts": prompts.to_dict(), "dimension": int(model.get_embedding_dimension())}
+    from embedpipe.models import embedding_dimension
+
+    return {"model": model_ref, "prompts": prompts.to_dict(), "dimension": embedding_dimension(model)}
 
 
 def evaluate_model(

@@ -112,7 +112,9 @@ class EmbeddingService:
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_embedding_dimension())
+        from embedpipe.models import embedding_dimension
+
+        return embedding_dimension(self.model)
 
     @property
     def max_seq_length(self) -> int:

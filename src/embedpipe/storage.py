@@ -30,7 +30,7 @@ def split_gcs_uri(uri: str) -> tuple[str, str]:
 
 
 def gcs_client(client=None):
-    """`client` when given (tests pass a fake), else a new `google.cloud.storage.Client`."""
+    """The Cloud Storage client to use: `client` when given (a real one or a test's fake), else a new one."""
     if client is not None:
         return client
     from google.cloud import storage  # heavy; only when a gs:// path is used

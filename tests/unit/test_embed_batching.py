@@ -91,7 +91,7 @@ def test_evaluation_encoding_uses_the_same_passes_and_equals_encode():
 def test_a_model_can_choose_its_own_automatic_limit():
     from types import SimpleNamespace
 
-    from embedpipe.embed.onnx_int8 import Int8Model
+    from embedpipe.backend import Int8Model
     from embedpipe.models import resolve_tokens_per_batch
 
     cpu, gpu = SimpleNamespace(device=SimpleNamespace(type="cpu")), SimpleNamespace(device=SimpleNamespace(type="cuda"))

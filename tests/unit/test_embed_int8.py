@@ -1,4 +1,4 @@
-"""Library tier: the int8 CPU backend (`embedpipe.embed.onnx_int8`) against sentence-transformers' fp32 vectors.
+"""Library tier: the int8 CPU backend (`embedpipe.backend`) against sentence-transformers' fp32 vectors.
 
 Threshold: a mean cosine to the fp32 vectors of at least 0.985 over 50 SciFact texts. Measured with this
 method: 0.996 on 400 SciFact documents and queries (0.991 at worst), SciFact NDCG@10 within 0.01 of fp32
@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedpipe.embed.handler import load_encoder, model_identity
+from embedpipe.backend import ONNX_FILE, UnsupportedModelError, load_int8_model, prepare_int8_model
+from embedpipe.embed.handler import load_encoder
 from embedpipe.embed.job import prepare_config, run_job
-from embedpipe.embed.onnx_int8 import ONNX_FILE, UnsupportedModelError, load_int8_model, prepare_int8_model
-from embedpipe.models import load_model, packaged_model_path
+from embedpipe.models import load_model, model_identity, packaged_model_path
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,7 @@
-"""The model side of the embedding job: Beam ModelHandler, encoder, model identity and prompts.
+"""The model side of the embedding job: the Beam ModelHandler and the encoder it loads.
+
+Model facts (identity, prompts, output size) live in `embedpipe.models`; the int8 backend in
+`embedpipe.backend`.
 
 `SentenceTransformerHandler` is the ModelHandler that `RunInference` uses. Beam loads one model per
 worker process and shares it between the process's threads (`apache_beam.utils.shared`); with
@@ -9,7 +12,7 @@ holds one copy of the model rather than one per process.
 Each batch that RunInference hands over (about a thousand texts) is sorted by token count and cut into
 forward passes of texts of similar length, at most `batch_size` texts and, on CPU, at most
 `tokens_per_batch` padded tokens each (`embedpipe.models.encode_in_passes`): on CPU a forward pass of 32 long texts
-is ~12 % slower per token than one of 8 or of 2,048 tokens (benchmarks/README.md, "forward_passes").
+is slower per token than one of 8 or of 2,048 tokens (benchmarks/README.md, "forward_passes").
 Vectors are cut to `output_dimensionality` (Matryoshka) and re-normalised.
 
 Example:
@@ -21,98 +24,11 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
-from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from embedpipe import models, storage
-
-#: "torch": sentence-transformers as it is; "onnx-int8": the transformer quantized to int8 and run by
-#: ONNX Runtime on CPU (`embedpipe.embed.onnx_int8`), prepared from the model when the job starts.
-BACKENDS = ("torch", "onnx-int8")
-PRECISIONS = ("auto", "fp32", "bf16")
-
-_local_paths: dict[str, str] = {}
-_local_paths_lock = threading.Lock()
-
-
-def local_model_path(model: str) -> str:
-    """Resolves a model reference once per process (a `gs://` folder is copied once, then reused)."""
-    with _local_paths_lock:
-        if model not in _local_paths:
-            _local_paths[model] = models.resolve_model_path(model)
-        return _local_paths[model]
-
-
-def _read_model_file(model: str, name: str) -> bytes | None:
-    """One small file of a model folder (local, gs:// or the hub cache), or None when it has none."""
-    ref = (model or "").strip()
-    if storage.is_gcs(ref):
-        uri = ref.rstrip("/") + "/" + name
-        return storage.read_bytes(uri) if storage.exists(uri) else None
-    path = models.resolve_model_path(ref)
-    if Path(path).is_dir():
-        file = Path(path) / name
-        return file.read_bytes() if file.is_file() else None
-    try:  # a hub id: the file from the local cache (HF_HUB_OFFLINE) or the hub
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(path, name)).read_bytes()
-    except Exception:  # noqa: BLE001 - a hub model without this file
-        return None
-
-
-def model_prompts(model: str) -> dict[str, str]:
-    """The model's named prompts (`config_sentence_transformers.json`), without loading the model.
-
-    Raises:
-        ModelLoadError: when the model folder does not exist or is not a model folder.
-    """
-    data = _read_model_file(model, "config_sentence_transformers.json")
-    if not data:
-        return {}
-    try:
-        return dict(json.loads(data).get("prompts") or {})
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise models.ModelLoadError(f"model {model!r}: config_sentence_transformers.json is not valid JSON: {err}") from err
-
-
-def model_fingerprint(model: str, gcs_client=None) -> str:
-    """A short hash that changes when the model's files change.
-
-    Local folder: the content of every file. `gs://` folder: the objects' names, sizes and MD5 hashes (no
-    download). Hub id: the id itself (pin a folder if you need re-embedding to follow hub updates).
-    """
-    ref = (model or "").strip()
-    digest = hashlib.sha256()
-    if storage.is_gcs(ref):
-        bucket, prefix = storage.split_gcs_uri(ref)
-        prefix = prefix.rstrip("/") + "/"
-        client = storage.gcs_client(gcs_client)
-        for blob in sorted(client.list_blobs(bucket, prefix=prefix), key=lambda b: b.name):
-            digest.update(f"{blob.name[len(prefix):]}\0{blob.size}\0{blob.md5_hash or blob.crc32c}\n".encode())
-        return "gcs:" + digest.hexdigest()[:16]
-    path = Path(models.resolve_model_path(ref))
-    if not path.is_dir():
-        return "hub:" + ref
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        relative = file.relative_to(path).as_posix()
-        if any(part.startswith(".") for part in relative.split("/")) or relative.lower().endswith(".md"):
-            continue  # git attributes, caches and model cards do not change vectors
-        digest.update(relative.encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return "files:" + digest.hexdigest()[:16]
-
-
-def model_identity(model: str, *, backend: str = "torch", output_dimensionality: int = 0) -> str:
-    """What, besides the text, decides a vector: model files, backend and output size."""
-    return f"{model_fingerprint(model)}|backend={backend}|dim={output_dimensionality or 'full'}"
+from embedpipe import models
 
 
 class Encoder:
@@ -137,7 +53,7 @@ class Encoder:
 
     @property
     def dimension(self) -> int:
-        return self.output_dimensionality or embedding_dimension(self.model)
+        return self.output_dimensionality or models.embedding_dimension(self.model)
 
     def embed(self, texts: Sequence[str]):
         """Encodes already formatted texts (the model's own default prompt is not added)."""
@@ -146,7 +62,7 @@ class Encoder:
         vectors = models.encode_in_passes(
             self.model, texts, self._encode, batch_size=self.batch_size, tokens_per_batch=self.tokens_per_batch
         )
-        return truncate_and_normalize(vectors, self.output_dimensionality).astype(np.float32, copy=False)
+        return models.truncate_and_normalize(vectors, self.output_dimensionality).astype(np.float32, copy=False)
 
     def _encode(self, texts: list[str], batch_size: int):
         vectors = self.model.encode(
@@ -158,22 +74,6 @@ class Encoder:
             show_progress_bar=False,
         )
         return vectors.float().cpu().numpy()
-
-
-def embedding_dimension(model) -> int:
-    """The model's output size (sentence-transformers 6 renamed the method; older ones have the first)."""
-    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    return getter()
-
-
-def truncate_and_normalize(vectors, output_dimensionality: int = 0):
-    """Keeps the first `output_dimensionality` dimensions (0 = all) and scales each row to length 1."""
-    import numpy as np
-
-    if output_dimensionality:
-        vectors = vectors[:, :output_dimensionality]
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 def load_encoder(
@@ -195,7 +95,7 @@ def load_encoder(
         device: "cpu", "cuda", ... ("" = cuda when there is one).
         precision: "auto" (bf16 on GPU, fp32 on CPU), "fp32" or "bf16".
         backend: "torch", or "onnx-int8" (CPU only: the model is exported and quantized once, cached by
-            its fingerprint; see `embedpipe.embed.onnx_int8`). Part of the model identity, so vectors of
+            its fingerprint; see `embedpipe.backend`). Part of the model identity, so vectors of
             different backends are never mixed in an incremental run.
         tokens_per_batch: Padded tokens per forward pass (see `Encoder`).
 
@@ -203,17 +103,17 @@ def load_encoder(
         ModelLoadError: the model cannot be loaded, or is smaller than `output_dimensionality`.
         UnsupportedModelError (a ModelLoadError): "onnx-int8" with a model whose modules it cannot run.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if backend not in models.BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(models.BACKENDS)}")
+    if precision not in models.PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(models.PRECISIONS)}")
     import torch
 
-    path = local_model_path(model)
+    path = models.local_model_path(model)
     if backend == "onnx-int8":
         if device not in ("", "cpu") or precision == "bf16":
             raise ValueError(f"backend 'onnx-int8' runs in fp32/int8 on the CPU; got device={device!r}, precision={precision!r}")
-        from embedpipe.embed.onnx_int8 import load_int8_model
+        from embedpipe.backend import load_int8_model
 
         st_model = load_int8_model(path)
     else:
@@ -223,7 +123,7 @@ def load_encoder(
         st_model.eval()
     encoder = Encoder(st_model, batch_size=batch_size, output_dimensionality=output_dimensionality,
                       tokens_per_batch=tokens_per_batch)
-    full = embedding_dimension(encoder.model)
+    full = models.embedding_dimension(encoder.model)
     if output_dimensionality and full and output_dimensionality > full:
         raise models.ModelLoadError(
             f"output_dimensionality {output_dimensionality} is larger than model {model!r}'s {full} dimensions"

@@ -104,7 +104,7 @@ def check_model_options(
     *, batch_size: int, inference_batch_size: int, tokens_per_batch: int, output_dimensionality: int, backend: str, precision: str
 ) -> None:
     """The model settings the batch and streaming jobs share; raises ValueError naming the bad one."""
-    from embedpipe.embed.handler import BACKENDS, PRECISIONS
+    from embedpipe.models import BACKENDS, PRECISIONS
 
     if batch_size < 1 or inference_batch_size < 1:
         raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, inference_batch_size={inference_batch_size}")
@@ -145,7 +145,7 @@ def prepare_config(
     Fails here, before any worker starts, on a missing corpus, a model folder that is not a model, an
     unknown task type, bad chunking parameters or a bad table name. See `EmbedConfig` for the arguments.
     """
-    from embedpipe.embed.handler import model_identity, model_prompts
+    from embedpipe.models import model_identity, model_prompts
     from embedpipe.prompts import resolve_prompts
 
     docs.check_chunking(chunk_tokens, chunk_overlap)
@@ -156,7 +156,7 @@ def prepare_config(
     check_model_options(batch_size=batch_size, inference_batch_size=inference_batch_size, tokens_per_batch=tokens_per_batch,
                         output_dimensionality=output_dimensionality, backend=backend, precision=precision)
     if backend == "onnx-int8":
-        from embedpipe.embed.onnx_int8 import check_model_files
+        from embedpipe.backend import check_model_files
 
         if device not in ("", "cpu") or precision == "bf16" or share_across_processes:
             raise ValueError(

@@ -212,7 +212,7 @@ def load_tokenizer(model: str):
 
     from transformers import AutoTokenizer
 
-    from embedpipe.embed.handler import local_model_path
+    from embedpipe.models import local_model_path
 
     path = Path(local_model_path(model))
     subfolder = ""

