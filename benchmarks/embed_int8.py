@@ -42,11 +42,12 @@ from embed_corpus import run_plain, write_corpus  # noqa: E402 - the same plain 
 
 def run_job_with(backend: str, corpus: Path, output: Path) -> dict:
     from embedpipe.embed.job import prepare_config, run_job
+    from embedpipe.embed.settings import ModelSettings
 
     shutil.rmtree(output, ignore_errors=True)
     if backend == "onnx-int8":
         shutil.rmtree(os.environ["EMBEDPIPE_CACHE_DIR"], ignore_errors=True)  # pay for preparation every run
-    return run_job(prepare_config(str(corpus), str(output), backend=backend)).metrics
+    return run_job(prepare_config(str(corpus), str(output), model=ModelSettings(backend=backend))).metrics
 
 
 def preparation_seconds() -> float:

@@ -239,6 +239,19 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_stream(args) -> int:
+    import logging
+
+    from embedpipe.embed.streaming import run_stream
+    from embedpipe.embed.streaming.cli import config_and_args_from_args
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    config, beam_args = config_and_args_from_args(args)
+    result = run_stream(config, beam_args)
+    print(result.summary())
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     import logging
 
@@ -415,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     cloud.add_argument("--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"], help="(default: %(default)s)")
     add_arguments(cloud, DataflowSettings)
     embed.set_defaults(func=cmd_embed)
+
+    from embedpipe.embed.streaming.cli import add_stream_arguments
+
+    stream = sub.add_parser("stream", help="embed document changes from Pub/Sub into pgvector as they arrive (local runner or Dataflow)")
+    add_stream_arguments(stream)
+    stream.set_defaults(func=cmd_stream)
 
     evaluate = sub.add_parser("evaluate", help="NDCG@10 etc. of a model (and a tuned one) on a BEIR folder")
     _add_data_arguments(evaluate)

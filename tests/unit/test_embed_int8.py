@@ -17,6 +17,7 @@ import pytest
 from embedpipe.backend import ONNX_FILE, UnsupportedModelError, load_int8_model, prepare_int8_model
 from embedpipe.embed.handler import load_encoder
 from embedpipe.embed.job import prepare_config, run_job
+from embedpipe.embed.settings import ModelSettings
 from embedpipe.models import load_model, model_identity, packaged_model_path
 
 pytestmark = pytest.mark.slow
@@ -84,7 +85,7 @@ def test_the_job_with_the_int8_backend_writes_one_vector_per_document_and_never_
     corpus = tiny_example_data / "corpus.jsonl"
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]
     torch_run = run_job(prepare_config(str(corpus), str(tmp_path / "torch")))
-    int8_run = run_job(prepare_config(str(corpus), str(tmp_path / "int8"), backend="onnx-int8", previous=str(tmp_path / "torch")))
+    int8_run = run_job(prepare_config(str(corpus), str(tmp_path / "int8"), model=ModelSettings(backend="onnx-int8"), previous=str(tmp_path / "torch")))
     assert (int8_run.metrics["documents_embedded"], int8_run.metrics["documents_reused"]) == (14, 0)  # torch vectors not reused
     vectors = pd.read_parquet(tmp_path / "int8").set_index("id")
     assert sorted(vectors.index) == sorted(d["_id"] for d in docs) and len(vectors) == 14
@@ -93,7 +94,7 @@ def test_the_job_with_the_int8_backend_writes_one_vector_per_document_and_never_
     assert cosines(got, fp32_vectors(fp32, [f"{d['title']} {d['text']}" for d in docs])).min() > WORST_COSINE
     torch_hashes = pd.read_parquet(tmp_path / "torch").set_index("id")["content_hash"]
     assert not set(torch_hashes) & set(vectors["content_hash"])
-    again = run_job(prepare_config(str(corpus), str(tmp_path / "int8-again"), backend="onnx-int8", previous=str(tmp_path / "int8")))
+    again = run_job(prepare_config(str(corpus), str(tmp_path / "int8-again"), model=ModelSettings(backend="onnx-int8"), previous=str(tmp_path / "int8")))
     assert (again.metrics["documents_embedded"], again.metrics["documents_reused"]) == (0, 14)
     assert torch_run.metrics["documents_embedded"] == 14
 
@@ -121,13 +122,13 @@ def test_a_module_the_backend_does_not_run_is_refused_before_the_job_starts(tmp_
     model = with_modules(tmp_path, [transformer, pooling, lstm])
     corpus = str(tiny_example_data / "corpus.jsonl")
     with pytest.raises(UnsupportedModelError, match=r"module 2 in modules.json is LSTM; the onnx-int8 backend runs a Transformer"):
-        prepare_config(corpus, str(tmp_path / "out"), model=str(model), backend="onnx-int8")
+        prepare_config(corpus, str(tmp_path / "out"), model=ModelSettings(str(model), backend="onnx-int8"))
     assert not (tmp_path / "out").exists()
     static = {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.StaticEmbedding"}
     with pytest.raises(UnsupportedModelError, match="module 0 in modules.json is StaticEmbedding"):
-        prepare_config(corpus, str(tmp_path / "out"), model=str(with_modules(tmp_path / "b", [static])), backend="onnx-int8")
+        prepare_config(corpus, str(tmp_path / "out"), model=ModelSettings(str(with_modules(tmp_path / "b", [static])), backend="onnx-int8"))
     with pytest.raises(ValueError, match="backend 'onnx-int8' is for CPU workers"):
-        prepare_config(corpus, str(tmp_path / "out"), backend="onnx-int8", device="cuda")
+        prepare_config(corpus, str(tmp_path / "out"), model=ModelSettings(backend="onnx-int8", device="cuda"))
 
 
 def test_a_loaded_model_with_an_unsupported_module_is_refused_with_the_module_named(tmp_path):

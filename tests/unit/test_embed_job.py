@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from embedpipe.embed.job import prepare_config, run_job
+from embedpipe.embed.settings import ModelSettings
 from embedpipe.models import ModelLoadError, load_model
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def encode(model, texts):
 
 def test_one_vector_per_document_equal_to_sentence_transformers(tmp_path, model):
     rows = slice_of_corpus(tmp_path / "corpus.jsonl", 12)
-    result = run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "out"), batch_size=4, inference_batch_size=8))
+    result = run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "out"), model=ModelSettings(batch_size=4, inference_batch_size=8)))
     vectors = read_vectors(tmp_path / "out")
     assert sorted(vectors.index) == sorted(r["_id"] for r in rows)
     expected = encode(model, [f"{r['title']} {r['text']}" for r in rows])  # MiniLM's document prompt
@@ -55,7 +56,7 @@ def test_prepared_parquet_input_and_output_dimensionality(tmp_path, model):
     frame = pd.DataFrame({"_id": [r["_id"] for r in rows], "title": [r["title"] for r in rows],
                           "text": [r["text"] for r in rows], "metadata": ['{"source": "test"}'] * 5})
     frame.to_parquet(tmp_path / "corpus")  # as prepare_data writes its artifact: no extension
-    run_job(prepare_config(str(tmp_path / "corpus"), str(tmp_path / "out"), output_dimensionality=128))
+    run_job(prepare_config(str(tmp_path / "corpus"), str(tmp_path / "out"), model=ModelSettings(output_dimensionality=128)))
     vectors = read_vectors(tmp_path / "out")
     got = np.stack(vectors.loc[frame["_id"], "embedding"].to_list())
     assert got.shape == (5, 128) and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
@@ -115,7 +116,7 @@ def test_incremental_run_embeds_only_changed_and_new_documents(tmp_path):
 
     # Another model identity (here: another output size) re-embeds everything.
     third = run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run3"), previous=str(tmp_path / "run2"),
-                                   output_dimensionality=64))
+                                   model=ModelSettings(output_dimensionality=64)))
     assert (third.metrics["documents_embedded"], third.metrics["documents_reused"]) == (10, 0)
 
 
@@ -161,7 +162,7 @@ def test_a_model_folder_that_does_not_load_is_a_clear_error(tmp_path):
 def test_an_output_dimensionality_above_the_model_s_is_an_error(tmp_path):
     slice_of_corpus(tmp_path / "corpus.jsonl", 2)
     with pytest.raises(ModelLoadError, match="larger than model 'default'"):
-        run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "out"), output_dimensionality=1024))
+        run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "out"), model=ModelSettings(output_dimensionality=1024)))
 
 
 def test_job_writes_into_the_vector_store_and_deletes_stale_rows(tmp_path, pg_uri):

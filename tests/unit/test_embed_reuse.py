@@ -8,7 +8,7 @@ cannot be (chunks, another model, another prompt, other texts under the same ids
 import json
 import logging
 import shutil
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from embedpipe.embed.job import JobResult, prepare_config, run_job
+from embedpipe.embed.settings import ModelSettings
 from embedpipe.embed.reuse import REUSED_FILE, _same_model, vectors_from_evaluation
 from embedpipe.evaluate import EvaluationOutputs, run_evaluation
 from embedpipe.models import packaged_model_path
@@ -73,7 +74,8 @@ def embed(corpus: Path, out: Path, *, evaluation: Path | None = None, **options)
     Returns:
         (vectors written from evaluation, the job's vectors by id, the job's metrics).
     """
-    config = prepare_config(str(corpus), str(out / "vectors"), **options)
+    model_options = {k: options.pop(k) for k in list(options) if k in {f.name for f in fields(ModelSettings)}}
+    config = prepare_config(str(corpus), str(out / "vectors"), model=ModelSettings(**model_options), **options)
     written = 0
     if evaluation is not None:
         written = vectors_from_evaluation(str(evaluation), str(corpus), config, str(out / "previous"))

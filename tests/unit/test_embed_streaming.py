@@ -21,6 +21,7 @@ from embedpipe.embed.streaming import (
     run_stream,
 )
 from embedpipe.models import ModelLoadError, load_model
+from embedpipe.embed.settings import ModelSettings
 from embedpipe.embed.types import VectorRow, Version
 
 SUBSCRIPTION = "projects/my-project/subscriptions/docs"
@@ -226,7 +227,7 @@ def test_a_model_folder_that_does_not_load_and_a_table_of_another_dimension_are_
         prepare_stream_config(SUBSCRIPTION, database_uri=pg_uri, model=str(broken), table="stream_never")
     assert "stream_never" not in _tables(pg_uri)
 
-    prepare_stream_config(SUBSCRIPTION, database_uri=pg_uri, table="stream_dim", output_dimensionality=128)
+    prepare_stream_config(SUBSCRIPTION, database_uri=pg_uri, table="stream_dim", model=ModelSettings(output_dimensionality=128))
     with pytest.raises(DataValidationError, match="holds 128-dimensional vectors; these have 384"):
         prepare_stream_config(SUBSCRIPTION, database_uri=pg_uri, table="stream_dim")
 
@@ -310,7 +311,7 @@ def test_command_line_builds_dataflow_streaming_options_and_reads_the_subscripti
     assert {"--runner=DataflowRunner", "--project=p", "--region=europe-west4", "--streaming", "--sdk_location=container",
             f"--sdk_container_image={DATAFLOW_IMAGE}", "--experiments=enable_streaming_engine"} <= set(beam_args)
     assert any(a.startswith("--job_name=embed-stream-") for a in beam_args)
-    assert config.embed.share_across_processes and config.window_seconds == 2 and config.table == "docs"
+    assert config.embed.model_settings.share_across_processes and config.window_seconds == 2 and config.table == "docs"
 
     pipeline = beam.Pipeline(options=PipelineOptions([], streaming=True))
     build_stream_pipeline(pipeline, config)  # the graph only: nothing runs, Pub/Sub is not reachable here

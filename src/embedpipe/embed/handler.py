@@ -16,7 +16,7 @@ is slower per token than one of 8 or of 2,048 tokens (benchmarks/README.md, "for
 Vectors are cut to `output_dimensionality` (Matryoshka) and re-normalised.
 
 Example:
-    >>> handler = SentenceTransformerHandler("default", batch_size=32)   # doctest: +SKIP
+    >>> handler = SentenceTransformerHandler(ModelSettings("default", batch_size=32))   # doctest: +SKIP
     >>> encoder = handler.load_model()                                     # doctest: +SKIP
     >>> encoder.embed(["pgvector An extension."]).shape                   # doctest: +SKIP
     (1, 384)
@@ -29,6 +29,8 @@ from typing import Any, Iterable, Optional, Sequence
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from embedpipe import models
+from embedpipe.embed.settings import ModelSettings
+from embedpipe.embed.types import EmbedItem
 
 
 class Encoder:
@@ -131,77 +133,55 @@ def load_encoder(
     return encoder
 
 
-class SentenceTransformerHandler(ModelHandler[dict, PredictionResult, Encoder]):
-    """Beam ModelHandler that embeds job items (`{"input": formatted text, ...}`) with a sentence-transformers model.
+class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encoder]):
+    """Beam ModelHandler that embeds job items (`EmbedItem`: the formatted text in `.input`).
 
     Args:
-        model: Model reference (packaged "default", local or `gs://` folder, hub id).
-        batch_size: At most this many texts per forward pass.
-        inference_batch_size: Texts per RunInference batch; each batch is sorted by length, so a
-            larger batch pads less.
-        tokens_per_batch: At most this many padded tokens per forward pass (see `Encoder`).
-        output_dimensionality: Leading dimensions to keep (0 = all), re-normalised.
-        device, precision, backend: See `load_encoder`.
-        share_across_processes: Keep `model_copies` models per worker machine, shared by all its SDK
-            processes (use on GPU workers), instead of one per process.
-        model_copies: Models per machine when sharing across processes (e.g. the number of GPUs).
+        settings: The model and how it runs (`ModelSettings`): batch sizes (each RunInference batch of
+            `inference_batch_size` texts is sorted by length, so a larger batch pads less), padded tokens
+            per pass (see `Encoder`), output size, device, precision, backend, and with
+            `share_across_processes` `model_copies` models per worker machine, shared by all its SDK
+            processes (GPU workers), instead of one per process.
+        max_batch_duration_secs: Streaming: batch by time, bucketed by length.
     """
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        batch_size: int = 32,
-        inference_batch_size: int = 1024,
-        tokens_per_batch: int = 0,
-        output_dimensionality: int = 0,
-        device: str = "",
-        precision: str = "auto",
-        backend: str = "torch",
-        share_across_processes: bool = False,
-        model_copies: int = 1,
-        max_batch_duration_secs: Optional[int] = None,
-    ):
-        batching: dict[str, Any] = dict(min_batch_size=inference_batch_size, max_batch_size=inference_batch_size)
+    def __init__(self, settings: ModelSettings, *, max_batch_duration_secs: Optional[int] = None):
+        size = settings.inference_batch_size
+        batching: dict[str, Any] = dict(min_batch_size=size, max_batch_size=size)
         if max_batch_duration_secs:  # streaming: batch by time, bucketed by length (Beam's stateful batching)
             batching = dict(
                 min_batch_size=1,
-                max_batch_size=inference_batch_size,
+                max_batch_size=size,
                 max_batch_duration_secs=max_batch_duration_secs,
                 batch_length_fn=lambda item: len(item.input),
                 batch_bucket_boundaries=[256, 512, 1024, 2048],
             )
-        super().__init__(**batching, model_copies=model_copies if share_across_processes else None)
-        self._model = model
-        self._batch_size = batch_size
-        self._tokens_per_batch = tokens_per_batch
-        self._output_dimensionality = output_dimensionality
-        self._device = device
-        self._precision = precision
-        self._backend = backend
+        super().__init__(**batching, model_copies=settings.model_copies if settings.share_across_processes else None)
+        self._settings = settings
 
     def load_model(self) -> Encoder:
+        s = self._settings
         return load_encoder(
-            self._model,
-            batch_size=self._batch_size,
-            output_dimensionality=self._output_dimensionality,
-            device=self._device,
-            precision=self._precision,
-            backend=self._backend,
-            tokens_per_batch=self._tokens_per_batch,
+            s.model,
+            batch_size=s.batch_size,
+            output_dimensionality=s.output_dimensionality,
+            device=s.device,
+            precision=s.precision,
+            backend=s.backend,
+            tokens_per_batch=s.tokens_per_batch,
         )
 
     def run_inference(
-        self, batch: Sequence[dict], model: Encoder, inference_args: Optional[dict[str, Any]] = None
+        self, batch: Sequence[EmbedItem], model: Encoder, inference_args: Optional[dict[str, Any]] = None
     ) -> Iterable[PredictionResult]:
         vectors = model.embed([item.input for item in batch])
         return [PredictionResult(item, vector) for item, vector in zip(batch, vectors)]
 
-    def get_num_bytes(self, batch: Sequence[dict]) -> int:
+    def get_num_bytes(self, batch: Sequence[EmbedItem]) -> int:
         return sum(len(item.input) for item in batch)
 
     def get_metrics_namespace(self) -> str:
         return "embedpipe"
 
     def __repr__(self) -> str:
-        return f"SentenceTransformerHandler(model={self._model!r}, backend={self._backend!r})"
+        return f"SentenceTransformerHandler(model={self._settings.model!r}, backend={self._settings.backend!r})"

@@ -12,7 +12,7 @@ runners, counters, model errors, cancelling on SIGTERM) is shared with the strea
         --sdk_container_image us-docker.pkg.dev/.../embedpipe-dataflow:0.1.0 --sdk_location container
 
 Flags this module does not know are Beam pipeline options. `embedpipe embed` is the same with friendlier
-Dataflow flags (`embedpipe.embed.dataflow.dataflow_args`).
+Dataflow flags (`embedpipe.embed.settings.DataflowSettings`).
 
 Example:
     >>> from embedpipe.embed.job import prepare_config, run_job          # doctest: +SKIP
@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 from embedpipe.embed import documents as docs
 from embedpipe.embed.pipeline import METRIC_NAMES, VECTOR_SHARD_PREFIX, EmbedConfig
+from embedpipe.embed.settings import DataflowSettings, ModelSettings, add_arguments, from_mapping
 from embedpipe.embed.runtime import LOCAL_RUNNERS, cancel_on_sigterm, counter_values, local_runner, model_errors_readable
 from embedpipe.models import ModelLoadError
 
@@ -100,71 +101,35 @@ def resolve_input(path: str, *, what: str = "corpus", expect: str | None = None)
     return (folder + "/*" + suffixes.pop() if len(suffixes) == 1 and "" not in suffixes else folder + "/[!_.]*"), fmt
 
 
-def check_model_options(
-    *, batch_size: int, inference_batch_size: int, tokens_per_batch: int, output_dimensionality: int, backend: str, precision: str
-) -> None:
-    """The model settings the batch and streaming jobs share; raises ValueError naming the bad one."""
-    from embedpipe.models import BACKENDS, PRECISIONS
-
-    if batch_size < 1 or inference_batch_size < 1:
-        raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, inference_batch_size={inference_batch_size}")
-    if tokens_per_batch < -1:
-        raise ValueError(f"tokens_per_batch must be 0 (auto), -1 (no limit) or positive, got {tokens_per_batch}")
-    if output_dimensionality < 0:
-        raise ValueError(f"output_dimensionality must be 0 (all) or positive, got {output_dimensionality}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-
-
 def prepare_config(
     input: str,
     output: str,
     *,
-    model: str = "default",
+    model: ModelSettings | str = "default",
     task_type: str = "RETRIEVAL_DOCUMENT",
     previous: str = "",
     chunk_tokens: int = 0,
     chunk_overlap: int = 0,
-    batch_size: int = 32,
-    inference_batch_size: int = 1024,
-    tokens_per_batch: int = 0,
-    output_dimensionality: int = 0,
-    device: str = "",
-    precision: str = "auto",
-    backend: str = "torch",
-    share_across_processes: bool = False,
-    model_copies: int = 1,
     num_shards: int = 0,
     database_uri: str = "",
     table: str = "embeddings",
 ) -> EmbedConfig:
     """Checks the job's inputs on the launching machine and resolves what workers need.
 
-    Fails here, before any worker starts, on a missing corpus, a model folder that is not a model, an
-    unknown task type, bad chunking parameters or a bad table name. See `EmbedConfig` for the arguments.
+    Fails here, before any worker starts, on a missing corpus, a model folder that is not a model, bad
+    model settings, an unknown task type, bad chunking parameters or a bad table name. See `EmbedConfig`
+    for the arguments; `model` is a `ModelSettings`, or just the model reference (default settings).
     """
-    from embedpipe.models import model_identity, model_prompts
+    from embedpipe.models import model_prompts
     from embedpipe.prompts import resolve_prompts
 
+    settings = (ModelSettings(model=model) if isinstance(model, str) else model).checked()
     docs.check_chunking(chunk_tokens, chunk_overlap)
     if database_uri:
         from embedpipe.vectorstore.identifiers import split_table_name
 
         split_table_name(table)
-    check_model_options(batch_size=batch_size, inference_batch_size=inference_batch_size, tokens_per_batch=tokens_per_batch,
-                        output_dimensionality=output_dimensionality, backend=backend, precision=precision)
-    if backend == "onnx-int8":
-        from embedpipe.backend import check_model_files
-
-        if device not in ("", "cpu") or precision == "bf16" or share_across_processes:
-            raise ValueError(
-                "backend 'onnx-int8' is for CPU workers: leave device, precision and share_across_processes at "
-                f"their defaults (got device={device!r}, precision={precision!r}, share_across_processes={share_across_processes})"
-            )
-        check_model_files(model)
-    prompts = resolve_prompts(task_type, model_prompts(model))
+    prompts = resolve_prompts(task_type, model_prompts(settings.model))
     input_pattern, input_format = resolve_input(input)
     previous_pattern = ""
     if previous:
@@ -173,21 +138,12 @@ def prepare_config(
         input_pattern=input_pattern,
         input_format=input_format,
         output=output,
-        model=model,
+        model_settings=settings,
         prompts=prompts,
-        model_identity=model_identity(model, backend=backend, output_dimensionality=output_dimensionality),
+        model_identity=settings.identity(),
         previous_pattern=previous_pattern,
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
-        batch_size=batch_size,
-        inference_batch_size=max(inference_batch_size, batch_size),
-        tokens_per_batch=tokens_per_batch,
-        output_dimensionality=output_dimensionality,
-        device=device,
-        precision=precision,
-        backend=backend,
-        share_across_processes=share_across_processes,
-        model_copies=model_copies,
         num_shards=num_shards,
         database_uri=database_uri,
         table=table,
@@ -280,45 +236,29 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """The job's own flags (shared by `python -m embedpipe.embed.job` and `embedpipe embed`)."""
     parser.add_argument("--input", required=True, help="corpus: JSONL or Parquet file or folder, local or gs://")
     parser.add_argument("--output", required=True, help="folder for the vector Parquet shards, local or gs://")
-    parser.add_argument("--model", default="default", help="model folder, gs:// folder, hub id or 'default' (default: %(default)s)")
     parser.add_argument("--task-type", "--task_type", default="RETRIEVAL_DOCUMENT", help="selects the document prompt (default: %(default)s)")
     parser.add_argument("--previous", default="", help="the previous run's output: unchanged documents are carried over, not re-embedded")
     parser.add_argument("--chunk-tokens", "--chunk_tokens", type=int, default=0, help="split documents into chunks of this many tokens (0 = no chunking)")
     parser.add_argument("--chunk-overlap", "--chunk_overlap", type=int, default=0, help="tokens shared by neighbouring chunks (default: %(default)s)")
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
-    parser.add_argument("--inference-batch-size", "--inference_batch_size", type=int, default=1024, help="texts per RunInference batch, sorted by length inside (default: %(default)s)")
-    parser.add_argument("--tokens-per-batch", "--tokens_per_batch", type=int, default=0,
-                        help="padded tokens per forward pass (0 = auto: 2048 on CPU with torch, no limit on GPU or with onnx-int8; -1 = no limit)")
-    parser.add_argument("--output-dimensionality", "--output_dimensionality", type=int, default=0, help="keep this many leading dimensions, re-normalised (0 = all)")
-    parser.add_argument("--device", default="", help="cpu, cuda, ... (default: cuda when there is one)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto = bf16 on GPU (default: %(default)s)")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx-int8"],
-                        help="torch, or onnx-int8: the model quantized to int8 at job start, run by ONNX Runtime on CPU workers (default: %(default)s)")
-    parser.add_argument("--share-model-across-processes", action="store_true", help="one model per worker machine (GPU workers) instead of one per process")
-    parser.add_argument("--model-copies", type=int, default=1, help="models per machine when shared across processes (default: %(default)s)")
     parser.add_argument("--num-shards", type=int, default=0, help="vector shards to write (0 = the runner decides)")
     parser.add_argument("--database-uri", default="", help="also upsert into this Postgres/pgvector database (stale rows deleted)")
     parser.add_argument("--table", default="embeddings", help="pgvector table for --database-uri (default: %(default)s)")
+    add_arguments(parser.add_argument_group("model"), ModelSettings)
 
 
-def config_from_args(args) -> EmbedConfig:
+def config_from_args(args, dataflow: DataflowSettings | None = None) -> EmbedConfig:
+    """The checked config of a parsed command line; with `dataflow`, the model shared as GPU workers need."""
+    model = from_mapping(ModelSettings, args)
+    if dataflow is not None:
+        model = dataflow.model_on_workers(model)
     return prepare_config(
         args.input,
         args.output,
-        model=args.model,
+        model=model,
         task_type=args.task_type,
         previous=args.previous,
         chunk_tokens=args.chunk_tokens,
         chunk_overlap=args.chunk_overlap,
-        batch_size=args.batch_size,
-        inference_batch_size=args.inference_batch_size,
-        tokens_per_batch=args.tokens_per_batch,
-        output_dimensionality=args.output_dimensionality,
-        device=args.device,
-        precision=args.precision,
-        backend=args.backend,
-        share_across_processes=args.share_model_across_processes,
-        model_copies=args.model_copies,
         num_shards=args.num_shards,
         database_uri=args.database_uri,
         table=args.table,

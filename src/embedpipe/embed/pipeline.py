@@ -20,6 +20,7 @@ import apache_beam as beam
 
 from embedpipe.embed import documents as docs
 from embedpipe.embed.runtime import counter
+from embedpipe.embed.settings import ModelSettings
 from embedpipe.embed.types import DocumentToEmbed, EmbedItem, VectorRow
 from embedpipe.prompts import Prompts
 
@@ -36,7 +37,7 @@ VECTOR_SHARD_PREFIX = "vectors"
 DEAD_LETTER_FOLDER = "_dead_letters"  # "_" so Parquet dataset readers of the output folder skip it
 
 
-@dataclass
+@dataclass(frozen=True)
 class EmbedConfig:
     """What the job embeds and how; everything a worker needs, resolved on the launching machine.
 
@@ -44,19 +45,13 @@ class EmbedConfig:
         input_pattern: File pattern of the corpus (local or gs://).
         input_format: "jsonl" or "parquet".
         output: Folder for the vector shards (local or gs://).
-        model: Model reference (see `embedpipe.models.resolve_model_path`).
+        model_settings: The model and how it runs (`ModelSettings`: batch sizes, output size, device,
+            precision, backend, sharing across processes), passed whole to the ModelHandler.
         prompts: The task type's prompts for this model (documents use `prompts.document`).
         model_identity: Model fingerprint + backend + output size: part of every content hash.
         previous_pattern: The previous run's vector shards ("" = embed everything).
         chunk_tokens: Tokens per chunk (0 = one vector per document, truncated at the model's limit).
         chunk_overlap: Tokens shared by neighbouring chunks.
-        batch_size: Texts per forward pass.
-        inference_batch_size: Texts per RunInference batch (sorted by length inside the model).
-        tokens_per_batch: Padded tokens per forward pass (0 = auto: 2,048 on CPU, no limit on GPU).
-        output_dimensionality: Leading dimensions kept (0 = all).
-        device, precision, backend: See `embedpipe.embed.handler.load_encoder`.
-        share_across_processes: One model per worker machine instead of per process (GPU workers).
-        model_copies: Models per machine when shared (number of GPUs).
         num_shards: Vector shards to write (0 = the runner decides).
         database_uri: Postgres/pgvector URI to upsert the vectors into as well ("" = Parquet only);
             stale rows of the previous run are deleted there.
@@ -66,24 +61,20 @@ class EmbedConfig:
     input_pattern: str
     input_format: str
     output: str
-    model: str
+    model_settings: ModelSettings
     prompts: Prompts
     model_identity: str
     previous_pattern: str = ""
     chunk_tokens: int = 0
     chunk_overlap: int = 0
-    batch_size: int = 32
-    inference_batch_size: int = 1024
-    tokens_per_batch: int = 0
-    output_dimensionality: int = 0
-    device: str = ""
-    precision: str = "auto"
-    backend: str = "torch"
-    share_across_processes: bool = False
-    model_copies: int = 1
     num_shards: int = 0
     database_uri: str = ""
     table: str = "embeddings"
+
+    @property
+    def model(self) -> str:
+        """The model reference (`model_settings.model`)."""
+        return self.model_settings.model
 
     @property
     def chunking(self) -> str:
@@ -276,18 +267,7 @@ def embed_documents(documents, config: EmbedConfig, previous=None):
             "reused", "dead", "stale", main="embed"
         )
     )
-    handler = SentenceTransformerHandler(
-        config.model,
-        batch_size=config.batch_size,
-        inference_batch_size=config.inference_batch_size,
-        tokens_per_batch=config.tokens_per_batch,
-        output_dimensionality=config.output_dimensionality,
-        device=config.device,
-        precision=config.precision,
-        backend=config.backend,
-        share_across_processes=config.share_across_processes,
-        model_copies=config.model_copies,
-    )
+    handler = SentenceTransformerHandler(config.model_settings)
     items = decided.embed | "ToItems" >> beam.ParDo(ToItems(config)).with_outputs("stale", main="items")
     embedded = (
         items.items

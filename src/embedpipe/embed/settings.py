@@ -37,7 +37,7 @@ def add_arguments(group, settings: type, *, skip: tuple[str, ...] = ()) -> None:
         if "_" in option.name:
             names.append("--" + option.name)
         names += list(option.metadata.get("aliases", ()))
-        help_text = option.metadata.get("help", "") + " (default: %(default)s)"
+        help_text = option.metadata.get("help", "") + (" (default: %(default)s)" if option.default != "" else "")
         if isinstance(option.default, bool):
             group.add_argument(*names, dest=option.name, action="store_true", help=option.metadata.get("help", ""))
             continue

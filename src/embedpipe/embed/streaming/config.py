@@ -13,6 +13,7 @@ from typing import Any
 
 from embedpipe.embed import documents as docs
 from embedpipe.embed.pipeline import EmbedConfig
+from embedpipe.embed.settings import ModelSettings
 
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
 _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
@@ -75,19 +76,10 @@ def prepare_stream_config(
     database_uri: str = "",
     connection=None,
     table: str = "embeddings",
-    model: str = "default",
+    model: ModelSettings | str = "default",
     task_type: str = "RETRIEVAL_DOCUMENT",
     chunk_tokens: int = 0,
     chunk_overlap: int = 0,
-    batch_size: int = 32,
-    inference_batch_size: int = 1024,
-    tokens_per_batch: int = 0,
-    output_dimensionality: int = 0,
-    device: str = "",
-    precision: str = "auto",
-    backend: str = "torch",
-    share_across_processes: bool = False,
-    model_copies: int = 1,
     window_seconds: float = 5.0,
     allowed_lateness_seconds: int = 3600,
     write_shards: int = 4,
@@ -103,6 +95,7 @@ def prepare_stream_config(
     for the arguments.
 
     Args:
+        model: `ModelSettings`, or just the model reference (default settings).
         database_uri: Postgres URI of the vector database; or give `connection`.
         connection: `embedpipe.vectorstore.ConnectionSettings` (AlloyDB / Cloud SQL connectors).
         check_model: Load the model here (turn off where the launcher cannot hold it).
@@ -112,9 +105,8 @@ def prepare_stream_config(
         ModelLoadError: the model folder is missing, is not a model, or does not load.
         ValueError: bad source, chunking, batch sizes, window, table name, or a table of another dimension.
     """
-    from embedpipe.embed.handler import load_encoder, model_identity, model_prompts
-    from embedpipe.embed.job import check_model_options
-    from embedpipe.models import ModelLoadError
+    from embedpipe.embed.handler import load_encoder
+    from embedpipe.models import ModelLoadError, model_prompts
     from embedpipe.prompts import resolve_prompts
     from embedpipe.vectorstore.identifiers import split_table_name
 
@@ -129,8 +121,7 @@ def prepare_stream_config(
         raise ValueError("give database_uri (or connection settings) for the vector database to write to")
     split_table_name(table)
     docs.check_chunking(chunk_tokens, chunk_overlap)
-    check_model_options(batch_size=batch_size, inference_batch_size=inference_batch_size, tokens_per_batch=tokens_per_batch,
-                        output_dimensionality=output_dimensionality, backend=backend, precision=precision)
+    settings = (ModelSettings(model=model) if isinstance(model, str) else model).checked()
     if not window_seconds > 0:
         raise ValueError(f"window_seconds must be positive, got {window_seconds}")
     if allowed_lateness_seconds < 0 or write_shards < 1:
@@ -139,20 +130,11 @@ def prepare_stream_config(
         input_pattern=subscription or topic,
         input_format="pubsub",
         output="",
-        model=model,
-        prompts=resolve_prompts(task_type, model_prompts(model)),
-        model_identity=model_identity(model, backend=backend, output_dimensionality=output_dimensionality),
+        model_settings=settings,
+        prompts=resolve_prompts(task_type, model_prompts(settings.model)),
+        model_identity=settings.identity(),
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
-        batch_size=batch_size,
-        inference_batch_size=max(inference_batch_size, batch_size),
-        tokens_per_batch=tokens_per_batch,
-        output_dimensionality=output_dimensionality,
-        device=device,
-        precision=precision,
-        backend=backend,
-        share_across_processes=share_across_processes,
-        model_copies=model_copies,
         table=table,
     )
     config = StreamConfig(
@@ -168,13 +150,13 @@ def prepare_stream_config(
     )
     if check_model:
         try:
-            encoder = load_encoder(model, batch_size=1, output_dimensionality=output_dimensionality, device="cpu",
-                                   precision="fp32", backend=backend)
+            encoder = load_encoder(settings.model, batch_size=1, output_dimensionality=settings.output_dimensionality,
+                                   device="cpu", precision="fp32", backend=settings.backend)
             config.dimension = int(encoder.embed(["embedpipe model check"]).shape[1])
         except ModelLoadError:
             raise
         except Exception as err:  # noqa: BLE001 - whatever the model's files make the loader raise
-            raise ModelLoadError(f"could not load model {model!r}: {type(err).__name__}: {err}") from err
+            raise ModelLoadError(f"could not load model {settings.model!r}: {type(err).__name__}: {err}") from err
     if prepare_table and config.dimension:
         prepare_vector_table(config)
     return config
