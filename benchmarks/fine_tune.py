@@ -54,7 +54,7 @@ def run_dataset(name: str, data: Path, work: Path, args) -> dict:
     import pandas as pd
 
     from embedpipe.evaluate import evaluate_model
-    from embedpipe.fine_tune import fine_tune
+    from embedpipe.fine_tune import FineTuneSettings, fine_tune
     from embedpipe.prepare import SPLITS, prepare_data
 
     started = time.monotonic()
@@ -77,11 +77,13 @@ def run_dataset(name: str, data: Path, work: Path, args) -> dict:
 
     t = time.monotonic()
     tuned_dir = out / "model"
-    result = fine_tune(
-        str(out / "corpus.parquet"), str(out / "queries.parquet"), paths["train"], str(tuned_dir),
+    settings = FineTuneSettings(
         base_model="default", task_type=args.task_type, batch_size=args.batch_size, train_steps=args.steps,
         learning_rate_multiplier=args.lr_multiplier, seed=args.seed, max_seq_length=args.max_seq_length,
         mine_hard_negatives=args.hard_negatives,
+    )
+    result = fine_tune(
+        str(out / "corpus.parquet"), str(out / "queries.parquet"), paths["train"], str(tuned_dir), settings
     )
     train_seconds = time.monotonic() - t
 

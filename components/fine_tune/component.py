@@ -55,24 +55,18 @@ def fine_tune(
         metrics: train_loss (last), train_loss_first, train_loss_min, train_loss_mean, validation_loss
             (with validation labels), train_steps, train_seconds, samples_per_second, dimension.
     """
+    from embedpipe.fine_tune import FineTuneSettings
     from embedpipe.fine_tune import fine_tune as tune
     from embedpipe.reports import log_metrics
 
+    settings = FineTuneSettings(
+        base_model=base_model, task_type=task_type, batch_size=batch_size, train_steps=train_steps,
+        learning_rate_multiplier=learning_rate_multiplier, output_dimensionality=output_dimensionality,
+        seed=seed, max_seq_length=max_seq_length, mine_hard_negatives=hard_negatives,
+    )
     result = tune(
-        corpus.path,
-        queries.path,
-        train_labels.path,
-        model.path,
+        corpus.path, queries.path, train_labels.path, model.path, settings,
         validation_labels_path=validation_labels.path if validation_labels is not None else "",
-        base_model=base_model,
-        task_type=task_type,
-        batch_size=batch_size,
-        train_steps=train_steps,
-        learning_rate_multiplier=learning_rate_multiplier,
-        output_dimensionality=output_dimensionality,
-        seed=seed,
-        max_seq_length=max_seq_length,
-        mine_hard_negatives=hard_negatives,
     )
     for key in ("base_model", "task_type", "dimension", "prompts", "train_steps"):
         model.metadata[key] = result.metadata[key]

@@ -301,10 +301,22 @@ def cmd_fine_tune(args) -> int:
     import json
     import logging
 
-    from embedpipe.fine_tune import fine_tune
+    from embedpipe.fine_tune import FineTuneSettings, fine_tune
     from embedpipe.prepare import SPLITS, prepare_data
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = FineTuneSettings(  # checked before anything is written
+        base_model=args.model,
+        task_type=args.task_type,
+        batch_size=args.batch_size,
+        train_steps=args.train_steps,
+        iterations=args.iterations,
+        learning_rate_multiplier=args.learning_rate_multiplier,
+        output_dimensionality=args.output_dimensionality,
+        seed=args.seed,
+        max_seq_length=args.max_seq_length,
+        mine_hard_negatives=args.hard_negatives,
+    )
     prepared = prepare_data(
         **_data_paths(args), test_fraction=args.test_fraction, validation_fraction=args.validation_fraction, seed=args.seed
     )
@@ -317,17 +329,8 @@ def cmd_fine_tune(args) -> int:
         str(data / "queries.parquet"),
         str(data / "train_labels.parquet"),
         str(Path(args.output_dir) / "model"),
+        settings,
         validation_labels_path=str(data / "validation_labels.parquet"),
-        base_model=args.model,
-        task_type=args.task_type,
-        batch_size=args.batch_size,
-        train_steps=args.train_steps,
-        iterations=args.iterations,
-        learning_rate_multiplier=args.learning_rate_multiplier,
-        output_dimensionality=args.output_dimensionality,
-        seed=args.seed,
-        max_seq_length=args.max_seq_length,
-        mine_hard_negatives=args.hard_negatives,
     )
     print(json.dumps(result.metrics, indent=2))
     print(f"tuned model: {result.model_dir}")

@@ -1,0 +1,57 @@
+"""Fine-tuning an embedding model on prepared train labels, with Vertex's tuning parameters.
+
+The work is done by the sentence-transformers Trainer: MultipleNegativesRankingLoss over (query, relevant
+document) pairs, with the other documents of the batch as negatives (CachedMultipleNegativesRankingLoss
+when the batch is too large to fit at once), no duplicate texts in a batch, optional hard negatives
+mined from the corpus, and MatryoshkaLoss when a smaller `output_dimensionality` is asked for.
+
+Texts are formatted by `embedpipe.prompts` (the one place for prompts), exactly as evaluation, the
+embedding job and serving format them, so a query is trained the way it is later embedded.
+
+Everything that can be wrong with the inputs is checked before training starts. Checkpoints go to
+`<output_dir>/checkpoints`; a restarted run (a preempted Vertex task) resumes from the last one.
+
+Modules:
+    settings: `FineTuneSettings` (the hyper-parameters, checked once), `FineTuneError`, the constants.
+    data: reading and checking the prepared tables; formatted pairs (`training_pairs`); hard negatives.
+    model: loading the base model through `embedpipe.models`; saving the tuned (truncated) model.
+    trainer: the loss, the training arguments, the progress log, training and resuming.
+    result: metrics and the `embedpipe_training.json` metadata (`FineTuneResult`).
+    run: `fine_tune`, the steps in order.
+
+Example:
+    >>> from embedpipe.fine_tune import FineTuneSettings, fine_tune                       # doctest: +SKIP
+    >>> result = fine_tune("prepared/corpus.parquet", "prepared/queries.parquet",
+    ...                    "prepared/train_labels.parquet", "tuned/",
+    ...                    FineTuneSettings(train_steps=100))                             # doctest: +SKIP
+    >>> result.metrics["train_loss"] < result.metrics["train_loss_first"]                # doctest: +SKIP
+    True
+"""
+
+from embedpipe.fine_tune.data import training_pairs
+from embedpipe.fine_tune.result import METADATA_FILE, FineTuneResult
+from embedpipe.fine_tune.run import fine_tune
+from embedpipe.fine_tune.settings import (
+    BASE_LEARNING_RATE,
+    CACHED_LOSS_BATCH_SIZE,
+    CACHED_LOSS_MINI_BATCH_SIZE,
+    CHECKPOINTS_DIR,
+    FineTuneError,
+    FineTuneSettings,
+)
+from embedpipe.fine_tune.trainer import choose_precision, last_checkpoint
+
+__all__ = [
+    "BASE_LEARNING_RATE",
+    "CACHED_LOSS_BATCH_SIZE",
+    "CACHED_LOSS_MINI_BATCH_SIZE",
+    "CHECKPOINTS_DIR",
+    "METADATA_FILE",
+    "FineTuneError",
+    "FineTuneResult",
+    "FineTuneSettings",
+    "choose_precision",
+    "fine_tune",
+    "last_checkpoint",
+    "training_pairs",
+]

@@ -1,0 +1,127 @@
+"""The settings of a fine-tuning run: one frozen object, checked once, before any file is read.
+
+Example:
+    >>> settings = FineTuneSettings(task_type="question_answering", iterations=20, batch_size=16)
+    >>> settings.task_type, settings.train_steps, settings.checkpoint_steps
+    ('QUESTION_ANSWERING', 20, 2)
+    >>> FineTuneSettings(train_steps=-3)
+    Traceback (most recent call last):
+    ...
+    embedpipe.fine_tune.settings.FineTuneError: train_steps must be >= 1, got -3
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import InitVar, dataclass
+
+from embedpipe.prompts import check_task_type
+
+#: The learning rate that `learning_rate_multiplier` multiplies (AdamW, linear decay after 10% warm-up).
+BASE_LEARNING_RATE = 2e-5
+#: Batches larger than this use CachedMultipleNegativesRankingLoss (gradient caching) unless told otherwise.
+CACHED_LOSS_BATCH_SIZE = 64
+#: Mini-batch of the cached loss: texts per forward pass.
+CACHED_LOSS_MINI_BATCH_SIZE = 32
+#: Sub-folder of the output folder that holds the checkpoints of an unfinished run.
+CHECKPOINTS_DIR = "checkpoints"
+#: Optimiser steps when neither `train_steps` nor `iterations` is given.
+DEFAULT_TRAIN_STEPS = 100
+
+
+class FineTuneError(ValueError):
+    """The inputs of a fine-tuning run are wrong; raised before training starts."""
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """Hyper-parameters and options of one fine-tuning run (Vertex's tuning parameters and a few more).
+
+    Checked when made; the normalised values are stored (`task_type` upper-cased, `train_steps` resolved,
+    0 for "the model's own" `output_dimensionality` and `max_seq_length`).
+
+    Attributes:
+        base_model: "default" (the packaged all-MiniLM-L6-v2), a local or `gs://` folder, or a hub id.
+        task_type: Vertex task type; selects the prompts (see `embedpipe.prompts`).
+        batch_size: Pairs per step; the other documents of the batch are the in-batch negatives.
+        train_steps: Optimiser steps (Vertex's name). None/0: `iterations`, else 100.
+        learning_rate_multiplier: Times BASE_LEARNING_RATE (2e-5).
+        output_dimensionality: Embedding size of the tuned model; 0/None = the base model's. A smaller
+            size trains with MatryoshkaLoss and saves a model that returns that many values.
+        seed: Seed of the shuffling and of the initialisation.
+        max_seq_length: Tokens per text; 0/None = the model's own.
+        mine_hard_negatives: Add one hard negative per pair, mined from the corpus by the base model.
+        cached_loss: Use CachedMultipleNegativesRankingLoss; None = when batch_size > 64.
+        save_steps: Steps between checkpoints; None/0 = about a tenth of the run.
+        warmup_fraction: Share of the steps of linear learning-rate warm-up.
+        device: "cuda", "cpu", ...; None = CUDA when there is one.
+        keep_checkpoints: Keep `checkpoints/` after a successful run (default: delete it).
+        iterations: Older name of `train_steps` (init only); used when `train_steps` is not given.
+
+    Raises:
+        FineTuneError: when a value is out of range or `task_type` is unknown.
+    """
+
+    base_model: str = "default"
+    task_type: str = "RETRIEVAL_QUERY"
+    batch_size: int = 32
+    train_steps: int | None = None
+    learning_rate_multiplier: float = 1.0
+    output_dimensionality: int | None = 0
+    seed: int = 42
+    max_seq_length: int | None = 0
+    mine_hard_negatives: bool = False
+    cached_loss: bool | None = None
+    save_steps: int | None = None
+    warmup_fraction: float = 0.1
+    device: str | None = None
+    keep_checkpoints: bool = False
+    iterations: InitVar[int | None] = None
+
+    def __post_init__(self, iterations: int | None) -> None:
+        try:
+            task_type = check_task_type(self.task_type)
+        except ValueError as err:
+            raise FineTuneError(str(err)) from None
+        train_steps = self.train_steps or iterations or DEFAULT_TRAIN_STEPS
+        if int(train_steps) < 1:
+            raise FineTuneError(f"train_steps must be >= 1, got {train_steps}")
+        if int(self.batch_size) < 2:
+            raise FineTuneError(
+                f"batch_size must be >= 2 (the other pairs of a batch are the negatives), got {self.batch_size}"
+            )
+        if not self.learning_rate_multiplier or self.learning_rate_multiplier <= 0:
+            raise FineTuneError(f"learning_rate_multiplier must be > 0, got {self.learning_rate_multiplier}")
+        output_dimensionality = int(self.output_dimensionality or 0)
+        if output_dimensionality < 0:
+            raise FineTuneError(f"output_dimensionality must be >= 0 (0 = the model's), got {output_dimensionality}")
+        # Frozen: the normalised values are set once, here.
+        object.__setattr__(self, "task_type", task_type)
+        object.__setattr__(self, "train_steps", int(train_steps))
+        object.__setattr__(self, "output_dimensionality", output_dimensionality)
+        object.__setattr__(self, "max_seq_length", int(self.max_seq_length or 0))
+
+    @property
+    def learning_rate(self) -> float:
+        """BASE_LEARNING_RATE times `learning_rate_multiplier`."""
+        return BASE_LEARNING_RATE * self.learning_rate_multiplier
+
+    @property
+    def warmup_steps(self) -> int:
+        """Steps of linear learning-rate warm-up."""
+        return int(self.warmup_fraction * self.train_steps)
+
+    @property
+    def checkpoint_steps(self) -> int:
+        """Steps between checkpoints (and validation losses): `save_steps`, else about a tenth of the run."""
+        return int(self.save_steps or max(1, math.ceil(self.train_steps / 10)))
+
+    @property
+    def logging_steps(self) -> int:
+        """Steps between progress log lines: about twenty per run."""
+        return max(1, self.train_steps // 20)
+
+    @property
+    def use_cached_loss(self) -> bool:
+        """Whether the loss caches gradients: `cached_loss`, else when batch_size > CACHED_LOSS_BATCH_SIZE."""
+        return self.cached_loss if self.cached_loss is not None else self.batch_size > CACHED_LOSS_BATCH_SIZE

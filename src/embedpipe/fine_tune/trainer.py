@@ -1,0 +1,238 @@
+"""The loss, the training arguments and the training run, with progress logs and checkpoints to resume from."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedpipe.fine_tune.data import TrainingSet
+from embedpipe.fine_tune.settings import (
+    CACHED_LOSS_MINI_BATCH_SIZE,
+    CHECKPOINTS_DIR,
+    FineTuneSettings,
+)
+
+log = logging.getLogger(__package__)
+
+
+@dataclass(frozen=True)
+class TrainingLoss:
+    """The loss the trainer minimises.
+
+    Attributes:
+        loss: The loss object given to the trainer (MatryoshkaLoss around `ranking` when truncating).
+        ranking: The (Cached)MultipleNegativesRankingLoss; `loss` itself without Matryoshka.
+        dims: The Matryoshka dimensions, largest first (only the full dimension without Matryoshka).
+    """
+
+    loss: Any
+    ranking: Any
+    dims: list[int]
+
+    @property
+    def name(self) -> str:
+        """E.g. "MultipleNegativesRankingLoss" or "MatryoshkaLoss(MultipleNegativesRankingLoss)"."""
+        outer = type(self.loss).__name__
+        return outer + (f"({type(self.ranking).__name__})" if self.loss is not self.ranking else "")
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a finished `train` reports.
+
+    Attributes:
+        batch_size: Pairs per step.
+        global_step: The step count reached (including the steps of a resumed run).
+        resumed_step: The step of the checkpoint resumed from (0: a fresh run).
+        seconds: Wall time of this run's training.
+        losses: (step, loss) of every logged step, the resumed run's included.
+        mean_loss: The trainer's mean training loss.
+        validation_loss: The final validation loss, or None without validation pairs.
+    """
+
+    batch_size: int
+    global_step: int
+    resumed_step: int
+    seconds: float
+    losses: list[tuple[int, float]]
+    mean_loss: float
+    validation_loss: float | None = None
+
+    @property
+    def steps_run(self) -> int:
+        """Steps this run trained (after the checkpoint it resumed from)."""
+        return self.global_step - self.resumed_step
+
+    @property
+    def steps_per_second(self) -> float:
+        """Steps this run trained per second."""
+        return self.steps_run / max(self.seconds, 1e-9)
+
+    @property
+    def samples_per_second(self) -> float:
+        """Pairs this run trained on per second."""
+        return self.steps_run * self.batch_size / max(self.seconds, 1e-9)
+
+
+def choose_precision(device: str) -> str:
+    """"bf16" on CUDA GPUs that support it, else "fp32". Never fp16: EmbeddingGemma's activations overflow it."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest `checkpoint-N` folder under `<output_dir>/checkpoints`, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(output_dir) / CHECKPOINTS_DIR
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def build_loss(model, settings: FineTuneSettings, full_dimension: int, dimension: int) -> TrainingLoss:
+    """MultipleNegativesRankingLoss (cached for large batches), inside MatryoshkaLoss when `dimension` is set.
+
+    Args:
+        model: The model to train.
+        settings: The run's settings (`batch_size`, `cached_loss`).
+        full_dimension: The model's embedding size.
+        dimension: The size to train for, 0 for the full one; Matryoshka halves the full size down to it.
+    """
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MatryoshkaLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    ranking = (
+        CachedMultipleNegativesRankingLoss(model, mini_batch_size=CACHED_LOSS_MINI_BATCH_SIZE)
+        if settings.use_cached_loss
+        else MultipleNegativesRankingLoss(model)
+    )
+    dims = [full_dimension]
+    if not dimension:
+        return TrainingLoss(ranking, ranking, dims)
+    while dims[-1] // 2 > dimension:
+        dims.append(dims[-1] // 2)
+    dims.append(dimension)
+    return TrainingLoss(MatryoshkaLoss(model, ranking, matryoshka_dims=dims), ranking, dims)
+
+
+def training_arguments(settings: FineTuneSettings, output: Path, device: str, precision: str, *, validation: bool):
+    """SentenceTransformerTrainingArguments: AdamW with linear warm-up and decay, no duplicate texts in a
+    batch, checkpoints (the last one kept) under `<output>/checkpoints`.
+
+    Args:
+        settings: The run's settings.
+        output: The output folder.
+        device: The model's device.
+        precision: `choose_precision(device)`.
+        validation: Whether there are validation pairs (then evaluated at every checkpoint).
+    """
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(output / CHECKPOINTS_DIR),
+        max_steps=settings.train_steps,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        lr_scheduler_type="linear",
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        bf16=precision == "bf16",
+        fp16=False,
+        use_cpu=not device.startswith("cuda"),
+        seed=settings.seed,
+        data_seed=settings.seed,
+        save_strategy="steps",
+        save_steps=settings.checkpoint_steps,
+        save_total_limit=1,
+        eval_strategy="steps" if validation else "no",
+        eval_steps=settings.checkpoint_steps if validation else None,
+        logging_steps=settings.logging_steps,
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+def build_trainer(model, args, loss: TrainingLoss, data: TrainingSet, callbacks: Sequence[Any] = ()):
+    """A SentenceTransformerTrainer that logs progress (`fine_tune: step ...`) instead of printing it."""
+    from sentence_transformers.sentence_transformer.trainer import (
+        SentenceTransformerTrainer,
+    )
+    from transformers import PrinterCallback
+
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        loss=loss.loss,
+        callbacks=[_progress_callback(args.per_device_train_batch_size), *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # our progress log says the same, once
+    return trainer
+
+
+def train(trainer, resume_from: str | None) -> TrainingRun:
+    """Trains, resuming from checkpoint `resume_from` when given; then computes the validation loss.
+
+    Args:
+        trainer: `build_trainer(...)`.
+        resume_from: `last_checkpoint(output)`: the checkpoint a restarted run continues from, or None.
+    """
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.monotonic() - started
+    losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+    validation_loss = None
+    if trainer.eval_dataset is not None:
+        validation_loss = float(trainer.evaluate()["eval_loss"])
+    resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+    return TrainingRun(
+        trainer.args.per_device_train_batch_size, trainer.state.global_step, resumed_step, seconds, losses,
+        float(result.training_loss), validation_loss,
+    )
+
+
+def release_device_memory(device: str) -> None:
+    """Returns the GPU memory PyTorch keeps cached to the device (nothing on CPU)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _progress_callback(batch_size: int):
+    from transformers import TrainerCallback
+
+    class ProgressLog(TrainerCallback):
+        """Logs loss, steps/s, samples/s and the ETA at every logging step."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+            self.first_step = state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            done = state.global_step - self.first_step
+            rate = done / max(time.monotonic() - self.started, 1e-9)
+            eta = (state.max_steps - state.global_step) / rate if rate else float("inf")
+            log.info(
+                "fine_tune: step %d/%d loss %.4f (%.2f steps/s, %.1f samples/s, ETA %.0f s)",
+                state.global_step, state.max_steps, logs["loss"], rate, rate * batch_size, eta,
+            )
+
+    return ProgressLog()
