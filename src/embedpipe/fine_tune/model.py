@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedpipe.models import embedding_dimension
 from embedpipe.fine_tune.settings import (
     CHECKPOINTS_DIR,
     FineTuneError,
@@ -61,7 +62,7 @@ def load_base_model(settings: FineTuneSettings, *, gcs_client=None) -> BaseModel
         raise ModelLoadError(f"could not load base model {settings.base_model!r} from {model_path}: {err}") from err
     if settings.max_seq_length:
         model.max_seq_length = settings.max_seq_length
-    return BaseModel(model, settings.base_model, model_path, device, int(model.get_embedding_dimension()))
+    return BaseModel(model, settings.base_model, model_path, device, int(embedding_dimension(model)))
 
 
 def _require_modules_json(path: str, shown: str) -> None:
@@ -123,7 +124,7 @@ def _truncating_modules(model, dimension: int):
     from sentence_transformers.base.modules.normalize import Normalize
 
     modules = list(model._modules.values())
-    full = int(model.get_embedding_dimension())
+    full = int(embedding_dimension(model))
     trailing_normalize = isinstance(modules[-1], Normalize)
     body = modules[:-1] if trailing_normalize else modules
     identity = torch.eye(full)[:dimension].clone()
