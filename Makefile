@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run test test-containers compile images images-local run-docker clean
+.PHONY: help install run lint test test-containers compile images images-local run-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -26,7 +26,11 @@ $(STAMP): pyproject.toml constraints.txt
 run: install ## run the whole pipeline locally (kfp.local) on the example data
 	$(VENV)/bin/embedpipe run
 
-test: install ## run every test tier: library, components, kfp.local, the installed wheel, then test-containers
+lint: install ## ruff check and ruff format --check (config in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install lint ## lint, then every test tier: library, components, kfp.local, the installed wheel, then test-containers
 	$(PY) -m pytest -m "not containers"
 	$(MAKE) test-containers
 

@@ -49,8 +49,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="git revision to compare with (e.g. main~3, a commit id)")
     parser.add_argument("--script", required=True, help="benchmark name, e.g. embed_corpus")
-    parser.add_argument("--base-script", action="store_true", help="run the base revision's own copy of the script for the base")
-    parser.add_argument("--figure", action="append", required=True, help="dotted path into the script's JSON (repeatable)")
+    parser.add_argument(
+        "--base-script", action="store_true", help="run the base revision's own copy of the script for the base"
+    )
+    parser.add_argument(
+        "--figure", action="append", required=True, help="dotted path into the script's JSON (repeatable)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("script_args", nargs=argparse.REMAINDER, help="after --: the script's own arguments")
     args = parser.parse_args(argv)
@@ -58,11 +62,20 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     base_tree = work / "base"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(base_tree), args.base], check=True)
-    base_commit = subprocess.run(["git", "-C", str(base_tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(base_tree), args.base], check=True
+    )
+    base_commit = subprocess.run(
+        ["git", "-C", str(base_tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     contenders = {
-        f"before ({base_commit})": (base_tree / "benchmarks" if args.base_script else ROOT / "benchmarks", base_tree / "src"),
+        f"before ({base_commit})": (
+            base_tree / "benchmarks" if args.base_script else ROOT / "benchmarks",
+            base_tree / "src",
+        ),
         f"after ({head}, work tree)": (ROOT / "benchmarks", ROOT / "src"),
     }
     values: dict[str, dict[str, list]] = {name: {f: [] for f in args.figure} for name in contenders}
@@ -72,7 +85,10 @@ def main(argv=None) -> int:
                 data = run(scripts / f"{args.script}.py", library, script_args)
                 for path in args.figure:
                     values[name][path].append(figure(data, path))
-                print(f"round {round_ + 1} {name}: " + ", ".join(f"{f} {values[name][f][-1]}" for f in args.figure), flush=True)
+                print(
+                    f"round {round_ + 1} {name}: " + ", ".join(f"{f} {values[name][f][-1]}" for f in args.figure),
+                    flush=True,
+                )
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=False)
 
@@ -81,17 +97,21 @@ def main(argv=None) -> int:
     ratios = {f: medians[after][f] / medians[before][f] if medians[before][f] else None for f in args.figure}
     for f in args.figure:
         print(f"{f}: before {medians[before][f]:.4g}, after {medians[after][f]:.4g}, after/before {ratios[f]:.3f}")
-    print(json.dumps({
-        "benchmark": "compare_revisions",
-        "script": args.script,
-        "script_args": script_args,
-        "base": base_commit,
-        "head": head,
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-        "values": values,
-        "medians": medians,
-        "after_over_before": ratios,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "compare_revisions",
+                "script": args.script,
+                "script_args": script_args,
+                "base": base_commit,
+                "head": head,
+                "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+                "values": values,
+                "medians": medians,
+                "after_over_before": ratios,
+            }
+        )
+    )
     return 0
 
 

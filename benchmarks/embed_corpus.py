@@ -85,9 +85,9 @@ def run_plain(corpus: Path, output: Path) -> dict:
     texts = [f"{r.get('title') or ''} {r['text']}".strip() for r in rows]
     vectors = model.encode(texts, batch_size=32, prompt="", normalize_embeddings=True)
     output.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"id": [r["_id"] for r in rows], "embedding": list(vectors), "content": [r["text"] for r in rows]}).to_parquet(
-        output / "vectors.parquet"
-    )
+    pd.DataFrame(
+        {"id": [r["_id"] for r in rows], "embedding": list(vectors), "content": [r["text"] for r in rows]}
+    ).to_parquet(output / "vectors.parquet")
     return {"documents_embedded": len(rows)}
 
 
@@ -139,12 +139,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=str(SCIFACT), help="BEIR corpus.jsonl (default: SciFact, %(default)s)")
     parser.add_argument("--docs", type=int, default=5000, help="documents per job (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each contender, alternated (default: %(default)s)")
-    parser.add_argument("--changed", type=float, default=0.01, help="share of documents edited for the incremental run")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of each contender, alternated (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--changed", type=float, default=0.01, help="share of documents edited for the incremental run"
+    )
     parser.add_argument("--skip-mltransform", action="store_true", help="leave out contender C")
     parser.add_argument("--skip-incremental", action="store_true", help="leave out contender D")
-    parser.add_argument("--workers-contender", action="store_true", help="add contender E: ours with 2 worker processes")
-    parser.add_argument("--busy-cores", type=int, default=0, help="single-core busy loops beside every contender (default: 0)")
+    parser.add_argument(
+        "--workers-contender", action="store_true", help="add contender E: ours with 2 worker processes"
+    )
+    parser.add_argument(
+        "--busy-cores", type=int, default=0, help="single-core busy loops beside every contender (default: 0)"
+    )
     args = parser.parse_args(argv)
     busy = start_busy_loops(args.busy_cores)
     try:
@@ -160,10 +168,16 @@ def measure(args) -> int:
     corpus, edited_corpus = work / "corpus.jsonl", work / "corpus-edited.jsonl"
     write_corpus(Path(args.corpus), corpus, args.docs)
     edited = write_corpus(Path(args.corpus), edited_corpus, args.docs, args.changed)
-    print(f"{args.docs} documents, {edited} edited for the incremental run; torch threads {torch.get_num_threads()}; "
-          f"{args.busy_cores} busy core(s) beside", flush=True)
+    print(
+        f"{args.docs} documents, {edited} edited for the incremental run; torch threads {torch.get_num_threads()}; "
+        f"{args.busy_cores} busy core(s) beside",
+        flush=True,
+    )
 
-    contenders = {"A_ours": lambda: run_ours(corpus, work / "a"), "B_plain_encode": lambda: run_plain(corpus, work / "b")}
+    contenders = {
+        "A_ours": lambda: run_ours(corpus, work / "a"),
+        "B_plain_encode": lambda: run_plain(corpus, work / "b"),
+    }
     if not args.skip_mltransform:
         contenders["C_mltransform"] = lambda: run_mltransform(corpus, work / "c")
     if not args.skip_incremental:

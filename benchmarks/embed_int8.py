@@ -87,8 +87,14 @@ def speed(args, work: Path) -> dict:
     }
     print("medians: " + ", ".join(f"{k} {v:.1f} s" for k, v in medians.items()), flush=True)
     print("ratios (>1 = int8 faster): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()), flush=True)
-    return {"docs": args.docs, "rounds": args.rounds, "seconds": times, "medians_s": medians, "ratios": ratios,
-            "int8_preparation_s": preparation}
+    return {
+        "docs": args.docs,
+        "rounds": args.rounds,
+        "seconds": times,
+        "medians_s": medians,
+        "ratios": ratios,
+        "int8_preparation_s": preparation,
+    }
 
 
 def quality(args) -> dict:
@@ -99,15 +105,22 @@ def quality(args) -> dict:
     from embedpipe.models import load_model
     from embedpipe.prepare import prepare_data
 
-    prepared = prepare_data(str(SCIFACT / "corpus.jsonl"), str(SCIFACT / "queries.jsonl"), str(SCIFACT / "qrels" / "train.tsv"),
-                            test_labels_path=str(SCIFACT / "qrels" / "test.tsv"))
+    prepared = prepare_data(
+        str(SCIFACT / "corpus.jsonl"),
+        str(SCIFACT / "queries.jsonl"),
+        str(SCIFACT / "qrels" / "train.tsv"),
+        test_labels_path=str(SCIFACT / "qrels" / "test.tsv"),
+    )
     corpus, queries, labels = prepared.corpus, prepared.queries, prepared.labels["test"]
     models = {"fp32": lambda: load_model("default", device="cpu"), "onnx_int8": lambda: load_int8_model("default")}
     if args.naive:
+
         def naive():
             import torch
 
-            return torch.ao.quantization.quantize_dynamic(load_model("default", device="cpu"), {torch.nn.Linear}, dtype=torch.qint8)
+            return torch.ao.quantization.quantize_dynamic(
+                load_model("default", device="cpu"), {torch.nn.Linear}, dtype=torch.qint8
+            )
 
         models["torch_naive_dynamic_int8"] = naive
     results, vectors = {}, {}
@@ -115,12 +128,19 @@ def quality(args) -> dict:
         started = time.monotonic()
         evaluation = evaluate_model("default", corpus, queries, labels, name=name, loaded_model=load())
         vectors[name] = np.asarray(evaluation.corpus_embeddings)
-        results[name] = {"ndcg@10": round(evaluation.metrics["ndcg@10"], 4), "recall@100": round(evaluation.metrics["recall@100"], 4),
-                         "queries": len(evaluation.per_query), "seconds": round(time.monotonic() - started, 1)}
+        results[name] = {
+            "ndcg@10": round(evaluation.metrics["ndcg@10"], 4),
+            "recall@100": round(evaluation.metrics["recall@100"], 4),
+            "queries": len(evaluation.per_query),
+            "seconds": round(time.monotonic() - started, 1),
+        }
         if name != "fp32":
             cosine = (vectors[name] * vectors["fp32"]).sum(axis=1)
-            results[name].update(mean_cosine_to_fp32=round(float(cosine.mean()), 4), min_cosine_to_fp32=round(float(cosine.min()), 4),
-                                 ndcg10_minus_fp32=round(results[name]["ndcg@10"] - results["fp32"]["ndcg@10"], 4))
+            results[name].update(
+                mean_cosine_to_fp32=round(float(cosine.mean()), 4),
+                min_cosine_to_fp32=round(float(cosine.min()), 4),
+                ndcg10_minus_fp32=round(results[name]["ndcg@10"] - results["fp32"]["ndcg@10"], 4),
+            )
         print(f"quality {name}: {json.dumps(results[name])}", flush=True)
     return results
 
@@ -129,7 +149,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=str(SCIFACT / "corpus.jsonl"), help="BEIR corpus.jsonl (default: SciFact)")
     parser.add_argument("--docs", type=int, default=5000, help="documents per job (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each contender, alternated (default: %(default)s)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of each contender, alternated (default: %(default)s)"
+    )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--no-naive", dest="naive", action="store_false", help="leave out torch's naive dynamic int8")
@@ -140,7 +162,10 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-int8-"))
     os.environ["EMBEDPIPE_CACHE_DIR"] = str(work / "int8-cache")
     print(f"torch threads {torch.get_num_threads()}", flush=True)
-    figures: dict = {"benchmark": "embed_int8", "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"}
+    figures: dict = {
+        "benchmark": "embed_int8",
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
+    }
     try:
         if not args.skip_speed:
             figures["speed"] = speed(args, work)

@@ -128,7 +128,9 @@ def search(args, top_k) -> dict:
             if name == "chunked":
                 chunked_indices = indices
             else:
-                assert (indices[:, 0] == chunked_indices[:, 0]).all(), "chunked and naive disagree on the nearest neighbour"
+                assert (indices[:, 0] == chunked_indices[:, 0]).all(), (
+                    "chunked and naive disagree on the nearest neighbour"
+                )
             print(f"round {r + 1} {name:<8} {elapsed:6.2f} s  peak +{peak.extra_mb:7.1f} MiB", flush=True)
     figures = {
         "search_docs": args.docs,
@@ -163,8 +165,11 @@ def main(argv=None) -> int:
     figures = {"benchmark": "evaluate_scifact"}
     if not args.skip_quality:
         figures.update(quality())
-        print(f"SciFact test: NDCG@10 = {figures['scifact_ndcg@10']} over {figures['scifact_queries']} queries "
-              f"in {figures['scifact_seconds']} s (MTEB: 0.6451)", flush=True)
+        print(
+            f"SciFact test: NDCG@10 = {figures['scifact_ndcg@10']} over {figures['scifact_queries']} queries "
+            f"in {figures['scifact_seconds']} s (MTEB: 0.6451)",
+            flush=True,
+        )
 
     if not args.skip_search:
         figures.update(search(args, top_k))
@@ -185,8 +190,11 @@ def main(argv=None) -> int:
                 "big_score_matrix_mib": round(args.big_docs * args.big_queries * 4 / 2**20, 1),
             }
         )
-        print(f"scale: {args.big_docs:,} docs x {args.big_queries:,} queries in {elapsed:.0f} s, peak +{peak.extra_mb:.0f} MiB "
-              f"(a full score matrix would be {figures['big_score_matrix_mib']:,.0f} MiB)", flush=True)
+        print(
+            f"scale: {args.big_docs:,} docs x {args.big_queries:,} queries in {elapsed:.0f} s, peak +{peak.extra_mb:.0f} MiB "
+            f"(a full score matrix would be {figures['big_score_matrix_mib']:,.0f} MiB)",
+            flush=True,
+        )
     print(json.dumps(figures))
     return 0
 

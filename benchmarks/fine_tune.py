@@ -59,7 +59,9 @@ def run_dataset(name: str, data: Path, work: Path, args) -> dict:
 
     started = time.monotonic()
     prepared = prepare_data(
-        str(data / "corpus.jsonl"), str(data / "queries.jsonl"), str(data / "qrels" / "train.tsv"),
+        str(data / "corpus.jsonl"),
+        str(data / "queries.jsonl"),
+        str(data / "qrels" / "train.tsv"),
         str(data / "qrels" / "test.tsv"),
     )
     out = work / name
@@ -78,8 +80,13 @@ def run_dataset(name: str, data: Path, work: Path, args) -> dict:
     t = time.monotonic()
     tuned_dir = out / "model"
     settings = FineTuneSettings(
-        base_model="default", task_type=args.task_type, batch_size=args.batch_size, train_steps=args.steps,
-        learning_rate_multiplier=args.lr_multiplier, seed=args.seed, max_seq_length=args.max_seq_length,
+        base_model="default",
+        task_type=args.task_type,
+        batch_size=args.batch_size,
+        train_steps=args.steps,
+        learning_rate_multiplier=args.lr_multiplier,
+        seed=args.seed,
+        max_seq_length=args.max_seq_length,
         mine_hard_negatives=args.hard_negatives,
     )
     result = fine_tune(
@@ -114,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="train_steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch_size (default: %(default)s)")
     parser.add_argument("--lr-multiplier", type=float, default=2.0, help="times 2e-5 (default: %(default)s)")
-    parser.add_argument("--max-seq-length", type=int, default=0, help="training tokens per text, 0 = model's (default: %(default)s)")
+    parser.add_argument(
+        "--max-seq-length", type=int, default=0, help="training tokens per text, 0 = model's (default: %(default)s)"
+    )
     parser.add_argument("--hard-negatives", action="store_true", help="mine one hard negative per pair")
     parser.add_argument("--task-type", default="RETRIEVAL_QUERY")
     parser.add_argument("--seed", type=int, default=42)
@@ -139,9 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         "model": "all-MiniLM-L6-v2 (packaged)",
         "device": "cpu",
         "settings": {
-            "train_steps": args.steps, "batch_size": args.batch_size, "learning_rate": 2e-5 * args.lr_multiplier,
-            "max_seq_length": args.max_seq_length or "model's", "hard_negatives": args.hard_negatives,
-            "task_type": args.task_type, "seed": args.seed, "jaquad_train_pairs": args.jaquad_train_pairs,
+            "train_steps": args.steps,
+            "batch_size": args.batch_size,
+            "learning_rate": 2e-5 * args.lr_multiplier,
+            "max_seq_length": args.max_seq_length or "model's",
+            "hard_negatives": args.hard_negatives,
+            "task_type": args.task_type,
+            "seed": args.seed,
+            "jaquad_train_pairs": args.jaquad_train_pairs,
             "jaquad_test_queries": args.jaquad_test_queries,
         },
         **results,

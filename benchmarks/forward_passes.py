@@ -41,7 +41,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=str(SCIFACT), help="BEIR corpus.jsonl (default: SciFact)")
     parser.add_argument("--docs", type=int, default=500, help="documents per run (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each contender, alternated (default: %(default)s)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of each contender, alternated (default: %(default)s)"
+    )
     parser.add_argument("--skip-int8", action="store_true", help="leave out the int8 contenders")
     args = parser.parse_args(argv)
 
@@ -61,8 +63,10 @@ def main(argv=None) -> int:
 
     def unsorted_groups(size: int):
         encoder = Encoder(fp32.model, batch_size=size, tokens_per_batch=-1)
-        return lambda: [encoder.model.encode(texts[i : i + size], batch_size=size, prompt="", show_progress_bar=False)
-                        for i in range(0, len(texts), size)]
+        return lambda: [
+            encoder.model.encode(texts[i : i + size], batch_size=size, prompt="", show_progress_bar=False)
+            for i in range(0, len(texts), size)
+        ]
 
     contenders = {
         "texts32": passes(batch_size=32, tokens_per_batch=-1),
@@ -89,20 +93,28 @@ def main(argv=None) -> int:
             print(f"round {round_ + 1} {name:<16} {times[name][-1]:7.2f} s", flush=True)
 
     medians = {name: statistics.median(values) for name, values in times.items()}
-    ratios = {f"{name}_vs_texts32": medians["texts32"] / medians[name] for name in medians if not name.startswith("int8") and name != "texts32"}
+    ratios = {
+        f"{name}_vs_texts32": medians["texts32"] / medians[name]
+        for name in medians
+        if not name.startswith("int8") and name != "texts32"
+    }
     if not args.skip_int8:
         ratios["int8_tokens2048_vs_int8_texts32"] = medians["int8_texts32"] / medians["int8_tokens2048"]
     print("\nmedians: " + ", ".join(f"{k} {v:.2f} s" for k, v in medians.items()))
     print("speed-ups (>1 = faster than the reference): " + ", ".join(f"{k} {v:.3f}x" for k, v in ratios.items()))
-    print(json.dumps({
-        "benchmark": "forward_passes",
-        "docs": len(texts),
-        "rounds": args.rounds,
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
-        "seconds": times,
-        "medians_s": medians,
-        "speedups": ratios,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "forward_passes",
+                "docs": len(texts),
+                "rounds": args.rounds,
+                "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
+                "seconds": times,
+                "medians_s": medians,
+                "speedups": ratios,
+            }
+        )
+    )
     return 0
 
 

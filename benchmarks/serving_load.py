@@ -144,10 +144,16 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             a = load_round(port, texts, args.clients, args.seconds)
             results["server"].append(a)
-            print(f"round {r + 1} A server  {a['requests_per_s']:.1f} req/s  p50 {a['p50_ms']:.1f} ms  p99 {a['p99_ms']:.1f} ms  errors {a['errors']} {a['error_samples'] or ''}", flush=True)
+            print(
+                f"round {r + 1} A server  {a['requests_per_s']:.1f} req/s  p50 {a['p50_ms']:.1f} ms  p99 {a['p99_ms']:.1f} ms  errors {a['errors']} {a['error_samples'] or ''}",
+                flush=True,
+            )
             b = direct_round(model, texts, args.seconds)
             results["direct"].append(b)
-            print(f"round {r + 1} B direct  {b['requests_per_s']:.1f} req/s  p50 {b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms", flush=True)
+            print(
+                f"round {r + 1} B direct  {b['requests_per_s']:.1f} req/s  p50 {b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms",
+                flush=True,
+            )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -167,10 +173,14 @@ def main(argv=None) -> int:
         "direct_requests_per_s": round(median("direct", "requests_per_s"), 1),
         "direct_p50_ms": round(median("direct", "p50_ms"), 1),
     }
-    figures["server_vs_direct_throughput"] = round(figures["server_requests_per_s"] / figures["direct_requests_per_s"], 2)
-    print(f"medians: server {figures['server_requests_per_s']} req/s (p50 {figures['server_p50_ms']} ms, p99 "
-          f"{figures['server_p99_ms']} ms, {figures['server_errors']} errors) vs direct {figures['direct_requests_per_s']} req/s "
-          f"-> ratio {figures['server_vs_direct_throughput']}")
+    figures["server_vs_direct_throughput"] = round(
+        figures["server_requests_per_s"] / figures["direct_requests_per_s"], 2
+    )
+    print(
+        f"medians: server {figures['server_requests_per_s']} req/s (p50 {figures['server_p50_ms']} ms, p99 "
+        f"{figures['server_p99_ms']} ms, {figures['server_errors']} errors) vs direct {figures['direct_requests_per_s']} req/s "
+        f"-> ratio {figures['server_vs_direct_throughput']}"
+    )
     print(json.dumps(figures))
     return 0 if figures["server_errors"] == 0 else 1
 

@@ -35,7 +35,12 @@ def unit_rows(n: int, dim: int, seed: int, prefix: str = "d"):
 
     vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype("float32")
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return VectorBatch([f"{prefix}{i}" for i in range(n)], vectors, [f"document {i}" for i in range(n)], [json.dumps({"n": i}) for i in range(n)])
+    return VectorBatch(
+        [f"{prefix}{i}" for i in range(n)],
+        vectors,
+        [f"document {i}" for i in range(n)],
+        [json.dumps({"n": i}) for i in range(n)],
+    )
 
 
 def naive_insert(uri: str, table: str, batch, *, create: bool) -> None:
@@ -45,7 +50,9 @@ def naive_insert(uri: str, table: str, batch, *, create: bool) -> None:
     with psycopg.connect(uri) as conn:
         register_vector(conn)
         if create:
-            conn.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY, embedding VECTOR({batch.dimension}), content TEXT, metadata JSONB)")
+            conn.execute(
+                f"CREATE TABLE {table} (id TEXT PRIMARY KEY, embedding VECTOR({batch.dimension}), content TEXT, metadata JSONB)"
+            )
         with conn.cursor() as cur:
             cur.executemany(
                 f"INSERT INTO {table} (id, embedding, content, metadata) VALUES (%s, %s, %s, %s::jsonb) "
@@ -114,7 +121,10 @@ def main(argv=None) -> int:
                     else:
                         naive_insert(uri, base, upsert, create=False)
                     times[f"upsert_{who}"].append(time.perf_counter() - started)
-                    print(f"round {round_ + 1} upsert {args.upsert} rows into indexed table  {who:<5} {times[f'upsert_{who}'][-1]:8.2f} s", flush=True)
+                    print(
+                        f"round {round_ + 1} upsert {args.upsert} rows into indexed table  {who:<5} {times[f'upsert_{who}'][-1]:8.2f} s",
+                        flush=True,
+                    )
     finally:
         server.cleanup()  # stops it (once; the atexit hook then has nothing left to do)
 
@@ -132,8 +142,10 @@ def main(argv=None) -> int:
     }
     if "upsert_ours" in medians:
         result["upsert_speedup"] = round(medians["upsert_naive"] / medians["upsert_ours"], 2)
-    print(f"\nmedians: {medians}\nnew table + HNSW: ours {result['new_table_speedup']}x faster"
-          + (f"; upsert into indexed table: ours {result['upsert_speedup']}x" if "upsert_speedup" in result else ""))
+    print(
+        f"\nmedians: {medians}\nnew table + HNSW: ours {result['new_table_speedup']}x faster"
+        + (f"; upsert into indexed table: ours {result['upsert_speedup']}x" if "upsert_speedup" in result else "")
+    )
     print(json.dumps(result))
     return 0
 

@@ -18,9 +18,9 @@ from embedpipe.components.evaluate.component import evaluate
 from embedpipe.components.fine_tune.component import fine_tune
 from embedpipe.components.package_for_serving.component import package_for_serving
 from embedpipe.components.prepare_data.component import prepare_data
-from embedpipe.components.upload_vectors.component import upload_vectors
 from embedpipe.components.quality_gate_failed.component import quality_gate_failed
 from embedpipe.components.select_corpus.component import select_corpus
+from embedpipe.components.upload_vectors.component import upload_vectors
 
 PrepareDataOp = prepare_data
 EvaluateOp = evaluate

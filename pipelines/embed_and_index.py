@@ -91,7 +91,9 @@ def embed_and_index(
             artifact_uri=previous_vectors_path, artifact_class=dsl.Dataset, reimport=False
         ).set_display_name("import-previous-vectors")
         changed = embed_corpus(previous_vectors=previous.output, **embed_options).set_display_name("embed-changed")
-        upload_vectors(vectors=changed.outputs["vectors"], **upload_options).set_display_name("upload-vectors-incremental")
+        upload_vectors(vectors=changed.outputs["vectors"], **upload_options).set_display_name(
+            "upload-vectors-incremental"
+        )
     with dsl.Else(name="full"):
         vectors = embed_corpus(**embed_options).set_display_name("embed-corpus")
         upload_vectors(vectors=vectors.outputs["vectors"], **upload_options).set_display_name("upload-vectors")

@@ -249,7 +249,9 @@ def tune_and_index(
             evaluation_embeddings=base_evaluation.outputs["corpus_embeddings"],
             **embed_options,
         ).set_display_name("embed-corpus-base-model")
-        upload_vectors(vectors=base_vectors.outputs["vectors"], **upload_options).set_display_name("upload-vectors-base-model")
+        upload_vectors(vectors=base_vectors.outputs["vectors"], **upload_options).set_display_name(
+            "upload-vectors-base-model"
+        )
 
     with dsl.Else(name="gate-failed"):
         quality_gate_failed(

@@ -60,12 +60,22 @@ def fine_tune(
     from embedpipe.reports import log_metrics
 
     settings = FineTuneSettings(
-        base_model=base_model, task_type=task_type, batch_size=batch_size, train_steps=train_steps,
-        learning_rate_multiplier=learning_rate_multiplier, output_dimensionality=output_dimensionality,
-        seed=seed, max_seq_length=max_seq_length, mine_hard_negatives=hard_negatives,
+        base_model=base_model,
+        task_type=task_type,
+        batch_size=batch_size,
+        train_steps=train_steps,
+        learning_rate_multiplier=learning_rate_multiplier,
+        output_dimensionality=output_dimensionality,
+        seed=seed,
+        max_seq_length=max_seq_length,
+        mine_hard_negatives=hard_negatives,
     )
     result = tune(
-        corpus.path, queries.path, train_labels.path, model.path, settings,
+        corpus.path,
+        queries.path,
+        train_labels.path,
+        model.path,
+        settings,
         validation_labels_path=validation_labels.path if validation_labels is not None else "",
     )
     for key in ("base_model", "task_type", "dimension", "prompts", "train_steps"):

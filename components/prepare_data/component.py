@@ -7,6 +7,7 @@ from embedpipe.images import BASE_IMAGE
 
 # Our image already has kfp and embedpipe installed: nothing is pip-installed when the task starts.
 
+
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def prepare_data(
     corpus_path: str,

@@ -62,12 +62,24 @@ def upload_vectors(
     """
     from embedpipe.reports import log_metrics
     from embedpipe.vectorstore.postgres import IndexSettings
-    from embedpipe.vectorstore.upload import UploadConfig, upload_vectors as upload
+    from embedpipe.vectorstore.upload import UploadConfig
+    from embedpipe.vectorstore.upload import upload_vectors as upload
 
     index = IndexSettings(index_kind, index_metric, hnsw_m, hnsw_ef_construction, ivfflat_lists, maintenance_work_mem)
     config = UploadConfig(
-        target, database_uri, instance, database, user, password_env, password_secret, iam_auth, ip_type, table,
-        index, vector_search_index, contents_delta_uri,
+        target,
+        database_uri,
+        instance,
+        database,
+        user,
+        password_env,
+        password_secret,
+        iam_auth,
+        ip_type,
+        table,
+        index,
+        vector_search_index,
+        contents_delta_uri,
     )
     summary = upload(vectors.path, config)
     log_metrics(metrics, summary.metrics)

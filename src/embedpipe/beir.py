@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from embedpipe.validation import ProblemCollector
 
@@ -86,11 +86,16 @@ def read_jsonl(data: bytes, file: str, problems: ProblemCollector, *, with_title
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
-            problems.add(file, number, None, f"invalid JSON: {err.msg} at column {err.colno}; each line must be one JSON object")
+            problems.add(
+                file, number, None, f"invalid JSON: {err.msg} at column {err.colno}; each line must be one JSON object"
+            )
             continue
         if not isinstance(obj, dict):
             problems.add(
-                file, number, None, f'expected a JSON object like {{"_id": "...", "text": "..."}}, got a {type(obj).__name__}'
+                file,
+                number,
+                None,
+                f'expected a JSON object like {{"_id": "...", "text": "..."}}, got a {type(obj).__name__}',
             )
             continue
         ok = True
@@ -106,7 +111,12 @@ def read_jsonl(data: bytes, file: str, problems: ProblemCollector, *, with_title
         if doc_id is None or body is None or title is None or not ok:
             continue
         if doc_id in records.line_of:
-            problems.add(file, number, "_id", f"duplicate id {doc_id!r}, first seen on line {records.line_of[doc_id]}; ids must be unique")
+            problems.add(
+                file,
+                number,
+                "_id",
+                f"duplicate id {doc_id!r}, first seen on line {records.line_of[doc_id]}; ids must be unique",
+            )
             continue
         records.line_of[doc_id] = number
         row = {"_id": doc_id, "text": body, "metadata": json.dumps(metadata, ensure_ascii=False, sort_keys=True)}
@@ -150,7 +160,10 @@ def read_labels(
         if len(cells) not in (2, 3):
             hint = " (is the file tab-separated?)" if len(cells) == 1 and (" " in text or "," in text) else ""
             problems.add(
-                file, number, None, f"expected 3 tab-separated columns (query-id, corpus-id, score), found {len(cells)}{hint}"
+                file,
+                number,
+                None,
+                f"expected 3 tab-separated columns (query-id, corpus-id, score), found {len(cells)}{hint}",
             )
             continue
         query_id, corpus_id = cells[0].strip(), cells[1].strip()
@@ -163,10 +176,17 @@ def read_labels(
         if len(cells) == 3:
             raw = cells[2].strip()
             if not _INTEGER.match(raw):
-                problems.add(file, number, "score", f"{raw!r} is not an integer; scores are non-negative integers (0 = not relevant)")
+                problems.add(
+                    file,
+                    number,
+                    "score",
+                    f"{raw!r} is not an integer; scores are non-negative integers (0 = not relevant)",
+                )
                 ok = False
             elif int(raw) < 0:
-                problems.add(file, number, "score", f"negative score {raw}; scores are non-negative integers (0 = not relevant)")
+                problems.add(
+                    file, number, "score", f"negative score {raw}; scores are non-negative integers (0 = not relevant)"
+                )
                 ok = False
             else:
                 score = int(raw)
@@ -183,7 +203,10 @@ def read_labels(
         key = (query_id, corpus_id)
         if key in seen:
             problems.add(
-                file, number, "corpus-id", f"duplicate label for query {query_id!r} and document {corpus_id!r}, first on line {seen[key]}"
+                file,
+                number,
+                "corpus-id",
+                f"duplicate label for query {query_id!r} and document {corpus_id!r}, first on line {seen[key]}",
             )
             continue
         seen[key] = number

@@ -1,18 +1,17 @@
 """The `embedpipe` command.
 
-    embedpipe run                 # the whole pipeline locally (kfp.local) on the example data
-    embedpipe prepare --data DIR  # data preparation alone, straight from the library
-    embedpipe fine-tune --data DIR --output-dir OUT  # fine-tune the base model on the train labels
-    embedpipe embed --input corpus.jsonl --output vectors/  # the Beam embedding job alone
-    embedpipe search "some text"  # top-k from the vector database (default: the embedded one)
-    embedpipe db                  # start the embedded PostgreSQL + pgvector, print how to connect
+embedpipe run                 # the whole pipeline locally (kfp.local) on the example data
+embedpipe prepare --data DIR  # data preparation alone, straight from the library
+embedpipe fine-tune --data DIR --output-dir OUT  # fine-tune the base model on the train labels
+embedpipe embed --input corpus.jsonl --output vectors/  # the Beam embedding job alone
+embedpipe search "some text"  # top-k from the vector database (default: the embedded one)
+embedpipe db                  # start the embedded PostgreSQL + pgvector, print how to connect
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 
@@ -34,9 +33,21 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--queries", help="queries.jsonl (default: DATA/queries.jsonl)")
     group.add_argument("--train-labels", help="train labels TSV (default: DATA/qrels/train.tsv)")
     group.add_argument("--test-labels", help="test labels TSV (default: DATA/qrels/test.tsv if it exists)")
-    group.add_argument("--validation-labels", help="validation labels TSV (default: DATA/qrels/validation.tsv if it exists)")
-    group.add_argument("--test-fraction", type=float, default=0.2, help="share of train queries split off as test when no test labels (default: %(default)s)")
-    group.add_argument("--validation-fraction", type=float, default=0.0, help="share of train queries split off as validation (default: %(default)s)")
+    group.add_argument(
+        "--validation-labels", help="validation labels TSV (default: DATA/qrels/validation.tsv if it exists)"
+    )
+    group.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="share of train queries split off as test when no test labels (default: %(default)s)",
+    )
+    group.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.0,
+        help="share of train queries split off as validation (default: %(default)s)",
+    )
     group.add_argument("--seed", type=int, default=42, help="seed of the splits (default: %(default)s)")
 
 
@@ -173,7 +184,9 @@ def _print_run_summary(run, args, database_uri: str) -> None:
         base = outputs["base_ndcg_at_10"]["metadata"]["value"]
         tuned = outputs["tuned_ndcg_at_10"]["metadata"]["value"]
         gate = "passed" if outputs["tuned_is_better"]["metadata"]["value"] else "did not pass"
-        print(f"\nNDCG@10 on the test labels: base {base:.4f} -> tuned {tuned:.4f} ({tuned - base:+.4f}); quality gate {gate}")
+        print(
+            f"\nNDCG@10 on the test labels: base {base:.4f} -> tuned {tuned:.4f} ({tuned - base:+.4f}); quality gate {gate}"
+        )
         print(f"Evaluation report: {outputs['report']['uri']}")
     uploaded = [task for task in run.outputs if task.startswith("upload-vectors")]
     for task in uploaded:
@@ -184,7 +197,7 @@ def _print_run_summary(run, args, database_uri: str) -> None:
         model = indexed_model(run) or args.model
         print(f"  embedded with {model}; search it with the same model:")
         print(
-            f'  embedpipe search "{query}" --db \'{database_uri}\' --table {args.table} '
+            f"  embedpipe search \"{query}\" --db '{database_uri}' --table {args.table} "
             f"--model '{model}' --task-type {args.task_type}"
         )
 
@@ -264,7 +277,12 @@ def cmd_evaluate(args) -> int:
     fractions = {"test_fraction": args.test_fraction, "validation_fraction": args.validation_fraction}
     labels_split = args.split
     split_file = paths.get(f"{args.split}_labels_path", "")
-    if args.split != "train" and split_file and args.train_labels is None and not Path(paths["train_labels_path"]).exists():
+    if (
+        args.split != "train"
+        and split_file
+        and args.train_labels is None
+        and not Path(paths["train_labels_path"]).exists()
+    ):
         # Evaluating needs no train labels, and many BEIR folders ship only qrels/test.tsv: the split's own
         # file is validated in prepare_data's (required) train slot, with nothing split off.
         paths = {**paths, "train_labels_path": split_file, "test_labels_path": "", "validation_labels_path": ""}
@@ -274,7 +292,9 @@ def cmd_evaluate(args) -> int:
     out = Path(args.output_dir)
     data = out / "prepared"
     prepared.write(
-        str(data / "corpus.parquet"), str(data / "queries.parquet"), {s: str(data / f"{s}_labels.parquet") for s in SPLITS}
+        str(data / "corpus.parquet"),
+        str(data / "queries.parquet"),
+        {s: str(data / f"{s}_labels.parquet") for s in SPLITS},
     )
     evaluations, comparison, _ = run_evaluation(
         str(data / "corpus.parquet"),
@@ -318,11 +338,16 @@ def cmd_fine_tune(args) -> int:
         mine_hard_negatives=args.hard_negatives,
     )
     prepared = prepare_data(
-        **_data_paths(args), test_fraction=args.test_fraction, validation_fraction=args.validation_fraction, seed=args.seed
+        **_data_paths(args),
+        test_fraction=args.test_fraction,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
     )
     data = Path(args.output_dir) / "prepared"
     prepared.write(
-        str(data / "corpus.parquet"), str(data / "queries.parquet"), {s: str(data / f"{s}_labels.parquet") for s in SPLITS}
+        str(data / "corpus.parquet"),
+        str(data / "queries.parquet"),
+        {s: str(data / f"{s}_labels.parquet") for s in SPLITS},
     )
     result = fine_tune(
         str(data / "corpus.parquet"),
@@ -343,7 +368,16 @@ def cmd_search(args) -> int:
 
     uri = args.db or embedded_database_uri(args.pgdata)
     where = _key_values(args.where, "--where")
-    hits = search_text(uri, args.query, table=args.table, model=args.model, task_type=args.task_type, k=args.k, where=where, metric=args.metric)
+    hits = search_text(
+        uri,
+        args.query,
+        table=args.table,
+        model=args.model,
+        task_type=args.task_type,
+        k=args.k,
+        where=where,
+        metric=args.metric,
+    )
     if args.json:
         import json
 
@@ -377,13 +411,17 @@ def cmd_serve(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from embedpipe import __version__
 
-    parser = argparse.ArgumentParser(prog="embedpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="embedpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"embedpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the whole pipeline locally with kfp.local on embedded defaults")
     _add_data_arguments(run)
-    run.add_argument("--output-dir", default=".embedpipe/runs", help="pipeline root for local runs (default: %(default)s)")
+    run.add_argument(
+        "--output-dir", default=".embedpipe/runs", help="pipeline root for local runs (default: %(default)s)"
+    )
     run.add_argument(
         "--runner",
         choices=("subprocess", "docker"),
@@ -392,15 +430,29 @@ def build_parser() -> argparse.ArgumentParser:
         "names, built by `make images-local` (needs a Docker daemon)",
     )
     tuning = run.add_argument_group("tuning (Vertex's parameter names)")
-    tuning.add_argument("--model", default="default", help="base model: 'default' = the packaged all-MiniLM-L6-v2 (default), a folder or hub id")
+    tuning.add_argument(
+        "--model",
+        default="default",
+        help="base model: 'default' = the packaged all-MiniLM-L6-v2 (default), a folder or hub id",
+    )
     tuning.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")
-    tuning.add_argument("--train-steps", "--iterations", type=int, default=30, help="training steps (default: %(default)s)")
+    tuning.add_argument(
+        "--train-steps", "--iterations", type=int, default=30, help="training steps (default: %(default)s)"
+    )
     tuning.add_argument("--batch-size", type=int, default=16, help="training batch size (default: %(default)s)")
-    tuning.add_argument("--learning-rate-multiplier", type=float, default=1.0, help="times the base rate 2e-5 (default: %(default)s)")
-    tuning.add_argument("--margin", type=float, default=0.0, help="tuned NDCG@10 must be >= base + margin (default: %(default)s)")
-    tuning.add_argument("--index-with-base-model", action="store_true", help="index with the base model when the gate fails")
+    tuning.add_argument(
+        "--learning-rate-multiplier", type=float, default=1.0, help="times the base rate 2e-5 (default: %(default)s)"
+    )
+    tuning.add_argument(
+        "--margin", type=float, default=0.0, help="tuned NDCG@10 must be >= base + margin (default: %(default)s)"
+    )
+    tuning.add_argument(
+        "--index-with-base-model", action="store_true", help="index with the base model when the gate fails"
+    )
     database = run.add_argument_group("vector database")
-    database.add_argument("--database-uri", default="", help="Postgres URI (default: the embedded PostgreSQL + pgvector)")
+    database.add_argument(
+        "--database-uri", default="", help="Postgres URI (default: the embedded PostgreSQL + pgvector)"
+    )
     database.add_argument("--table", default="embeddings", help="table of vectors (default: %(default)s)")
     run.set_defaults(func=cmd_run)
 
@@ -418,54 +470,89 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--network", help="VPC network, projects/<number>/global/networks/<name>")
     submit.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
     submit.add_argument("--label", action="append", metavar="KEY=VALUE", help="Vertex label (repeatable)")
-    submit.add_argument("--caching", choices=["on", "off", "default"], default="default", help="task caching (default: the pipeline's own)")
+    submit.add_argument(
+        "--caching",
+        choices=["on", "off", "default"],
+        default="default",
+        help="task caching (default: the pipeline's own)",
+    )
     submit.add_argument("--display-name", help="run display name (default: from the file name)")
     submit.set_defaults(func=cmd_submit)
 
     from embedpipe.embed.job import add_job_arguments
     from embedpipe.embed.settings import DataflowSettings, add_arguments
 
-    embed = sub.add_parser("embed", help="embed a corpus into Parquet vector shards with Beam (local runner or Dataflow)")
+    embed = sub.add_parser(
+        "embed", help="embed a corpus into Parquet vector shards with Beam (local runner or Dataflow)"
+    )
     add_job_arguments(embed)
     cloud = embed.add_argument_group("Dataflow (with --runner DataflowRunner)")
-    cloud.add_argument("--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"], help="(default: %(default)s)")
+    cloud.add_argument(
+        "--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"], help="(default: %(default)s)"
+    )
     add_arguments(cloud, DataflowSettings)
     embed.set_defaults(func=cmd_embed)
 
     from embedpipe.embed.streaming.cli import add_stream_arguments
 
-    stream = sub.add_parser("stream", help="embed document changes from Pub/Sub into pgvector as they arrive (local runner or Dataflow)")
+    stream = sub.add_parser(
+        "stream", help="embed document changes from Pub/Sub into pgvector as they arrive (local runner or Dataflow)"
+    )
     add_stream_arguments(stream)
     stream.set_defaults(func=cmd_stream)
 
     evaluate = sub.add_parser("evaluate", help="NDCG@10 etc. of a model (and a tuned one) on a BEIR folder")
     _add_data_arguments(evaluate)
-    evaluate.add_argument("--model", default="default", help="base model: 'default' (packaged MiniLM), folder or hub id")
+    evaluate.add_argument(
+        "--model", default="default", help="base model: 'default' (packaged MiniLM), folder or hub id"
+    )
     evaluate.add_argument("--tuned-model", help="a tuned model folder to compare with the base model")
-    evaluate.add_argument("--split", default="test", choices=["test", "validation", "train"], help="labels to evaluate on (default: %(default)s)")
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "validation", "train"],
+        help="labels to evaluate on (default: %(default)s)",
+    )
     evaluate.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")
     evaluate.add_argument("--margin", type=float, default=0.0, help="tuned passes when NDCG@10 >= base + margin")
     evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument("--output-dir", default=".embedpipe/evaluate", help="where the report and tables go (default: %(default)s)")
+    evaluate.add_argument(
+        "--output-dir", default=".embedpipe/evaluate", help="where the report and tables go (default: %(default)s)"
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
-    tune = sub.add_parser("fine-tune", help="fine-tune a model on the train labels of a BEIR folder (library only, no KFP)")
+    tune = sub.add_parser(
+        "fine-tune", help="fine-tune a model on the train labels of a BEIR folder (library only, no KFP)"
+    )
     _add_data_arguments(tune)
-    tune.add_argument("--model", default="default", help="base model: 'default' (packaged MiniLM), folder, gs:// or hub id")
+    tune.add_argument(
+        "--model", default="default", help="base model: 'default' (packaged MiniLM), folder, gs:// or hub id"
+    )
     tune.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")
     tune.add_argument("--batch-size", type=int, default=32, help="pairs per step (default: %(default)s)")
     tune.add_argument("--train-steps", type=int, help="optimiser steps (default: --iterations, else 100)")
     tune.add_argument("--iterations", type=int, help="older name of --train-steps")
-    tune.add_argument("--learning-rate-multiplier", type=float, default=1.0, help="times the base rate 2e-5 (default: %(default)s)")
-    tune.add_argument("--output-dimensionality", type=int, default=0, help="embedding size of the tuned model (0 = the base's)")
+    tune.add_argument(
+        "--learning-rate-multiplier", type=float, default=1.0, help="times the base rate 2e-5 (default: %(default)s)"
+    )
+    tune.add_argument(
+        "--output-dimensionality", type=int, default=0, help="embedding size of the tuned model (0 = the base's)"
+    )
     tune.add_argument("--max-seq-length", type=int, default=0, help="tokens per text (0 = the model's own)")
     tune.add_argument("--hard-negatives", action="store_true", help="mine one hard negative per pair from the corpus")
-    tune.add_argument("--output-dir", default=".embedpipe/fine_tune", help="prepared data and model/ go here (default: %(default)s)")
+    tune.add_argument(
+        "--output-dir", default=".embedpipe/fine_tune", help="prepared data and model/ go here (default: %(default)s)"
+    )
     tune.set_defaults(func=cmd_fine_tune)
 
     serve = sub.add_parser("serve", help="serve a model with a textembedding-gecko compatible :predict endpoint")
-    serve.add_argument("--model", help="model folder, gs:// folder, hub id or 'default' (default: $AIP_STORAGE_URI or the packaged MiniLM)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 in a container)")
+    serve.add_argument(
+        "--model",
+        help="model folder, gs:// folder, hub id or 'default' (default: $AIP_STORAGE_URI or the packaged MiniLM)",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 in a container)"
+    )
     serve.add_argument("--port", type=int, help="port (default: $AIP_HTTP_PORT or 8080)")
     serve.set_defaults(func=cmd_serve)
 
@@ -474,10 +561,16 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--db", help="Postgres URI (default: the embedded database, started if needed)")
     search.add_argument("--pgdata", help="embedded database folder (default: $EMBEDPIPE_PGDATA or .embedpipe/pg)")
     search.add_argument("--table", default="embeddings", help="(default: %(default)s)")
-    search.add_argument("--model", default="default", help="the model the corpus was embedded with (default: %(default)s)")
-    search.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the query prompt (default: %(default)s)")
+    search.add_argument(
+        "--model", default="default", help="the model the corpus was embedded with (default: %(default)s)"
+    )
+    search.add_argument(
+        "--task-type", default="RETRIEVAL_QUERY", help="selects the query prompt (default: %(default)s)"
+    )
     search.add_argument("-k", type=int, default=5, help="how many results (default: %(default)s)")
-    search.add_argument("--where", action="append", metavar="KEY=VALUE", help="only rows with metadata KEY equal to VALUE (repeatable)")
+    search.add_argument(
+        "--where", action="append", metavar="KEY=VALUE", help="only rows with metadata KEY equal to VALUE (repeatable)"
+    )
     search.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="(default: %(default)s)")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(func=cmd_search)

@@ -112,13 +112,17 @@ def check_docker(runtimes: tuple[str, ...] = PIPELINE_RUNTIMES):
     try:
         import docker
     except ImportError as err:
-        raise DockerUnavailable("the `docker` Python package is not installed: pip install 'embedpipe[docker]'") from err
+        raise DockerUnavailable(
+            "the `docker` Python package is not installed: pip install 'embedpipe[docker]'"
+        ) from err
     try:
         client = docker.from_env(timeout=20)
         client.ping()
     except Exception as err:  # noqa: BLE001 - any failure to reach the daemon reads the same to a person
         where = os.environ.get("DOCKER_HOST") or "the default socket /var/run/docker.sock"
-        raise DockerUnavailable(f"no Docker daemon answers at {where} ({type(err).__name__}); {HOW_TO_START}") from None
+        raise DockerUnavailable(
+            f"no Docker daemon answers at {where} ({type(err).__name__}); {HOW_TO_START}"
+        ) from None
     missing = []
     for runtime in runtimes:
         try:

@@ -99,7 +99,7 @@ def evaluate_model(
     name: str = "model",
     task_type: str = "RETRIEVAL_QUERY",
     batch_size: int = 32,
-    cached: "ModelEvaluation | None" = None,
+    cached: ModelEvaluation | None = None,
     loaded_model=None,
 ) -> ModelEvaluation:
     """Embeds, retrieves and scores one model on one labelled split.
@@ -134,7 +134,9 @@ def evaluate_model(
     texts = prompts.format_documents(corpus["text"].tolist(), corpus["title"].fillna("").tolist())
     hashes = [text_hash(text) for text in texts]
     reused = (
-        cached is not None and cached.identity == identity and cached.corpus_ids == corpus_ids
+        cached is not None
+        and cached.identity == identity
+        and cached.corpus_ids == corpus_ids
         and cached.corpus_text_hashes == hashes  # same texts, not only the same ids
     )
     if reused:
@@ -153,9 +155,12 @@ def evaluate_model(
     }
     metrics, per_query = evaluate_run(qrels, {q: dict(docs) for q, docs in run.items()})
     seconds = time.monotonic() - started
-    log.info("%s: %s = %.4f over %d queries (%.0f s)", name, GATE_METRIC, metrics[GATE_METRIC], len(per_query), seconds)
-    return ModelEvaluation(name, model, metrics, per_query, run, corpus_ids, corpus_embeddings, identity, seconds, reused,
-                           hashes)
+    log.info(
+        "%s: %s = %.4f over %d queries (%.0f s)", name, GATE_METRIC, metrics[GATE_METRIC], len(per_query), seconds
+    )
+    return ModelEvaluation(
+        name, model, metrics, per_query, run, corpus_ids, corpus_embeddings, identity, seconds, reused, hashes
+    )
 
 
 @dataclass
@@ -234,7 +239,10 @@ def save_embeddings(evaluation: ModelEvaluation, folder: str | Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     vectors = evaluation.corpus_embeddings
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
-    columns = {"id": pa.array(evaluation.corpus_ids, type=pa.string()), "embedding": embedding.cast(pa.list_(pa.float32()))}
+    columns = {
+        "id": pa.array(evaluation.corpus_ids, type=pa.string()),
+        "embedding": embedding.cast(pa.list_(pa.float32())),
+    }
     if evaluation.corpus_text_hashes is not None:
         columns["text_hash"] = pa.array(evaluation.corpus_text_hashes, type=pa.string())
     table = pa.table(columns)
@@ -253,11 +261,22 @@ def load_embeddings(folder: str | Path, name: str) -> ModelEvaluation | None:
     if not (data.is_file() and info.is_file()):
         return None
     table = pq.read_table(data)
-    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(table.num_rows, -1)
+    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(
+        table.num_rows, -1
+    )
     identity = json.loads(info.read_text())
     hashes = table.column("text_hash").to_pylist() if "text_hash" in table.column_names else None
-    return ModelEvaluation(name, identity.get("model", ""), {}, {}, {}, table.column("id").to_pylist(), vectors, identity,
-                           corpus_text_hashes=hashes)
+    return ModelEvaluation(
+        name,
+        identity.get("model", ""),
+        {},
+        {},
+        {},
+        table.column("id").to_pylist(),
+        vectors,
+        identity,
+        corpus_text_hashes=hashes,
+    )
 
 
 @dataclass
@@ -317,8 +336,15 @@ def run_evaluation(
         cached = load_embeddings(reuse_embeddings, name) if reuse_embeddings else None
         evaluations.append(
             evaluate_model(
-                reference, corpus, queries, labels, name=name, task_type=task_type, batch_size=batch_size,
-                cached=cached, loaded_model=model,
+                reference,
+                corpus,
+                queries,
+                labels,
+                name=name,
+                task_type=task_type,
+                batch_size=batch_size,
+                cached=cached,
+                loaded_model=model,
             )
         )
     comparison = compare(evaluations[0], evaluations[1] if len(evaluations) > 1 else None, margin)
@@ -331,7 +357,9 @@ def run_evaluation(
         with storage.atomic_path(outputs.run_files) as tmp:
             tmp.mkdir()
             for evaluation in evaluations:
-                (tmp / f"{split}.{evaluation.name}.trec").write_text(trec_run(evaluation, f"embedpipe-{evaluation.name}"))
+                (tmp / f"{split}.{evaluation.name}.trec").write_text(
+                    trec_run(evaluation, f"embedpipe-{evaluation.name}")
+                )
     if outputs.corpus_embeddings:
         with storage.atomic_path(outputs.corpus_embeddings) as tmp:
             for evaluation in evaluations:

@@ -40,9 +40,15 @@ class LocalRun:
         Raises:
             KeyError: when none or several tasks of the component ran.
         """
-        ran = [t for t in self.outputs if t == component or (t.startswith(component + "-") and t[len(component) + 1 :].isdigit())]
+        ran = [
+            t
+            for t in self.outputs
+            if t == component or (t.startswith(component + "-") and t[len(component) + 1 :].isdigit())
+        ]
         if len(ran) != 1:
-            raise KeyError(f"{len(ran)} tasks of {component!r} ran ({', '.join(ran) or 'none'}); tasks: {', '.join(self.outputs)}")
+            raise KeyError(
+                f"{len(ran)} tasks of {component!r} ran ({', '.join(ran) or 'none'}); tasks: {', '.join(self.outputs)}"
+            )
         return ran[0]
 
 
@@ -69,7 +75,9 @@ def read_run_outputs(run_dir: Path) -> dict[str, dict[str, dict]]:
     return outputs
 
 
-def run_locally(pipeline_func, arguments: dict, *, pipeline_root: str | os.PathLike = ".embedpipe/runs", runner=None) -> LocalRun:
+def run_locally(
+    pipeline_func, arguments: dict, *, pipeline_root: str | os.PathLike = ".embedpipe/runs", runner=None
+) -> LocalRun:
     """Runs a pipeline with kfp.local.
 
     Args:
@@ -95,7 +103,9 @@ def run_locally(pipeline_func, arguments: dict, *, pipeline_root: str | os.PathL
     before = {p.name for p in root.iterdir()}
     started_at = time.time()
     # kfp.local warns that our base image is "custom": under SubprocessRunner it is not used at all.
-    warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning)
+    warnings.filterwarnings(
+        "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
+    )
     local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     try:
         pipeline_func(**arguments)
@@ -110,7 +120,9 @@ def run_locally(pipeline_func, arguments: dict, *, pipeline_root: str | os.PathL
 
 
 def _newest_run_dir(root: Path, before: set[str]) -> Path | None:
-    new_dirs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
+    new_dirs = sorted(
+        (p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime
+    )
     return new_dirs[-1] if new_dirs else None
 
 

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 K_VALUES = (1, 3, 5, 10, 100)
 MEASURES = ("ndcg", "recall", "precision")
@@ -38,7 +38,9 @@ def metric_names(k_values: Iterable[int] = K_VALUES) -> list[str]:
     return names + ["mrr@10", "map@100"]
 
 
-def query_metrics(labels: Mapping[str, int], scores: Mapping[str, float], k_values: Iterable[int] = K_VALUES) -> dict[str, float] | None:
+def query_metrics(
+    labels: Mapping[str, int], scores: Mapping[str, float], k_values: Iterable[int] = K_VALUES
+) -> dict[str, float] | None:
     """Every metric for one query, or None when the query has no relevant label (trec_eval skips it).
 
     Args:

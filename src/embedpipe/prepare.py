@@ -40,9 +40,9 @@ class PreparedData:
         sources: Which file each split came from, or how it was derived.
     """
 
-    corpus: "object"
-    queries: "object"
-    labels: dict[str, "object"]
+    corpus: object
+    queries: object
+    labels: dict[str, object]
     metrics: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
@@ -87,7 +87,13 @@ class PreparedData:
             lines.append(
                 f"| {split} labels ({self.sources.get(split, 'none')}) | {m[f'{split}_labels']:,} | {m[f'{split}_queries']:,} |"
             )
-        lines += ["", "## Lengths (characters / words)", "", "| | min | median | p95 | max |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Lengths (characters / words)",
+            "",
+            "| | min | median | p95 | max |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for name, texts in (
             ("corpus title + text", (self.corpus["title"] + " " + self.corpus["text"]).str.strip()),
             ("queries", self.queries["text"]),
@@ -236,11 +242,15 @@ def _warnings(corpus, queries, labels) -> list[str]:
         labelled.update(frame["query-id"])
         zero = int((frame["score"] == 0).sum())
         if zero:
-            warnings.append(f"{split}: {zero:,} labels have score 0 (not relevant); they are kept but never used as positives")
+            warnings.append(
+                f"{split}: {zero:,} labels have score 0 (not relevant); they are kept but never used as positives"
+            )
         positives = frame[frame["score"] > 0].groupby("query-id").size()
         no_positive = frame["query-id"].nunique() - len(positives)
         if no_positive:
-            warnings.append(f"{split}: {no_positive:,} queries have no relevant (score > 0) document; evaluation skips them")
+            warnings.append(
+                f"{split}: {no_positive:,} queries have no relevant (score > 0) document; evaluation skips them"
+            )
     unlabelled = len(queries) - len(labelled & set(queries["_id"]))
     if unlabelled:
         warnings.append(f"{unlabelled:,} of {len(queries):,} queries have no label in any split (kept, not used)")

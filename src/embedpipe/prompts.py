@@ -20,8 +20,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 TASK_TYPES = (
     "RETRIEVAL_QUERY",
@@ -35,7 +35,13 @@ TASK_TYPES = (
 )
 
 #: Task types whose two sides are asymmetric (a query against documents).
-RETRIEVAL_TASKS = ("RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY")
+RETRIEVAL_TASKS = (
+    "RETRIEVAL_QUERY",
+    "RETRIEVAL_DOCUMENT",
+    "QUESTION_ANSWERING",
+    "FACT_VERIFICATION",
+    "CODE_RETRIEVAL_QUERY",
+)
 
 # Query-side prompt names tried in order on the model's prompts; then the EmbeddingGemma-style template.
 _QUERY_PROMPT_NAMES = {

@@ -47,7 +47,9 @@ def _svg_scatter(points: list[tuple[float, float]], size: int = 320) -> str:
     )
 
 
-def _svg_histogram(values: list[float], *, lo: float, hi: float, bins: int = 20, size: tuple[int, int] = (420, 220), label: str) -> str:
+def _svg_histogram(
+    values: list[float], *, lo: float, hi: float, bins: int = 20, size: tuple[int, int] = (420, 220), label: str
+) -> str:
     width, height = size
     pad = 30
     counts = [0] * bins
@@ -77,7 +79,9 @@ def evaluation_report(split: str, evaluations, comparison) -> str:
     from embedpipe.metrics import metric_names
 
     names = metric_names()
-    header = "".join(f"<th>{html.escape(e.name)}<br><small>{html.escape(str(e.model))}</small></th>" for e in evaluations)
+    header = "".join(
+        f"<th>{html.escape(e.name)}<br><small>{html.escape(str(e.model))}</small></th>" for e in evaluations
+    )
     rows = "".join(
         "<tr><td>" + name + "</td>" + "".join(f"<td>{e.metrics[name]:.4f}</td>" for e in evaluations) + "</tr>"
         for name in names
@@ -91,13 +95,17 @@ def evaluation_report(split: str, evaluations, comparison) -> str:
         gains = [t - b for b, t in points]
         better = sum(g > 0 for g in gains)
         worse = sum(g < 0 for g in gains)
-        plots.append(f"<h2>Per query</h2><p>{better} queries improved, {worse} got worse, {len(gains) - better - worse} unchanged.</p>")
+        plots.append(
+            f"<h2>Per query</h2><p>{better} queries improved, {worse} got worse, {len(gains) - better - worse} unchanged.</p>"
+        )
         plots.append(_svg_scatter(points))
         plots.append(_svg_histogram(gains, lo=-1, hi=1, label="tuned − base NDCG@10 per query"))
     else:
         values = [m["ndcg@10"] for m in base.per_query.values()]
         plots.append("<h2>Per query</h2>" + _svg_histogram(values, lo=0, hi=1, label="NDCG@10 per query"))
-    seconds = ", ".join(f"{e.name} {e.seconds:.0f} s{' (cached corpus vectors)' if e.reused_embeddings else ''}" for e in evaluations)
+    seconds = ", ".join(
+        f"{e.name} {e.seconds:.0f} s{' (cached corpus vectors)' if e.reused_embeddings else ''}" for e in evaluations
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>embedpipe evaluation: {html.escape(split)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#1f2328}}

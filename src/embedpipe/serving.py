@@ -154,11 +154,15 @@ class EmbeddingService:
                 raise PredictError(f"instances[{i}].content must be a non-empty string")
             task_type = instance.get("task_type", DEFAULT_TASK_TYPE)
             if not isinstance(task_type, str) or task_type.upper() not in TASK_TYPES:
-                raise PredictError(f"instances[{i}].task_type {task_type!r} is unknown; expected one of {', '.join(TASK_TYPES)}")
+                raise PredictError(
+                    f"instances[{i}].task_type {task_type!r} is unknown; expected one of {', '.join(TASK_TYPES)}"
+                )
             task_type = task_type.upper()
             title = instance.get("title")
             if title is not None and (not isinstance(title, str) or task_type != "RETRIEVAL_DOCUMENT"):
-                raise PredictError(f"instances[{i}].title must be a string and is only valid with task_type RETRIEVAL_DOCUMENT")
+                raise PredictError(
+                    f"instances[{i}].title must be a string and is only valid with task_type RETRIEVAL_DOCUMENT"
+                )
             prompts = self.prompts(task_type)
             if task_type == "RETRIEVAL_DOCUMENT":
                 texts.append(prompts.format_documents([content], [title or ""])[0])

@@ -65,8 +65,14 @@ def check_submission(submission: Submission) -> list[str]:
     declared = pipeline_parameters(submission.template_path)
     for name in submission.parameter_values:
         if name not in declared:
-            problems.append(f"parameter {name!r} is not declared by {submission.template_path}; declared: {', '.join(sorted(declared))}")
-    missing = [name for name, spec in declared.items() if not spec.get("isOptional") and name not in submission.parameter_values]
+            problems.append(
+                f"parameter {name!r} is not declared by {submission.template_path}; declared: {', '.join(sorted(declared))}"
+            )
+    missing = [
+        name
+        for name, spec in declared.items()
+        if not spec.get("isOptional") and name not in submission.parameter_values
+    ]
     if missing:
         problems.append(f"required parameter(s) not given: {', '.join(sorted(missing))}")
     if not submission.project:

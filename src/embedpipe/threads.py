@@ -180,8 +180,13 @@ class AdaptiveThreads:
         current = torch.get_num_threads()  # torch's own count: other code may set it too
         if threads != current:
             torch.set_num_threads(threads)
-            logger.info("threads: %d -> %d (other processes keep %.1f of %d core(s) busy)", current, threads, others,
-                        self.budget.usable_cores)
+            logger.info(
+                "threads: %d -> %d (other processes keep %.1f of %d core(s) busy)",
+                current,
+                threads,
+                others,
+                self.budget.usable_cores,
+            )
         self.threads = threads
         return self.threads
 

@@ -46,7 +46,9 @@ class DataValidationError(ValueError):
         lines = [f"{self.total} problem(s) found in the input data; nothing was written:"]
         lines += [f"  - {p}" for p in self.problems]
         if self.total > len(self.problems):
-            lines.append(f"  ... and {self.total - len(self.problems)} more (only the first {len(self.problems)} are listed)")
+            lines.append(
+                f"  ... and {self.total - len(self.problems)} more (only the first {len(self.problems)} are listed)"
+            )
         super().__init__("\n".join(lines))
 
 

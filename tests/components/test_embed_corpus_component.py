@@ -29,8 +29,14 @@ MINI = Path(__file__).resolve().parents[2] / "examples" / "scifact-mini" / "corp
 
 def write_corpus(path: Path, n: int) -> Path:
     rows = [json.loads(line) for line in MINI.read_text().splitlines()[:n]]
-    pd.DataFrame({"_id": [r["_id"] for r in rows], "title": [r["title"] for r in rows], "text": [r["text"] for r in rows],
-                  "metadata": ["{}"] * n}).to_parquet(path)
+    pd.DataFrame(
+        {
+            "_id": [r["_id"] for r in rows],
+            "title": [r["title"] for r in rows],
+            "text": [r["text"] for r in rows],
+            "metadata": ["{}"] * n,
+        }
+    ).to_parquet(path)
     return path
 
 
@@ -42,8 +48,15 @@ def artifact(cls, path_or_uri):
 def test_component_runs_the_job_locally_and_logs_metrics(tmp_path):
     corpus = artifact(dsl.Dataset, write_corpus(tmp_path / "corpus", 6))
     vectors, metrics = artifact(dsl.Dataset, tmp_path / "vectors"), artifact(dsl.Metrics, tmp_path / "metrics")
-    embed_corpus.python_func(corpus=corpus, vectors=vectors, metrics=metrics, gcp_resources=str(tmp_path / "gcp_resources"),
-                             tuned_model=artifact(dsl.Model, packaged_model_path()), chunk_tokens=128, chunk_overlap=32)
+    embed_corpus.python_func(
+        corpus=corpus,
+        vectors=vectors,
+        metrics=metrics,
+        gcp_resources=str(tmp_path / "gcp_resources"),
+        tuned_model=artifact(dsl.Model, packaged_model_path()),
+        chunk_tokens=128,
+        chunk_overlap=32,
+    )
     table = pd.read_parquet(vectors.path)
     assert set(table.columns) >= {"id", "embedding", "content", "metadata", "content_hash"}
     assert metrics.metadata["documents_embedded"] == 6 and metrics.metadata["chunks_embedded"] == len(table) > 6
@@ -69,8 +82,10 @@ class FakeDataflowResult(PipelineResult):
         self._state = PipelineState.CANCELLED
 
     def metrics(self):
-        counters = [SimpleNamespace(key=SimpleNamespace(metric=SimpleNamespace(name=n)), committed=v, attempted=v)
-                    for n, v in {"documents_read": 5, "documents_embedded": 5, "chunks_embedded": 5}.items()]
+        counters = [
+            SimpleNamespace(key=SimpleNamespace(metric=SimpleNamespace(name=n)), committed=v, attempted=v)
+            for n, v in {"documents_read": 5, "documents_embedded": 5, "chunks_embedded": 5}.items()
+        ]
         return SimpleNamespace(query=lambda _filter: {"counters": counters})
 
 
@@ -120,15 +135,28 @@ def test_dataflow_launch_builds_the_options_writes_gcp_resources_and_waits(tmp_p
     monkeypatch.setattr(Path, "write_text", spy)
     inputs = dataflow_inputs(tmp_path)
     task.embed_corpus_task(
-        **inputs, runner="DataflowRunner", project="my-project", location="europe-west4", machine_type="g2-standard-8",
-        max_workers=8, accelerator_type="nvidia-l4", accelerator_count=1, service_account="sa@my-project.iam.gserviceaccount.com",
-        network="vpc", dataflow_image=DATAFLOW_IMAGE, beam_runner=fake,
+        **inputs,
+        runner="DataflowRunner",
+        project="my-project",
+        location="europe-west4",
+        machine_type="g2-standard-8",
+        max_workers=8,
+        accelerator_type="nvidia-l4",
+        accelerator_count=1,
+        service_account="sa@my-project.iam.gserviceaccount.com",
+        network="vpc",
+        dataflow_image=DATAFLOW_IMAGE,
+        beam_runner=fake,
     )
     assert seen_paths == ["gs://bucket/run/prepare-data/corpus"]  # workers read the gs:// URI, not /gcs/
     options = fake.options
     assert options.view_as(StandardOptions).runner == "DataflowRunner"
     cloud = options.view_as(GoogleCloudOptions)
-    assert (cloud.project, cloud.region, cloud.temp_location) == ("my-project", "europe-west4", "gs://bucket/run/embed-corpus/vectors-dataflow-tmp")
+    assert (cloud.project, cloud.region, cloud.temp_location) == (
+        "my-project",
+        "europe-west4",
+        "gs://bucket/run/embed-corpus/vectors-dataflow-tmp",
+    )
     assert cloud.service_account_email == "sa@my-project.iam.gserviceaccount.com"
     assert cloud.dataflow_service_options == ["worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"]
     workers = options.view_as(WorkerOptions)
@@ -140,7 +168,9 @@ def test_dataflow_launch_builds_the_options_writes_gcp_resources_and_waits(tmp_p
 
     resources = json_format.Parse((tmp_path / "gcp_resources").read_text(), gcp_resources_pb2.GcpResources())
     assert resources.resources[0].resource_type == "DataflowJob"
-    assert resources.resources[0].resource_uri.endswith("/projects/my-project/locations/europe-west4/jobs/2026-11-23_01_02_03-42")
+    assert resources.resources[0].resource_uri.endswith(
+        "/projects/my-project/locations/europe-west4/jobs/2026-11-23_01_02_03-42"
+    )
     assert written_before_wait == [["submitted"]]  # linked in the UI while the job runs, not after
     assert inputs["metrics"].metadata["documents_embedded"] == 5
 
@@ -150,8 +180,12 @@ def test_a_failed_dataflow_job_fails_the_task(tmp_path, monkeypatch):
 
     monkeypatch.setattr(job, "resolve_input", lambda path, **kw: (path, "parquet"))
     with pytest.raises(RuntimeError, match="ended in state FAILED"):
-        task.embed_corpus_task(**dataflow_inputs(tmp_path), runner="DataflowRunner", project="p",
-                                   beam_runner=FakeDataflowRunner(PipelineState.FAILED))
+        task.embed_corpus_task(
+            **dataflow_inputs(tmp_path),
+            runner="DataflowRunner",
+            project="p",
+            beam_runner=FakeDataflowRunner(PipelineState.FAILED),
+        )
     assert "DataflowJob" in (tmp_path / "gcp_resources").read_text()
 
 
@@ -185,14 +219,17 @@ def test_kfp_local_pipeline_passes_a_model_artifact_and_previous_vectors(tmp_pat
         corpus = small_corpus(source=source, n=4)
         model = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
         first = embed_corpus(corpus=corpus.outputs["corpus"], tuned_model=model.output)
-        embed_corpus(corpus=corpus.outputs["corpus"], tuned_model=model.output,
-                     previous_vectors=first.outputs["vectors"])
+        embed_corpus(
+            corpus=corpus.outputs["corpus"], tuned_model=model.output, previous_vectors=first.outputs["vectors"]
+        )
 
     # A copy of the model: kfp.local rewrites "python3" inside paths on its command line, and the packaged
     # model lives under .venv/lib/python3.11/.
     model_copy = tmp_path / "tuned-model"
     shutil.copytree(packaged_model_path(), model_copy)
-    run = run_locally(embed_twice, {"source": str(MINI), "model_uri": str(model_copy)}, pipeline_root=tmp_path / "runs")
+    run = run_locally(
+        embed_twice, {"source": str(MINI), "model_uri": str(model_copy)}, pipeline_root=tmp_path / "runs"
+    )
     assert run.metadata("embed-corpus", "metrics")["documents_embedded"] == 4
     assert run.metadata("embed-corpus-2", "metrics")["documents_reused"] == 4
     assert run.metadata("embed-corpus-2", "metrics")["documents_embedded"] == 0

@@ -22,21 +22,36 @@ def artifact(cls, path):
 
 def evaluate_tiny(data: Path, out: Path) -> Path:
     prepared = prepare_data(
-        corpus_path=str(data / "corpus.jsonl"), queries_path=str(data / "queries.jsonl"),
-        train_labels_path=str(data / "qrels" / "train.tsv"), test_labels_path=str(data / "qrels" / "test.tsv"),
+        corpus_path=str(data / "corpus.jsonl"),
+        queries_path=str(data / "queries.jsonl"),
+        train_labels_path=str(data / "qrels" / "train.tsv"),
+        test_labels_path=str(data / "qrels" / "test.tsv"),
     )
-    prepared.write(str(out / "corpus.parquet"), str(out / "queries.parquet"), {s: str(out / f"{s}.parquet") for s in SPLITS})
-    run_evaluation(str(out / "corpus.parquet"), str(out / "queries.parquet"), str(out / "test.parquet"),
-                   base_model="default", tuned_model=str(packaged_model_path()),
-                   outputs=EvaluationOutputs(corpus_embeddings=str(out / "corpus_embeddings")))
+    prepared.write(
+        str(out / "corpus.parquet"), str(out / "queries.parquet"), {s: str(out / f"{s}.parquet") for s in SPLITS}
+    )
+    run_evaluation(
+        str(out / "corpus.parquet"),
+        str(out / "queries.parquet"),
+        str(out / "test.parquet"),
+        base_model="default",
+        tuned_model=str(packaged_model_path()),
+        outputs=EvaluationOutputs(corpus_embeddings=str(out / "corpus_embeddings")),
+    )
     return out
 
 
 def embed(tmp_path, name, corpus, **kwargs):
     vectors, metrics = artifact(dsl.Dataset, tmp_path / name), artifact(dsl.Metrics, tmp_path / f"{name}-metrics")
-    embed_corpus.python_func(corpus=artifact(dsl.Dataset, corpus), vectors=vectors, metrics=metrics,
-                             gcp_resources=str(tmp_path / f"{name}-gcp"), tuned_model=artifact(dsl.Model, packaged_model_path()),
-                             task_type="RETRIEVAL_QUERY", **kwargs)
+    embed_corpus.python_func(
+        corpus=artifact(dsl.Dataset, corpus),
+        vectors=vectors,
+        metrics=metrics,
+        gcp_resources=str(tmp_path / f"{name}-gcp"),
+        tuned_model=artifact(dsl.Model, packaged_model_path()),
+        task_type="RETRIEVAL_QUERY",
+        **kwargs,
+    )
     return pd.read_parquet(vectors.path).set_index("id").sort_index(), metrics.metadata
 
 
@@ -56,8 +71,14 @@ def test_vectors_evaluation_computed_are_reused_and_equal_a_fresh_embedding(tmp_
 
 def test_nothing_is_reused_when_chunking(tmp_path, tiny_example_data):
     out = evaluate_tiny(tiny_example_data, tmp_path / "eval")
-    _, metrics = embed(tmp_path, "chunked", out / "corpus.parquet", evaluation_embeddings=artifact(dsl.Dataset, out / "corpus_embeddings"),
-                       chunk_tokens=16, chunk_overlap=4)
+    _, metrics = embed(
+        tmp_path,
+        "chunked",
+        out / "corpus.parquet",
+        evaluation_embeddings=artifact(dsl.Dataset, out / "corpus_embeddings"),
+        chunk_tokens=16,
+        chunk_overlap=4,
+    )
     assert metrics["documents_reused"] == 0 and metrics["documents_embedded"] == 14
 
 
@@ -67,5 +88,7 @@ def test_a_larger_corpus_reuses_the_overlap_and_embeds_the_rest(tmp_path, tiny_e
     extra = [json.dumps({"_id": f"extra-{i}", "title": "", "text": f"an extra document number {i}"}) for i in range(3)]
     larger = tmp_path / "larger.jsonl"
     larger.write_text("\n".join(lines + extra) + "\n")
-    table, metrics = embed(tmp_path, "larger", larger, evaluation_embeddings=artifact(dsl.Dataset, out / "corpus_embeddings"))
+    table, metrics = embed(
+        tmp_path, "larger", larger, evaluation_embeddings=artifact(dsl.Dataset, out / "corpus_embeddings")
+    )
     assert metrics["documents_reused"] == 14 and metrics["documents_embedded"] == 3 and len(table) == 17

@@ -119,4 +119,6 @@ def test_labels_without_a_relevant_pair_are_refused(tmp_path, small_split):
     path = tmp_path / "zero.parquet"
     labels.to_parquet(path, index=False)
     with pytest.raises(ValueError, match="no relevant"):
-        evaluate.python_func(**{**inputs(small_split), "labels": dsl.Dataset(name="labels", uri=str(path))}, **outputs(tmp_path))
+        evaluate.python_func(
+            **{**inputs(small_split), "labels": dsl.Dataset(name="labels", uri=str(path))}, **outputs(tmp_path)
+        )

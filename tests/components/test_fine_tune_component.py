@@ -18,11 +18,24 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scifact-mini"
 def inputs(tmp_path) -> dict:
     from embedpipe.prepare import prepare_data
 
-    prepared = prepare_data(str(EXAMPLE / "corpus.jsonl"), str(EXAMPLE / "queries.jsonl"), str(EXAMPLE / "qrels" / "train.tsv"), str(EXAMPLE / "qrels" / "test.tsv"))
-    made = {name: dsl.Dataset(name=name, uri=str(tmp_path / "in" / name)) for name in ("corpus", "queries", "train_labels", "validation_labels")}
+    prepared = prepare_data(
+        str(EXAMPLE / "corpus.jsonl"),
+        str(EXAMPLE / "queries.jsonl"),
+        str(EXAMPLE / "qrels" / "train.tsv"),
+        str(EXAMPLE / "qrels" / "test.tsv"),
+    )
+    made = {
+        name: dsl.Dataset(name=name, uri=str(tmp_path / "in" / name))
+        for name in ("corpus", "queries", "train_labels", "validation_labels")
+    }
     prepared.write(
-        made["corpus"].path, made["queries"].path,
-        {"train": made["train_labels"].path, "validation": made["validation_labels"].path, "test": str(tmp_path / "in" / "test")},
+        made["corpus"].path,
+        made["queries"].path,
+        {
+            "train": made["train_labels"].path,
+            "validation": made["validation_labels"].path,
+            "test": str(tmp_path / "in" / "test"),
+        },
     )
     corpus = pd.read_parquet(made["corpus"].path)
     corpus["text"] = corpus["text"].str.split().str[:40].str.join(" ")
@@ -37,7 +50,15 @@ def test_component_writes_a_model_folder_and_metrics(tmp_path, inputs):
     assert len(pd.read_parquet(inputs["validation_labels"].path)) == 0  # an empty validation table is fine
     model = dsl.Model(name="model", uri=str(tmp_path / "out" / "model"))
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "out" / "metrics"))
-    fine_tune.python_func(**inputs, model=model, metrics=metrics, batch_size=8, train_steps=2, max_seq_length=48, output_dimensionality=128)
+    fine_tune.python_func(
+        **inputs,
+        model=model,
+        metrics=metrics,
+        batch_size=8,
+        train_steps=2,
+        max_seq_length=48,
+        output_dimensionality=128,
+    )
 
     assert SentenceTransformer(model.path, device="cpu").encode(["hello"]).shape == (1, 128)
     assert model.metadata["base_model"] == "default" and model.metadata["task_type"] == "RETRIEVAL_QUERY"
@@ -51,5 +72,7 @@ def test_component_fails_before_training_on_a_bad_task_type(tmp_path, inputs):
     model = dsl.Model(name="model", uri=str(tmp_path / "out" / "model"))
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "out" / "metrics"))
     with pytest.raises(FineTuneError, match="unknown task_type"):
-        fine_tune.python_func(**inputs, model=model, metrics=metrics, task_type="RETRIEVE", batch_size=8, train_steps=2)
+        fine_tune.python_func(
+            **inputs, model=model, metrics=metrics, task_type="RETRIEVE", batch_size=8, train_steps=2
+        )
     assert not Path(model.path, "model.safetensors").exists()

@@ -12,4 +12,8 @@ def test_serving_model_points_at_the_model_folder_and_our_serving_image(tmp_path
     assert serving.uri == model.uri
     spec = serving.metadata["containerSpec"]
     assert spec["imageUri"] == SERVE_IMAGE
-    assert (spec["healthRoute"], spec["predictRoute"], spec["ports"]) == ("/health", "/predict", [{"containerPort": 8080}])
+    assert (spec["healthRoute"], spec["predictRoute"], spec["ports"]) == (
+        "/health",
+        "/predict",
+        [{"containerPort": 8080}],
+    )

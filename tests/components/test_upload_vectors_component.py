@@ -28,15 +28,22 @@ def test_component_definition():
 def test_component_writes_metrics_and_report(pg_uri, tmp_path):
     vectors = dsl.Dataset(name="vectors", uri=str(tmp_path / "vectors"))
     write_parquet_vectors(make_batch(12), tmp_path / "vectors" / "vectors-00000-of-00001.parquet")
-    metrics, report = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics")), dsl.Markdown(name="report", uri=str(tmp_path / "report.md"))
+    metrics, report = (
+        dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics")),
+        dsl.Markdown(name="report", uri=str(tmp_path / "report.md")),
+    )
     table = f"c_{uuid.uuid4().hex[:8]}"
     upload_vectors.python_func(vectors=vectors, metrics=metrics, report=report, database_uri=pg_uri, table=table)
     assert metrics.metadata["rows"] == 12 and metrics.metadata["rows_per_second"] > 0
     assert f"table: `{table}`" in (tmp_path / "report.md").read_text()
     with pytest.raises(IdentifierError):
-        upload_vectors.python_func(vectors=vectors, metrics=metrics, report=report, database_uri=pg_uri, table="x; DROP TABLE y")
+        upload_vectors.python_func(
+            vectors=vectors, metrics=metrics, report=report, database_uri=pg_uri, table="x; DROP TABLE y"
+        )
     with pytest.raises(ValueError, match="password in clear"):
-        upload_vectors.python_func(vectors=vectors, metrics=metrics, report=report, database_uri="postgresql://u:pw@h/db")
+        upload_vectors.python_func(
+            vectors=vectors, metrics=metrics, report=report, database_uri="postgresql://u:pw@h/db"
+        )
 
 
 def test_embedpipe_search_finds_the_labelled_document(pg_uri, capsys):
@@ -56,7 +63,12 @@ def test_embedpipe_search_finds_the_labelled_document(pg_uri, capsys):
     embeddings = encode(model, prompts.format_documents([d["text"] for d in docs], [d["title"] for d in docs]))
     table = f"scifact_{uuid.uuid4().hex[:8]}"
     PgVectorWriter(pg_uri, table).write(
-        VectorBatch([d["_id"] for d in docs], embeddings, [d["text"] for d in docs], [json.dumps({"title": d["title"]}) for d in docs])
+        VectorBatch(
+            [d["_id"] for d in docs],
+            embeddings,
+            [d["text"] for d in docs],
+            [json.dumps({"title": d["title"]}) for d in docs],
+        )
     )
     assert cli.main(["search", QUERY, "--db", pg_uri, "--table", table, "-k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)

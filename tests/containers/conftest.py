@@ -28,7 +28,14 @@ def docker_client():
 
 def host_run(*args: str, timeout: float = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs `python -m …` of this environment's embedpipe; fails with both streams when it exits non-zero."""
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
-    assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}\n--- stdout\n{done.stdout[-5000:]}\n--- stderr\n{done.stderr[-5000:]}"
+    done = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+    assert done.returncode == 0, (
+        f"{' '.join(args)} exited {done.returncode}\n--- stdout\n{done.stdout[-5000:]}\n--- stderr\n{done.stderr[-5000:]}"
+    )
     return done

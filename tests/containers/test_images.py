@@ -18,9 +18,27 @@ pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
 
 def test_the_whole_pipeline_runs_with_every_task_in_its_image(docker_client, tmp_path, tiny_example_data, pg_uri):
-    done = host_run("-m", "embedpipe.cli", "run", "--runner", "docker", "--data", str(tiny_example_data),
-                    "--train-steps", "2", "--batch-size", "2", "--margin", "-1", "--output-dir", str(tmp_path / "runs"),
-                    "--database-uri", pg_uri, "--table", "container_tier")
+    done = host_run(
+        "-m",
+        "embedpipe.cli",
+        "run",
+        "--runner",
+        "docker",
+        "--data",
+        str(tiny_example_data),
+        "--train-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--margin",
+        "-1",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--database-uri",
+        pg_uri,
+        "--table",
+        "container_tier",
+    )
     out = done.stdout + done.stderr
     assert "kfp.local (DockerRunner" in out
     # kfp.local names the image of every task it starts: the light tasks in base, fine_tune in train.
@@ -35,9 +53,16 @@ def test_the_serving_image_answers_vertex_as_gecko_does(docker_client):
     port = free_port()
     health, predict = "/v1/endpoints/1/deployedModels/2", "/v1/endpoints/1/deployedModels/2:predict"
     container = docker_client.containers.run(
-        image_uri("serve"), detach=True, network_mode="host",
-        environment={"AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": health, "AIP_PREDICT_ROUTE": predict,
-                     "HF_HUB_OFFLINE": "1"})
+        image_uri("serve"),
+        detach=True,
+        network_mode="host",
+        environment={
+            "AIP_HTTP_PORT": str(port),
+            "AIP_HEALTH_ROUTE": health,
+            "AIP_PREDICT_ROUTE": predict,
+            "HF_HUB_OFFLINE": "1",
+        },
+    )
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}{health}", alive=lambda: _running(container))
         request = vertex_predict_request()
@@ -65,20 +90,38 @@ def test_the_embedding_jobs_workers_run_in_the_dataflow_image(docker_client, tmp
     shared = str(tmp_path)
     socket_folder = pg_uri.split("host=", 1)[1]
     worker_pool = docker_client.containers.run(
-        image_uri("dataflow"), ["python", "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
-        detach=True, network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
+        image_uri("dataflow"),
+        ["python", "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
+        detach=True,
+        network_mode="host",
+        user=f"{os.getuid()}:{os.getgid()}",
         environment={"HF_HUB_OFFLINE": "1", "HOME": "/tmp"},
-        volumes={shared: {"bind": shared, "mode": "rw"}, str(tiny_example_data): {"bind": str(tiny_example_data), "mode": "ro"},
-                 socket_folder: {"bind": socket_folder, "mode": "rw"}})
+        volumes={
+            shared: {"bind": shared, "mode": "rw"},
+            str(tiny_example_data): {"bind": str(tiny_example_data), "mode": "ro"},
+            socket_folder: {"bind": socket_folder, "mode": "rw"},
+        },
+    )
     try:
         deadline = time.monotonic() + 60
         while not _accepts(port):
             assert _running(worker_pool) and time.monotonic() < deadline, worker_pool.logs().decode()[-2000:]
             time.sleep(0.5)
         output = tmp_path / "vectors"
-        host_run("-m", "embedpipe.embed.job", "--input", str(tiny_example_data / "corpus.jsonl"), "--output", str(output),
-                 "--database-uri", pg_uri, "--table", "dataflow_image",
-                 "--environment_type=EXTERNAL", f"--environment_config=localhost:{port}")
+        host_run(
+            "-m",
+            "embedpipe.embed.job",
+            "--input",
+            str(tiny_example_data / "corpus.jsonl"),
+            "--output",
+            str(output),
+            "--database-uri",
+            pg_uri,
+            "--table",
+            "dataflow_image",
+            "--environment_type=EXTERNAL",
+            f"--environment_config=localhost:{port}",
+        )
         logs = worker_pool.logs().decode()
     finally:
         worker_pool.remove(force=True)

@@ -29,7 +29,9 @@ class Installed:
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run(args, cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} exited {done.returncode}\n--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}")
+            raise AssertionError(
+                f"{' '.join(args)} exited {done.returncode}\n--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}"
+            )
         return done
 
 
@@ -37,8 +39,11 @@ class Installed:
 def wheel(tmp_path_factory) -> Path:
     """The wheel of this checkout, built the way `make images` builds it."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(REPO)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
     (built,) = out.glob("embedpipe-*.whl")
     return built
 
@@ -50,9 +55,20 @@ def installed(tmp_path_factory, wheel) -> Installed:
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     done = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile",
-         "-c", str(REPO / "constraints.txt"), "torch==2.13.0", str(wheel)],
-        capture_output=True, text=True,
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-compile",
+            "-c",
+            str(REPO / "constraints.txt"),
+            "torch==2.13.0",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, f"installing the wheel failed:\n{done.stderr[-4000:]}"
     workdir = root / "work"
@@ -65,4 +81,6 @@ def installed(tmp_path_factory, wheel) -> Installed:
         EMBEDPIPE_PGDATA=str(root / "pg"),
     )
     yield Installed(venv, workdir, env)
-    subprocess.run([str(venv / "bin" / "embedpipe"), "db", "--stop"], cwd=workdir, env=env, capture_output=True, timeout=120)
+    subprocess.run(
+        [str(venv / "bin" / "embedpipe"), "db", "--stop"], cwd=workdir, env=env, capture_output=True, timeout=120
+    )

@@ -15,8 +15,12 @@ from tests.http_client import assert_gecko_shaped, call, free_port, vertex_predi
 pytestmark = pytest.mark.slow
 
 #: Source roots and the package each installs as (setup.py).
-ROOTS = {"src/embedpipe": "embedpipe", "components": "embedpipe.components", "pipelines": "embedpipe.pipelines",
-         "examples": "embedpipe.examples"}
+ROOTS = {
+    "src/embedpipe": "embedpipe",
+    "components": "embedpipe.components",
+    "pipelines": "embedpipe.pipelines",
+    "examples": "embedpipe.examples",
+}
 
 
 def packages_in_the_tree() -> set[str]:
@@ -45,9 +49,12 @@ def test_the_wheel_holds_every_package_of_the_tree(wheel):
 
 
 def test_embedpipe_is_imported_from_the_installed_wheel(installed):
-    done = installed.run(installed.bin("python"), "-c",
-                         "import embedpipe, embedpipe.vectorstore, embedpipe.components, embedpipe.pipelines, embedpipe.examples;"
-                         "print(embedpipe.__file__)")
+    done = installed.run(
+        installed.bin("python"),
+        "-c",
+        "import embedpipe, embedpipe.vectorstore, embedpipe.components, embedpipe.pipelines, embedpipe.examples;"
+        "print(embedpipe.__file__)",
+    )
     location = Path(done.stdout.strip())
     assert location.is_relative_to(installed.venv) and not location.is_relative_to(REPO), location
 
@@ -60,22 +67,52 @@ def test_prepare_defaults_to_the_packaged_example_data(installed):
 
 def test_a_whole_local_run_then_search_then_serve(installed):
     data = make_tiny_example_data(installed.workdir / "tiny")
-    run = installed.run(installed.bin("embedpipe"), "run", "--data", str(data), "--train-steps", "2", "--batch-size", "2",
-                        "--margin", "-1", "--output-dir", "runs", "--table", "installed_tier")
+    run = installed.run(
+        installed.bin("embedpipe"),
+        "run",
+        "--data",
+        str(data),
+        "--train-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--margin",
+        "-1",
+        "--output-dir",
+        "runs",
+        "--table",
+        "installed_tier",
+    )
     assert "NDCG@10 on the test labels: base" in run.stdout, run.stdout[-3000:]
     uri = next(line.split("of ", 1)[1] for line in run.stdout.splitlines() if line.startswith("Vectors:"))
     documents = len((data / "corpus.jsonl").read_text().splitlines())
     with psycopg.connect(uri) as connection:
         assert connection.execute("SELECT count(*) FROM installed_tier").fetchone()[0] == documents
 
-    search = installed.run(installed.bin("embedpipe"), "search", "vitamin B12 and homocysteine", "--db", uri,
-                           "--table", "installed_tier", "-k", "3", "--json")
+    search = installed.run(
+        installed.bin("embedpipe"),
+        "search",
+        "vitamin B12 and homocysteine",
+        "--db",
+        uri,
+        "--table",
+        "installed_tier",
+        "-k",
+        "3",
+        "--json",
+    )
     hits = json.loads(search.stdout)
     assert len(hits) == 3
 
     port = free_port()
-    server = subprocess.Popen([installed.bin("embedpipe"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=installed.workdir, env=installed.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [installed.bin("embedpipe"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=installed.workdir,
+        env=installed.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}/health", alive=lambda: server.poll() is None)
         status, answer = call(f"http://127.0.0.1:{port}/predict", vertex_predict_request())

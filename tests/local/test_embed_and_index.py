@@ -10,8 +10,14 @@ from embedpipe import __version__
 from embedpipe.local import run_locally
 from embedpipe.pipelines import embed_and_index
 
-LOCAL = {"project": "", "embed_runner": "DirectRunner", "dataflow_accelerator_type": "", "vector_target": "postgres",
-         "database_iam_auth": False, "model": "default"}
+LOCAL = {
+    "project": "",
+    "embed_runner": "DirectRunner",
+    "dataflow_accelerator_type": "",
+    "vector_target": "postgres",
+    "database_iam_auth": False,
+    "model": "default",
+}
 
 
 def test_compiled_pipeline_imports_the_corpus_and_reuses_the_components(tmp_path):

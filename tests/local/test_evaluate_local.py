@@ -13,7 +13,9 @@ from embedpipe.prepare import prepare_data
 def test_evaluate_runs_under_kfp_local_with_and_without_a_tuned_model(tmp_path, tiny_example_data):
     data = tiny_example_data
     prepared = prepare_data(
-        str(data / "corpus.jsonl"), str(data / "queries.jsonl"), str(data / "qrels" / "train.tsv"),
+        str(data / "corpus.jsonl"),
+        str(data / "queries.jsonl"),
+        str(data / "qrels" / "train.tsv"),
         test_labels_path=str(data / "qrels" / "test.tsv"),
     )
     files = {name: str(tmp_path / f"{name}.parquet") for name in ("corpus", "queries", "test")}

@@ -66,8 +66,18 @@ def test_parameters_and_defaults_mirror_vertex(compiled):
     assert defaults["accelerator_type"] == "NVIDIA_L4" and defaults["accelerator_count"] == 1
     assert defaults["deploy_model"] is False and defaults["register_model"] is True
     assert defaults["project"] == "{{$.pipeline_google_cloud_project_id}}"
-    for name in ("test_label_path", "validation_label_path", "batch_size", "train_steps", "learning_rate_multiplier",
-                 "output_dimensionality", "location", "quality_margin", "index_with_base_model", "index_corpus_path"):
+    for name in (
+        "test_label_path",
+        "validation_label_path",
+        "batch_size",
+        "train_steps",
+        "learning_rate_multiplier",
+        "output_dimensionality",
+        "location",
+        "quality_margin",
+        "index_with_base_model",
+        "index_corpus_path",
+    ):
         assert name in parameters, name
 
 
@@ -105,11 +115,28 @@ def test_full_pipeline_runs_locally_and_ends_with_rows_in_postgres(tmp_path, tin
 
 
 @pytest.mark.slow
-def test_embedpipe_run_prints_the_comparison_and_a_search_command_that_works(tmp_path, tiny_example_data, pg_uri, capsys):
+def test_embedpipe_run_prints_the_comparison_and_a_search_command_that_works(
+    tmp_path, tiny_example_data, pg_uri, capsys
+):
     from embedpipe.cli import main
 
-    args = ["run", "--data", str(tiny_example_data), "--output-dir", str(tmp_path / "runs"), "--train-steps", "2",
-            "--batch-size", "2", "--margin", "-1", "--database-uri", pg_uri, "--table", "cli_run"]
+    args = [
+        "run",
+        "--data",
+        str(tiny_example_data),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--train-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--margin",
+        "-1",
+        "--database-uri",
+        pg_uri,
+        "--table",
+        "cli_run",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "cloud-only steps skipped locally: package-for-serving + register-model" in out
@@ -129,13 +156,30 @@ def test_embedpipe_run_prints_the_comparison_and_a_search_command_that_works(tmp
 def test_embedpipe_run_stops_at_the_gate_and_keeps_the_reports(tmp_path, tiny_example_data, pg_uri, capsys):
     from embedpipe.cli import main
 
-    args = ["run", "--data", str(tiny_example_data), "--output-dir", str(tmp_path / "runs"), "--train-steps", "1",
-            "--batch-size", "2", "--margin", "1", "--database-uri", pg_uri, "--table", "never_written"]
+    args = [
+        "run",
+        "--data",
+        str(tiny_example_data),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--train-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--margin",
+        "1",
+        "--database-uri",
+        pg_uri,
+        "--table",
+        "never_written",
+    ]
     assert main(args) == 1
     captured = capsys.readouterr()
     assert "quality gate did not pass" in captured.out
     assert "stopped at the quality gate" in captured.err and "--index-with-base-model" in captured.err
-    report = next(line.split(": ", 1)[1] for line in captured.out.splitlines() if line.startswith("Evaluation report: "))
+    report = next(
+        line.split(": ", 1)[1] for line in captured.out.splitlines() if line.startswith("Evaluation report: ")
+    )
     assert Path(report).exists()
     with psycopg.connect(pg_uri) as connection:
         exists = connection.execute("SELECT to_regclass('never_written')").fetchone()[0]

@@ -6,7 +6,6 @@ import compile as compile_script
 from embedpipe.components import prepare_data
 from embedpipe.images import BASE_IMAGE
 from embedpipe.local import run_locally
-from embedpipe.pipelines import tune_and_index
 
 
 def test_pipeline_runs_locally_and_passes_artifacts_between_tasks(tmp_path, example_data):
@@ -20,7 +19,9 @@ def test_pipeline_runs_locally_and_passes_artifacts_between_tasks(tmp_path, exam
 
     @dsl.pipeline(name="prepare-and-count")
     def prepare_and_count(corpus: str, queries: str, train: str, test: str):
-        prepared = prepare_data(corpus_path=corpus, queries_path=queries, train_labels_path=train, test_labels_path=test)
+        prepared = prepare_data(
+            corpus_path=corpus, queries_path=queries, train_labels_path=train, test_labels_path=test
+        )
         count_rows(table=prepared.outputs["corpus"])
 
     arguments = {

@@ -90,7 +90,11 @@ def test_values_equal_encode_with_the_task_prompt(server, reference):
         {
             "instances": [
                 {"content": "what is pgvector?"},
-                {"content": "pgvector adds vector search to Postgres.", "task_type": "RETRIEVAL_DOCUMENT", "title": "pgvector"},
+                {
+                    "content": "pgvector adds vector search to Postgres.",
+                    "task_type": "RETRIEVAL_DOCUMENT",
+                    "title": "pgvector",
+                },
                 {"content": "cats and dogs", "task_type": "CLUSTERING"},
             ]
         },
@@ -110,16 +114,23 @@ def test_values_equal_encode_with_the_task_prompt(server, reference):
 
 def test_token_count_and_truncated(server, reference):
     long_text = "embedding " * 400
-    status, body = server.call("POST", "/v1/predict", {"instances": [{"content": "hello world"}, {"content": long_text}]})
+    status, body = server.call(
+        "POST", "/v1/predict", {"instances": [{"content": "hello world"}, {"content": long_text}]}
+    )
     assert status == 200
     stats = [p["embeddings"]["statistics"] for p in body["predictions"]]
     tokenizer = reference.tokenizer
-    assert stats[0] == {"token_count": len(tokenizer("task: search result | query: hello world")["input_ids"]), "truncated": False}
+    assert stats[0] == {
+        "token_count": len(tokenizer("task: search result | query: hello world")["input_ids"]),
+        "truncated": False,
+    }
     assert stats[1]["truncated"] is True and stats[1]["token_count"] > reference.max_seq_length
 
 
 def test_output_dimensionality_truncates_and_renormalises(server, reference):
-    status, body = server.call("POST", "/v1/predict", {"instances": [{"content": "hi"}], "parameters": {"outputDimensionality": 64}})
+    status, body = server.call(
+        "POST", "/v1/predict", {"instances": [{"content": "hi"}], "parameters": {"outputDimensionality": 64}}
+    )
     assert status == 200
     values = np.array(body["predictions"][0]["embeddings"]["values"])
     full = encode_reference(reference, ["task: search result | query: hi"])[0][:64]
@@ -131,13 +142,22 @@ BAD_REQUESTS = {
     "no instances": ({"parameters": {}}, "non-empty list"),
     "too many instances": ({"instances": [{"content": "x"}] * (MAX_INSTANCES + 1)}, "too many instances"),
     "missing content": ({"instances": [{"text": "x"}]}, "instances[0].content"),
-    "unknown task type": ({"instances": [{"content": "x", "task_type": "SUMMARIZE"}]}, "task_type 'SUMMARIZE' is unknown"),
-    "title on a query": ({"instances": [{"content": "x", "title": "t"}]}, "only valid with task_type RETRIEVAL_DOCUMENT"),
+    "unknown task type": (
+        {"instances": [{"content": "x", "task_type": "SUMMARIZE"}]},
+        "task_type 'SUMMARIZE' is unknown",
+    ),
+    "title on a query": (
+        {"instances": [{"content": "x", "title": "t"}]},
+        "only valid with task_type RETRIEVAL_DOCUMENT",
+    ),
     "too long without autoTruncate": (
         {"instances": [{"content": "word " * 400}], "parameters": {"autoTruncate": False}},
         "autoTruncate is false",
     ),
-    "dimension above the model's": ({"instances": [{"content": "x"}], "parameters": {"outputDimensionality": 385}}, "1 to 384"),
+    "dimension above the model's": (
+        {"instances": [{"content": "x"}], "parameters": {"outputDimensionality": 385}},
+        "1 to 384",
+    ),
     "malformed json": (b'{"instances": [', "malformed JSON"),
     "not an object": ([1, 2], "must be a JSON object"),
 }
@@ -189,7 +209,9 @@ def test_serving_config_reads_vertex_variables_when_called(monkeypatch):
     monkeypatch.setenv("AIP_HEALTH_ROUTE", "/v1/endpoints/1/health")
     monkeypatch.setenv("AIP_PREDICT_ROUTE", "/v1/endpoints/1:predict")
     monkeypatch.setenv("AIP_STORAGE_URI", "gs://bucket/model")
-    assert ServingConfig.from_env() == ServingConfig("gs://bucket/model", 9123, "/v1/endpoints/1/health", "/v1/endpoints/1:predict")
+    assert ServingConfig.from_env() == ServingConfig(
+        "gs://bucket/model", 9123, "/v1/endpoints/1/health", "/v1/endpoints/1:predict"
+    )
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(server, reference):
@@ -199,7 +221,9 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(server, r
 
     def client(k):
         for i in range(k, len(texts), 8):
-            results[i] = server.call("POST", "/v1/predict", {"instances": [{"content": texts[i]}, {"content": "fixed"}]})
+            results[i] = server.call(
+                "POST", "/v1/predict", {"instances": [{"content": texts[i]}, {"content": "fixed"}]}
+            )
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
     for t in threads:
@@ -218,8 +242,12 @@ def test_model_from_a_gs_storage_uri_is_copied_locally_at_start():
     from tests.unit.test_storage import FakeClient
 
     folder = packaged_model_path()
-    objects = {f"models/tuned/{p.relative_to(folder).as_posix()}": p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    app = create_app(ServingConfig("gs://bucket/models/tuned", 0, "/health", "/predict"), gcs_client=FakeClient({"bucket": objects}))
+    objects = {
+        f"models/tuned/{p.relative_to(folder).as_posix()}": p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+    app = create_app(
+        ServingConfig("gs://bucket/models/tuned", 0, "/health", "/predict"), gcs_client=FakeClient({"bucket": objects})
+    )
     running = Server(app)
     try:
         running.wait_healthy()

@@ -97,11 +97,18 @@ def test_train_image_is_not_built_on_a_cuda_base_that_torch_does_not_use():
 
 
 def test_dataflow_image_uses_the_pinned_beam_version():
-    assert stages(REPO / "containers" / "dataflow" / "Dockerfile")[-1][0] == f"apache/beam_python3.11_sdk:{pinned('apache-beam')}"
+    assert (
+        stages(REPO / "containers" / "dataflow" / "Dockerfile")[-1][0]
+        == f"apache/beam_python3.11_sdk:{pinned('apache-beam')}"
+    )
 
 
 def test_the_build_context_carries_only_what_the_dockerfiles_copy():
-    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines[0] == "*", "everything is excluded first (.venv, .git, .embedpipe, build outputs)"
     allowed = {line[1:] for line in lines[1:]}
     assert all(line.startswith("!") for line in lines[1:])

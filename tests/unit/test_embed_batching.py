@@ -94,7 +94,10 @@ def test_a_model_can_choose_its_own_automatic_limit():
     from embedpipe.backend import Int8Model
     from embedpipe.models import resolve_tokens_per_batch
 
-    cpu, gpu = SimpleNamespace(device=SimpleNamespace(type="cpu")), SimpleNamespace(device=SimpleNamespace(type="cuda"))
+    cpu, gpu = (
+        SimpleNamespace(device=SimpleNamespace(type="cpu")),
+        SimpleNamespace(device=SimpleNamespace(type="cuda")),
+    )
     assert (resolve_tokens_per_batch(cpu), resolve_tokens_per_batch(gpu)) == (CPU_TOKENS_PER_BATCH, 0)
     assert resolve_tokens_per_batch(cpu, -1) == 0 and resolve_tokens_per_batch(gpu, 512) == 512
     assert Int8Model.auto_tokens_per_batch == -1  # int8 on ONNX Runtime: batch_size texts per pass

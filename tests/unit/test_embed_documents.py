@@ -62,8 +62,17 @@ def test_bad_chunking_parameters_are_explained(tokens, overlap, message):
 def test_content_hash_changes_with_text_model_and_chunking():
     base = docs.content_hash("title text", "model-a")
     assert base == docs.content_hash("title text", "model-a")
-    assert len({base, docs.content_hash("title text!", "model-a"), docs.content_hash("title text", "model-b"),
-                docs.content_hash("title text", "model-a", "chunk=64,overlap=8")}) == 4
+    assert (
+        len(
+            {
+                base,
+                docs.content_hash("title text!", "model-a"),
+                docs.content_hash("title text", "model-b"),
+                docs.content_hash("title text", "model-a", "chunk=64,overlap=8"),
+            }
+        )
+        == 4
+    )
 
 
 def test_document_id_of_a_chunk_comes_from_its_metadata():
@@ -128,7 +137,9 @@ def test_dataflow_args_name_our_image_gpus_and_network():
 def test_gcp_resources_is_gcpc_s_format():
     from google_cloud_pipeline_components.proto import gcp_resources_pb2
 
-    parsed = json_format.Parse(gcp_resources_json("p", "us-central1", "2026-01-01_00_00_00-123"), gcp_resources_pb2.GcpResources())
+    parsed = json_format.Parse(
+        gcp_resources_json("p", "us-central1", "2026-01-01_00_00_00-123"), gcp_resources_pb2.GcpResources()
+    )
     assert parsed.resources[0].resource_type == "DataflowJob"
     assert parsed.resources[0].resource_uri == (
         "https://dataflow.googleapis.com/v1b3/projects/p/locations/us-central1/jobs/2026-01-01_00_00_00-123"

@@ -7,7 +7,6 @@ Runtime, and torch's own dynamic quantization of every Linear 0.915 (the last te
 """
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -81,12 +80,24 @@ def test_a_text_alone_or_in_a_padded_batch_gets_about_the_same_vector(texts, fp3
     assert model.encode("one text").shape == (384,)
 
 
-def test_the_job_with_the_int8_backend_writes_one_vector_per_document_and_never_mixes_backends(tmp_path, tiny_example_data, fp32):
+def test_the_job_with_the_int8_backend_writes_one_vector_per_document_and_never_mixes_backends(
+    tmp_path, tiny_example_data, fp32
+):
     corpus = tiny_example_data / "corpus.jsonl"
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]
     torch_run = run_job(prepare_config(str(corpus), str(tmp_path / "torch")))
-    int8_run = run_job(prepare_config(str(corpus), str(tmp_path / "int8"), model=ModelSettings(backend="onnx-int8"), previous=str(tmp_path / "torch")))
-    assert (int8_run.metrics["documents_embedded"], int8_run.metrics["documents_reused"]) == (14, 0)  # torch vectors not reused
+    int8_run = run_job(
+        prepare_config(
+            str(corpus),
+            str(tmp_path / "int8"),
+            model=ModelSettings(backend="onnx-int8"),
+            previous=str(tmp_path / "torch"),
+        )
+    )
+    assert (int8_run.metrics["documents_embedded"], int8_run.metrics["documents_reused"]) == (
+        14,
+        0,
+    )  # torch vectors not reused
     vectors = pd.read_parquet(tmp_path / "int8").set_index("id")
     assert sorted(vectors.index) == sorted(d["_id"] for d in docs) and len(vectors) == 14
     got = np.stack(vectors.loc[[d["_id"] for d in docs], "embedding"].to_list())
@@ -94,7 +105,14 @@ def test_the_job_with_the_int8_backend_writes_one_vector_per_document_and_never_
     assert cosines(got, fp32_vectors(fp32, [f"{d['title']} {d['text']}" for d in docs])).min() > WORST_COSINE
     torch_hashes = pd.read_parquet(tmp_path / "torch").set_index("id")["content_hash"]
     assert not set(torch_hashes) & set(vectors["content_hash"])
-    again = run_job(prepare_config(str(corpus), str(tmp_path / "int8-again"), model=ModelSettings(backend="onnx-int8"), previous=str(tmp_path / "int8")))
+    again = run_job(
+        prepare_config(
+            str(corpus),
+            str(tmp_path / "int8-again"),
+            model=ModelSettings(backend="onnx-int8"),
+            previous=str(tmp_path / "int8"),
+        )
+    )
     assert (again.metrics["documents_embedded"], again.metrics["documents_reused"]) == (0, 14)
     assert torch_run.metrics["documents_embedded"] == 14
 
@@ -121,12 +139,18 @@ def test_a_module_the_backend_does_not_run_is_refused_before_the_job_starts(tmp_
     lstm = {"idx": 2, "name": "2", "path": "2_LSTM", "type": "sentence_transformers.models.LSTM"}
     model = with_modules(tmp_path, [transformer, pooling, lstm])
     corpus = str(tiny_example_data / "corpus.jsonl")
-    with pytest.raises(UnsupportedModelError, match=r"module 2 in modules.json is LSTM; the onnx-int8 backend runs a Transformer"):
+    with pytest.raises(
+        UnsupportedModelError, match=r"module 2 in modules.json is LSTM; the onnx-int8 backend runs a Transformer"
+    ):
         prepare_config(corpus, str(tmp_path / "out"), model=ModelSettings(str(model), backend="onnx-int8"))
     assert not (tmp_path / "out").exists()
     static = {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.StaticEmbedding"}
     with pytest.raises(UnsupportedModelError, match="module 0 in modules.json is StaticEmbedding"):
-        prepare_config(corpus, str(tmp_path / "out"), model=ModelSettings(str(with_modules(tmp_path / "b", [static])), backend="onnx-int8"))
+        prepare_config(
+            corpus,
+            str(tmp_path / "out"),
+            model=ModelSettings(str(with_modules(tmp_path / "b", [static])), backend="onnx-int8"),
+        )
     with pytest.raises(ValueError, match="backend 'onnx-int8' is for CPU workers"):
         prepare_config(corpus, str(tmp_path / "out"), model=ModelSettings(backend="onnx-int8", device="cuda"))
 
@@ -154,17 +178,42 @@ def test_an_embeddinggemma_like_model_runs_in_int8(tmp_path):
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_model_path()))
-    config = Gemma3TextConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
-                              use_bidirectional_attention=True, pad_token_id=tokenizer.pad_token_id)
+    config = Gemma3TextConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        sliding_window=8,
+        use_bidirectional_attention=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     Gemma3TextModel(config).save_pretrained(tmp_path / "hf")
     tokenizer.save_pretrained(tmp_path / "hf")
-    st = SentenceTransformer(modules=[Transformer(str(tmp_path / "hf")), Pooling(64, "mean"), Dense(64, 128, activation_function=None),
-                                      Dense(128, 64, activation_function=None), Normalize()], device="cpu")
+    st = SentenceTransformer(
+        modules=[
+            Transformer(str(tmp_path / "hf")),
+            Pooling(64, "mean"),
+            Dense(64, 128, activation_function=None),
+            Dense(128, 64, activation_function=None),
+            Normalize(),
+        ],
+        device="cpu",
+    )
     st.save(str(tmp_path / "gemma-like"))
-    texts = ["a text longer than the sliding window of eight tokens, so the window matters", "short", "title: none | text: x"]
-    expected = SentenceTransformer(str(tmp_path / "gemma-like"), device="cpu").encode(texts, prompt="", normalize_embeddings=True)
-    got = load_int8_model(str(tmp_path / "gemma-like"), cache_dir=tmp_path / "cache").encode(texts, normalize_embeddings=True)
+    texts = [
+        "a text longer than the sliding window of eight tokens, so the window matters",
+        "short",
+        "title: none | text: x",
+    ]
+    expected = SentenceTransformer(str(tmp_path / "gemma-like"), device="cpu").encode(
+        texts, prompt="", normalize_embeddings=True
+    )
+    got = load_int8_model(str(tmp_path / "gemma-like"), cache_dir=tmp_path / "cache").encode(
+        texts, normalize_embeddings=True
+    )
     assert got.shape == (3, 64) and cosines(got, expected).min() > 0.99
 
 

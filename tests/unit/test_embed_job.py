@@ -37,7 +37,13 @@ def encode(model, texts):
 
 def test_one_vector_per_document_equal_to_sentence_transformers(tmp_path, model):
     rows = slice_of_corpus(tmp_path / "corpus.jsonl", 12)
-    result = run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "out"), model=ModelSettings(batch_size=4, inference_batch_size=8)))
+    result = run_job(
+        prepare_config(
+            str(tmp_path / "corpus.jsonl"),
+            str(tmp_path / "out"),
+            model=ModelSettings(batch_size=4, inference_batch_size=8),
+        )
+    )
     vectors = read_vectors(tmp_path / "out")
     assert sorted(vectors.index) == sorted(r["_id"] for r in rows)
     expected = encode(model, [f"{r['title']} {r['text']}" for r in rows])  # MiniLM's document prompt
@@ -53,10 +59,18 @@ def test_one_vector_per_document_equal_to_sentence_transformers(tmp_path, model)
 
 def test_prepared_parquet_input_and_output_dimensionality(tmp_path, model):
     rows = slice_of_corpus(tmp_path / "corpus.jsonl", 5)
-    frame = pd.DataFrame({"_id": [r["_id"] for r in rows], "title": [r["title"] for r in rows],
-                          "text": [r["text"] for r in rows], "metadata": ['{"source": "test"}'] * 5})
+    frame = pd.DataFrame(
+        {
+            "_id": [r["_id"] for r in rows],
+            "title": [r["title"] for r in rows],
+            "text": [r["text"] for r in rows],
+            "metadata": ['{"source": "test"}'] * 5,
+        }
+    )
     frame.to_parquet(tmp_path / "corpus")  # as prepare_data writes its artifact: no extension
-    run_job(prepare_config(str(tmp_path / "corpus"), str(tmp_path / "out"), model=ModelSettings(output_dimensionality=128)))
+    run_job(
+        prepare_config(str(tmp_path / "corpus"), str(tmp_path / "out"), model=ModelSettings(output_dimensionality=128))
+    )
     vectors = read_vectors(tmp_path / "out")
     got = np.stack(vectors.loc[frame["_id"], "embedding"].to_list())
     assert got.shape == (5, 128) and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
@@ -102,7 +116,9 @@ def test_incremental_run_embeds_only_changed_and_new_documents(tmp_path):
     rows.append({"_id": "new-doc", "title": "", "text": "A document that was not there before."})
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    second = run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run2"), previous=str(tmp_path / "run1")))
+    second = run_job(
+        prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run2"), previous=str(tmp_path / "run1"))
+    )
     m = second.metrics
     assert (m["documents_embedded"], m["documents_reused"], m["documents_removed"]) == (3, 7, 1)
     before, after = read_vectors(tmp_path / "run1"), read_vectors(tmp_path / "run2")
@@ -115,8 +131,14 @@ def test_incremental_run_embeds_only_changed_and_new_documents(tmp_path):
         assert not np.allclose(after.loc[changed, "embedding"], before.loc[changed, "embedding"])
 
     # Another model identity (here: another output size) re-embeds everything.
-    third = run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run3"), previous=str(tmp_path / "run2"),
-                                   model=ModelSettings(output_dimensionality=64)))
+    third = run_job(
+        prepare_config(
+            str(tmp_path / "corpus.jsonl"),
+            str(tmp_path / "run3"),
+            previous=str(tmp_path / "run2"),
+            model=ModelSettings(output_dimensionality=64),
+        )
+    )
     assert (third.metrics["documents_embedded"], third.metrics["documents_reused"]) == (10, 0)
 
 
@@ -135,7 +157,11 @@ def test_bad_documents_are_counted_dead_letters_never_silently_dropped(tmp_path)
     assert result.metrics["dead_letters"] == 5 and result.metrics["documents_embedded"] == 3
     assert result.metrics["documents_read"] == 8
     assert sorted(read_vectors(tmp_path / "out").index) == sorted(r["_id"] for r in good)
-    dead = [json.loads(line) for f in (tmp_path / "out" / "_dead_letters").glob("*.jsonl") for line in f.read_text().splitlines()]
+    dead = [
+        json.loads(line)
+        for f in (tmp_path / "out" / "_dead_letters").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
     reasons = sorted(d["reason"].split(";")[0] for d in dead)
     assert reasons == [
         "field '_id' is missing or not a non-empty string",
@@ -162,7 +188,11 @@ def test_a_model_folder_that_does_not_load_is_a_clear_error(tmp_path):
 def test_an_output_dimensionality_above_the_model_s_is_an_error(tmp_path):
     slice_of_corpus(tmp_path / "corpus.jsonl", 2)
     with pytest.raises(ModelLoadError, match="larger than model 'default'"):
-        run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "out"), model=ModelSettings(output_dimensionality=1024)))
+        run_job(
+            prepare_config(
+                str(tmp_path / "corpus.jsonl"), str(tmp_path / "out"), model=ModelSettings(output_dimensionality=1024)
+            )
+        )
 
 
 def test_job_writes_into_the_vector_store_and_deletes_stale_rows(tmp_path, pg_uri):
@@ -181,7 +211,11 @@ def test_job_writes_into_the_vector_store_and_deletes_stale_rows(tmp_path, pg_ur
     shortened, removed = rows[0], rows.pop(1)
     shortened["text"] = " ".join(shortened["text"].split()[:20])  # now one chunk instead of several
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run2"), previous=str(tmp_path / "run1"), **config))
+    run_job(
+        prepare_config(
+            str(tmp_path / "corpus.jsonl"), str(tmp_path / "run2"), previous=str(tmp_path / "run1"), **config
+        )
+    )
     second = read_vectors(tmp_path / "run2")
     in_database = stored("embed_job_test")
     assert in_database == second["content"].to_dict()  # the table holds exactly this run's rows

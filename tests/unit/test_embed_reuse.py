@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from embedpipe.embed.job import JobResult, prepare_config, run_job
-from embedpipe.embed.settings import ModelSettings
 from embedpipe.embed.reuse import REUSED_FILE, _same_model, vectors_from_evaluation
+from embedpipe.embed.settings import ModelSettings
 from embedpipe.evaluate import EvaluationOutputs, run_evaluation
 from embedpipe.models import packaged_model_path
 from embedpipe.prepare import SPLITS, prepare_data
@@ -58,13 +58,22 @@ def gemma_style_model(tmp_path_factory) -> Path:
 def evaluate(data: Path, out: Path, *, base_model: str = "default", tuned_model: str = "") -> Path:
     """prepare_data + evaluate on a BEIR folder; returns `out`, holding corpus.parquet and corpus_embeddings/."""
     prepared = prepare_data(
-        corpus_path=str(data / "corpus.jsonl"), queries_path=str(data / "queries.jsonl"),
-        train_labels_path=str(data / "qrels" / "train.tsv"), test_labels_path=str(data / "qrels" / "test.tsv"),
+        corpus_path=str(data / "corpus.jsonl"),
+        queries_path=str(data / "queries.jsonl"),
+        train_labels_path=str(data / "qrels" / "train.tsv"),
+        test_labels_path=str(data / "qrels" / "test.tsv"),
     )
-    prepared.write(str(out / "corpus.parquet"), str(out / "queries.parquet"), {s: str(out / f"{s}.parquet") for s in SPLITS})
-    run_evaluation(str(out / "corpus.parquet"), str(out / "queries.parquet"), str(out / "test.parquet"),
-                   base_model=base_model, tuned_model=tuned_model,
-                   outputs=EvaluationOutputs(corpus_embeddings=str(out / "corpus_embeddings")))
+    prepared.write(
+        str(out / "corpus.parquet"), str(out / "queries.parquet"), {s: str(out / f"{s}.parquet") for s in SPLITS}
+    )
+    run_evaluation(
+        str(out / "corpus.parquet"),
+        str(out / "queries.parquet"),
+        str(out / "test.parquet"),
+        base_model=base_model,
+        tuned_model=tuned_model,
+        outputs=EvaluationOutputs(corpus_embeddings=str(out / "corpus_embeddings")),
+    )
     return out
 
 
@@ -91,15 +100,26 @@ def cosines(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
 
 
 @pytest.mark.parametrize("output_dimensionality", [0, 128])
-def test_every_evaluated_document_is_reused_and_equals_a_fresh_embedding(tmp_path, tiny_example_data, caplog, output_dimensionality):
+def test_every_evaluated_document_is_reused_and_equals_a_fresh_embedding(
+    tmp_path, tiny_example_data, caplog, output_dimensionality
+):
     out = evaluate(tiny_example_data, tmp_path / "eval")
     corpus = out / "corpus.parquet"
     # evaluate used RETRIEVAL_QUERY, the job RETRIEVAL_DOCUMENT: the same document prompt, so reusable.
     with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
-        written, reused, metrics = embed(corpus, tmp_path / "reused", evaluation=out / "corpus_embeddings",
-                                         output_dimensionality=output_dimensionality)
+        written, reused, metrics = embed(
+            corpus,
+            tmp_path / "reused",
+            evaluation=out / "corpus_embeddings",
+            output_dimensionality=output_dimensionality,
+        )
     assert written == 14 and "reusing 14 vectors computed by evaluate (base model default" in caplog.text
-    assert (metrics["documents_reused"], metrics["vectors_reused"], metrics["documents_embedded"], metrics["chunks_embedded"]) == (14, 14, 0, 0)
+    assert (
+        metrics["documents_reused"],
+        metrics["vectors_reused"],
+        metrics["documents_embedded"],
+        metrics["chunks_embedded"],
+    ) == (14, 14, 0, 0)
 
     _, fresh, fresh_metrics = embed(corpus, tmp_path / "fresh", output_dimensionality=output_dimensionality)
     assert fresh_metrics["documents_embedded"] == 14
@@ -112,8 +132,13 @@ def test_every_evaluated_document_is_reused_and_equals_a_fresh_embedding(tmp_pat
 def test_nothing_is_reused_when_the_job_chunks_documents(tmp_path, tiny_example_data, caplog):
     out = evaluate(tiny_example_data, tmp_path / "eval")
     with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
-        written, _, metrics = embed(out / "corpus.parquet", tmp_path / "chunked", evaluation=out / "corpus_embeddings",
-                                    chunk_tokens=16, chunk_overlap=4)
+        written, _, metrics = embed(
+            out / "corpus.parquet",
+            tmp_path / "chunked",
+            evaluation=out / "corpus_embeddings",
+            chunk_tokens=16,
+            chunk_overlap=4,
+        )
     assert written == 0 and not (tmp_path / "chunked" / "previous").exists()
     assert "splits documents into chunks" in caplog.text
     assert metrics["documents_reused"] == 0 and metrics["documents_embedded"] == 14
@@ -122,8 +147,9 @@ def test_nothing_is_reused_when_the_job_chunks_documents(tmp_path, tiny_example_
 def test_nothing_is_reused_for_another_model(tmp_path, tiny_example_data, other_model, caplog):
     out = evaluate(tiny_example_data, tmp_path / "eval")  # the packaged MiniLM
     with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
-        written, _, metrics = embed(out / "corpus.parquet", tmp_path / "other", evaluation=out / "corpus_embeddings",
-                                    model=str(other_model))
+        written, _, metrics = embed(
+            out / "corpus.parquet", tmp_path / "other", evaluation=out / "corpus_embeddings", model=str(other_model)
+        )
     assert written == 0 and "evaluation embedded with model 'default'" in caplog.text
     assert metrics["documents_reused"] == 0 and metrics["documents_embedded"] == 14
 
@@ -142,13 +168,22 @@ def test_nothing_is_reused_with_another_document_prompt(tmp_path, tiny_example_d
     out = evaluate(tiny_example_data, tmp_path / "eval", base_model=str(gemma_style_model))
     # CLUSTERING is symmetric: documents get the clustering prompt, not evaluation's "title: ... | text: ".
     with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
-        written, _, metrics = embed(out / "corpus.parquet", tmp_path / "clustering", evaluation=out / "corpus_embeddings",
-                                    model=str(gemma_style_model), task_type="CLUSTERING")
+        written, _, metrics = embed(
+            out / "corpus.parquet",
+            tmp_path / "clustering",
+            evaluation=out / "corpus_embeddings",
+            model=str(gemma_style_model),
+            task_type="CLUSTERING",
+        )
     assert written == 0 and "document prompt is 'title: none | text: '" in caplog.text
     assert metrics["documents_reused"] == 0 and metrics["documents_embedded"] == 14
     # The same model and prompt as evaluation: reused, prompt included in the hash.
-    written, _, metrics = embed(out / "corpus.parquet", tmp_path / "retrieval", evaluation=out / "corpus_embeddings",
-                                model=str(gemma_style_model))
+    written, _, metrics = embed(
+        out / "corpus.parquet",
+        tmp_path / "retrieval",
+        evaluation=out / "corpus_embeddings",
+        model=str(gemma_style_model),
+    )
     assert written == 14 and metrics["documents_reused"] == 14
 
 
@@ -164,7 +199,9 @@ def test_ids_that_name_other_documents_are_embedded_not_reused(tmp_path, tiny_ex
     out = evaluate(tiny_example_data, tmp_path / "eval")
     write_corpus_with_shifted_texts(out, tmp_path / "other-corpus.parquet")
     with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
-        written, _, metrics = embed(tmp_path / "other-corpus.parquet", tmp_path / "other", evaluation=out / "corpus_embeddings")
+        written, _, metrics = embed(
+            tmp_path / "other-corpus.parquet", tmp_path / "other", evaluation=out / "corpus_embeddings"
+        )
     assert written == 0 and "14 documents have other texts than evaluation embedded" in caplog.text
     assert metrics["documents_reused"] == 0 and metrics["documents_embedded"] == 14
 
@@ -175,7 +212,9 @@ def test_vectors_saved_without_text_hashes_are_checked_by_embedding_a_few_again(
     pd.read_parquet(saved).drop(columns=["text_hash"]).to_parquet(saved)  # as an older evaluate wrote them
     write_corpus_with_shifted_texts(out, tmp_path / "other-corpus.parquet")
     with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
-        written, _, metrics = embed(tmp_path / "other-corpus.parquet", tmp_path / "other", evaluation=out / "corpus_embeddings")
+        written, _, metrics = embed(
+            tmp_path / "other-corpus.parquet", tmp_path / "other", evaluation=out / "corpus_embeddings"
+        )
     assert written == 0 and "evaluation embedded another text under this id" in caplog.text
     assert metrics["documents_reused"] == 0 and metrics["documents_embedded"] == 14
 
@@ -187,7 +226,9 @@ def test_documents_edited_since_evaluation_are_embedded_the_rest_reused(tmp_path
     corpus.loc[corpus["_id"].isin(edited), "text"] += " (revised)"  # a small edit the spot check would miss
     corpus.to_parquet(tmp_path / "edited.parquet")
     with caplog.at_level(logging.INFO, logger="embedpipe.embed.reuse"):
-        written, reused, metrics = embed(tmp_path / "edited.parquet", tmp_path / "reused", evaluation=out / "corpus_embeddings")
+        written, reused, metrics = embed(
+            tmp_path / "edited.parquet", tmp_path / "reused", evaluation=out / "corpus_embeddings"
+        )
     assert written == 12 and "2 documents have other texts than evaluation embedded" in caplog.text
     assert (metrics["documents_reused"], metrics["documents_embedded"]) == (12, 2)
     _, fresh, _ = embed(tmp_path / "edited.parquet", tmp_path / "fresh")
@@ -229,19 +270,36 @@ def test_the_task_prefers_previous_vectors_and_hands_dataflow_the_gs_uri(tmp_pat
 
     out = evaluate(tiny_example_data, tmp_path / "eval")
     configs = []
-    monkeypatch.setattr(job, "run_job", lambda config, *a, **kw: configs.append(config) or JobResult("DONE", {}, "", config.output))
-    common = dict(corpus=artifact("gs://b/run/corpus", out / "corpus.parquet"), metrics=SimpleNamespace(log_metric=lambda *a: None),
-                  gcp_resources=str(tmp_path / "gcp_resources"), evaluation_embeddings=artifact("gs://b/run/emb", out / "corpus_embeddings"),
-                  task_type="RETRIEVAL_QUERY")
+    monkeypatch.setattr(
+        job, "run_job", lambda config, *a, **kw: configs.append(config) or JobResult("DONE", {}, "", config.output)
+    )
+    common = dict(
+        corpus=artifact("gs://b/run/corpus", out / "corpus.parquet"),
+        metrics=SimpleNamespace(log_metric=lambda *a: None),
+        gcp_resources=str(tmp_path / "gcp_resources"),
+        evaluation_embeddings=artifact("gs://b/run/emb", out / "corpus_embeddings"),
+        task_type="RETRIEVAL_QUERY",
+    )
     real_resolve = job.resolve_input
     # No Google Cloud here: gs:// URIs resolve to themselves; the launcher reads the /gcs/ paths (here tmp_path).
-    monkeypatch.setattr(job, "resolve_input", lambda path, **kw: (path, "parquet") if path.startswith("gs://") else real_resolve(path, **kw))
+    monkeypatch.setattr(
+        job,
+        "resolve_input",
+        lambda path, **kw: (path, "parquet") if path.startswith("gs://") else real_resolve(path, **kw),
+    )
 
-    task.embed_corpus_task(**common, vectors=artifact("gs://b/run/vectors", tmp_path / "vectors"), runner="DataflowRunner", project="p")
+    task.embed_corpus_task(
+        **common, vectors=artifact("gs://b/run/vectors", tmp_path / "vectors"), runner="DataflowRunner", project="p"
+    )
     assert configs[-1].previous_pattern == f"gs://b/run/vectors-from-evaluation/{REUSED_FILE}"
     assert len(pd.read_parquet(tmp_path / "vectors-from-evaluation" / REUSED_FILE)) == 14
 
-    task.embed_corpus_task(**common, vectors=artifact("gs://b/run/vectors2", tmp_path / "vectors2"), runner="DataflowRunner",
-                               project="p", previous_vectors=artifact("gs://b/old/vectors", tmp_path / "old"))
+    task.embed_corpus_task(
+        **common,
+        vectors=artifact("gs://b/run/vectors2", tmp_path / "vectors2"),
+        runner="DataflowRunner",
+        project="p",
+        previous_vectors=artifact("gs://b/old/vectors", tmp_path / "old"),
+    )
     assert configs[-1].previous_pattern == "gs://b/old/vectors"
     assert not (tmp_path / "vectors2-from-evaluation").exists()

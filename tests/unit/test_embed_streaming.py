@@ -13,6 +13,7 @@ import pytest
 from apache_beam.testing import test_stream as beam_test_stream
 from apache_beam.transforms.window import TimestampedValue
 
+from embedpipe.embed.settings import ModelSettings
 from embedpipe.embed.streaming import (
     parse_message,
     plan_writes,
@@ -20,9 +21,8 @@ from embedpipe.embed.streaming import (
     prepare_vector_table,
     run_stream,
 )
-from embedpipe.models import ModelLoadError, load_model
-from embedpipe.embed.settings import ModelSettings
 from embedpipe.embed.types import VectorRow, Version
+from embedpipe.models import ModelLoadError, load_model
 
 SUBSCRIPTION = "projects/my-project/subscriptions/docs"
 slow = pytest.mark.slow  # a model and a pipeline run each
@@ -39,7 +39,9 @@ def encode(model, texts):
 
 def configure(pg_uri, table, **settings):
     """A config for the packaged MiniLM (384 dimensions), its table created as the launcher would."""
-    config = prepare_stream_config(SUBSCRIPTION, database_uri=pg_uri, table=table, check_model=False, write_shards=2, **settings)
+    config = prepare_stream_config(
+        SUBSCRIPTION, database_uri=pg_uri, table=table, check_model=False, write_shards=2, **settings
+    )
     config.dimension = 384
     prepare_vector_table(config)
     return config
@@ -53,7 +55,9 @@ def stream(*steps):
     """Steps: a list of messages (delivered in that order), or a number (advance the watermark to it)."""
     messages = beam_test_stream.TestStream().advance_watermark_to(0)
     for step in steps:
-        messages = messages.advance_watermark_to(step) if isinstance(step, (int, float)) else messages.add_elements(step)
+        messages = (
+            messages.advance_watermark_to(step) if isinstance(step, (int, float)) else messages.add_elements(step)
+        )
     return messages.advance_watermark_to_infinity()
 
 
@@ -64,7 +68,10 @@ def stored(pg_uri, table) -> dict:
     with psycopg.connect(pg_uri) as conn:
         register_vector(conn)
         rows = conn.execute(f'SELECT id, embedding, content, metadata FROM "{table}"').fetchall()
-    return {i: {"embedding": np.asarray(e.to_numpy(), dtype=np.float32), "content": c, "metadata": m} for i, e, c, m in rows}
+    return {
+        i: {"embedding": np.asarray(e.to_numpy(), dtype=np.float32), "content": c, "metadata": m}
+        for i, e, c, m in rows
+    }
 
 
 @slow
@@ -80,8 +87,18 @@ def test_new_changed_and_deleted_documents_reach_the_table(pg_uri, model):
         source=stream(
             [message(1, first[0]), message(2, first[1]), message(3, first[2])],
             10,  # closes the window [0, 5): written
-            [message(11, {"id": "a", "title": "Alpha v2", "text": "The changed first document.", "metadata": {"lang": "de"}}),
-             message(12, {"id": "b", "delete": True})],
+            [
+                message(
+                    11,
+                    {
+                        "id": "a",
+                        "title": "Alpha v2",
+                        "text": "The changed first document.",
+                        "metadata": {"lang": "de"},
+                    },
+                ),
+                message(12, {"id": "b", "delete": True}),
+            ],
         ),
     )
     table = stored(pg_uri, "stream_basic")
@@ -123,11 +140,21 @@ def test_the_newest_message_for_an_id_in_one_window_wins(pg_uri, model):
         ),
     )
     table = stored(pg_uri, "stream_newest")
-    assert {i: row["content"] for i, row in table.items()} == {"x": "x newer", "y": "y sequence 2", "u": "u noon", "w": "w back"}
+    assert {i: row["content"] for i, row in table.items()} == {
+        "x": "x newer",
+        "y": "y sequence 2",
+        "u": "u noon",
+        "w": "w back",
+    }
     expected = encode(model, ["x newer"])[0]
     assert float(table["x"]["embedding"] @ expected) > 0.9999
     m = result.metrics
-    assert (m["messages_read"], m["messages_superseded"], m["documents_embedded"], m["documents_deleted"]) == (10, 5, 4, 1)
+    assert (m["messages_read"], m["messages_superseded"], m["documents_embedded"], m["documents_deleted"]) == (
+        10,
+        5,
+        4,
+        1,
+    )
 
 
 @slow
@@ -172,10 +199,15 @@ def test_chunked_documents_lose_their_vanished_chunks_and_a_delete_removes_them_
     run_stream(
         config,
         source=stream(
-            [message(1, {"id": "long", "title": "Long", "text": long_text}),
-             message(1, {"id": "other", "text": long_text})],
+            [
+                message(1, {"id": "long", "title": "Long", "text": long_text}),
+                message(1, {"id": "other", "text": long_text}),
+            ],
             10,
-            [message(11, {"id": "long", "title": "Long", "text": "now short"}), message(12, {"id": "other", "delete": True})],
+            [
+                message(11, {"id": "long", "title": "Long", "text": "now short"}),
+                message(12, {"id": "other", "delete": True}),
+            ],
         ),
     )
     table = stored(pg_uri, "stream_chunks")
@@ -227,7 +259,9 @@ def test_a_model_folder_that_does_not_load_and_a_table_of_another_dimension_are_
         prepare_stream_config(SUBSCRIPTION, database_uri=pg_uri, model=str(broken), table="stream_never")
     assert "stream_never" not in _tables(pg_uri)
 
-    prepare_stream_config(SUBSCRIPTION, database_uri=pg_uri, table="stream_dim", model=ModelSettings(output_dimensionality=128))
+    prepare_stream_config(
+        SUBSCRIPTION, database_uri=pg_uri, table="stream_dim", model=ModelSettings(output_dimensionality=128)
+    )
     with pytest.raises(DataValidationError, match="holds 128-dimensional vectors; these have 384"):
         prepare_stream_config(SUBSCRIPTION, database_uri=pg_uri, table="stream_dim")
 
@@ -267,7 +301,9 @@ def test_parse_message_orders_versions_and_explains_bad_ones():
     assert upsert.order[:5] == (True, 3, False, 0.0, 1_000)
     delete = parse_message(b'{"id": "d", "delete": true, "updated_at": "2024-05-01T00:00:00Z"}', 5)
     assert delete.document is None and delete.order[2:4] == (True, 1714521600.0)
-    assert parse_message(b'{"id": "d", "text": "t", "updated_at": "2024-05-01T00:00:00"}').reason.endswith("no time zone; write it like 2024-05-01T12:00:00Z")
+    assert parse_message(b'{"id": "d", "text": "t", "updated_at": "2024-05-01T00:00:00"}').reason.endswith(
+        "no time zone; write it like 2024-05-01T12:00:00Z"
+    )
     assert parse_message(b"\xff\xfe").reason.startswith("invalid JSON")
 
 
@@ -280,14 +316,18 @@ def _row(doc_id, text, digest, chunk=None):
 def test_plan_writes_keeps_the_newest_version_when_a_late_message_meets_its_window():
     older, newer = (False, 0, False, 0.0, 1, 0, "a"), (False, 0, False, 0.0, 2, 0, "b")
     ops = [
-        _row("d", "old chunk 0", "h-old", 0), _row("d", "old chunk 1", "h-old", 1), _row("d", "new chunk 0", "h-new", 0),
+        _row("d", "old chunk 0", "h-old", 0),
+        _row("d", "old chunk 1", "h-old", 1),
+        _row("d", "new chunk 0", "h-new", 0),
         ("version", Version("d", older, "h-old")),
         ("version", Version("d", newer, "h-new")),
         # a newer delete wins over rows that are here
-        _row("e", "e", "h-e", 0), ("version", Version("e", older, "h-e")),
+        _row("e", "e", "h-e", 0),
+        ("version", Version("e", older, "h-e")),
         ("version", Version("e", newer, None)),
         # rows whose version record came with an earlier write; an upsert whose rows are not here yet
-        _row("f", "f", "h-f", 0), ("version", Version("g", older, "h-g")),
+        _row("f", "f", "h-f", 0),
+        ("version", Version("g", older, "h-g")),
     ]
     plan = plan_writes(ops, chunked=True)
     assert [r.content for r in plan.rows] == ["new chunk 0", "f"]
@@ -302,14 +342,43 @@ def test_command_line_builds_dataflow_streaming_options_and_reads_the_subscripti
     from embedpipe.embed.streaming import build_stream_pipeline, config_and_args_from_argv, main
     from embedpipe.images import DATAFLOW_IMAGE
 
-    config, beam_args = config_and_args_from_argv([
-        "--subscription", SUBSCRIPTION, "--database-uri", "postgresql://10.0.0.5/db", "--table", "docs",
-        "--runner", "DataflowRunner", "--project", "p", "--region", "europe-west4", "--temp-location", "gs://b/tmp",
-        "--accelerator-type", "nvidia-l4", "--streaming", "--skip-model-check", "--skip-table-check",
-        "--dead-letter-topic", "projects/my-project/topics/dead", "--window-seconds", "2", "--experiments=enable_streaming_engine",
-    ])
-    assert {"--runner=DataflowRunner", "--project=p", "--region=europe-west4", "--streaming", "--sdk_location=container",
-            f"--sdk_container_image={DATAFLOW_IMAGE}", "--experiments=enable_streaming_engine"} <= set(beam_args)
+    config, beam_args = config_and_args_from_argv(
+        [
+            "--subscription",
+            SUBSCRIPTION,
+            "--database-uri",
+            "postgresql://10.0.0.5/db",
+            "--table",
+            "docs",
+            "--runner",
+            "DataflowRunner",
+            "--project",
+            "p",
+            "--region",
+            "europe-west4",
+            "--temp-location",
+            "gs://b/tmp",
+            "--accelerator-type",
+            "nvidia-l4",
+            "--streaming",
+            "--skip-model-check",
+            "--skip-table-check",
+            "--dead-letter-topic",
+            "projects/my-project/topics/dead",
+            "--window-seconds",
+            "2",
+            "--experiments=enable_streaming_engine",
+        ]
+    )
+    assert {
+        "--runner=DataflowRunner",
+        "--project=p",
+        "--region=europe-west4",
+        "--streaming",
+        "--sdk_location=container",
+        f"--sdk_container_image={DATAFLOW_IMAGE}",
+        "--experiments=enable_streaming_engine",
+    } <= set(beam_args)
     assert any(a.startswith("--job_name=embed-stream-") for a in beam_args)
     assert config.embed.model_settings.share_across_processes and config.window_seconds == 2 and config.table == "docs"
 

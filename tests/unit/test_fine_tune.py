@@ -25,13 +25,22 @@ def prepared(tmp_path_factory) -> dict[str, str]:
 
     data = Path(__file__).resolve().parents[2] / "examples" / "scifact-mini"
     out = tmp_path_factory.mktemp("prepared")
-    prepared = prepare_data(str(data / "corpus.jsonl"), str(data / "queries.jsonl"), str(data / "qrels" / "train.tsv"), str(data / "qrels" / "test.tsv"))
+    prepared = prepare_data(
+        str(data / "corpus.jsonl"),
+        str(data / "queries.jsonl"),
+        str(data / "qrels" / "train.tsv"),
+        str(data / "qrels" / "test.tsv"),
+    )
     paths = {split: str(out / f"{split}_labels.parquet") for split in SPLITS}
     prepared.write(str(out / "corpus.parquet"), str(out / "queries.parquet"), paths)
     corpus = pd.read_parquet(out / "corpus.parquet")
     corpus["text"] = corpus["text"].str.split().str[:40].str.join(" ")
     corpus.to_parquet(out / "corpus.parquet")
-    return {"corpus_path": str(out / "corpus.parquet"), "queries_path": str(out / "queries.parquet"), "train_labels_path": paths["train"]}
+    return {
+        "corpus_path": str(out / "corpus.parquet"),
+        "queries_path": str(out / "queries.parquet"),
+        "train_labels_path": paths["train"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +72,18 @@ def test_loss_goes_down_and_the_saved_model_loads_and_embeds(prepared, tmp_path)
     from sentence_transformers import SentenceTransformer
 
     out = tmp_path / "tuned"
-    result = fine_tune(**prepared, output_dir=str(out), batch_size=16, train_steps=12, learning_rate_multiplier=5, **FAST)
+    fine_tune(**prepared, output_dir=str(out), batch_size=16, train_steps=12, learning_rate_multiplier=5, **FAST)
 
-    pairs = training_pairs(
-        pd.read_parquet(prepared["corpus_path"]), pd.read_parquet(prepared["queries_path"]),
-        pd.read_parquet(prepared["train_labels_path"]), resolve_prompts("RETRIEVAL_QUERY", {}),
-    ).drop_duplicates("anchor").head(64)
+    pairs = (
+        training_pairs(
+            pd.read_parquet(prepared["corpus_path"]),
+            pd.read_parquet(prepared["queries_path"]),
+            pd.read_parquet(prepared["train_labels_path"]),
+            resolve_prompts("RETRIEVAL_QUERY", {}),
+        )
+        .drop_duplicates("anchor")
+        .head(64)
+    )
     before, after = pair_loss(str(packaged_model_path()), pairs), pair_loss(str(out), pairs)
     assert after < before * 0.9, (before, after)
 
@@ -85,7 +100,9 @@ def test_loss_goes_down_and_the_saved_model_loads_and_embeds(prepared, tmp_path)
 def test_output_dimensionality_saves_a_smaller_matryoshka_model(prepared, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    result = fine_tune(**prepared, output_dir=str(tmp_path / "m"), batch_size=8, train_steps=2, output_dimensionality=64, **FAST)
+    result = fine_tune(
+        **prepared, output_dir=str(tmp_path / "m"), batch_size=8, train_steps=2, output_dimensionality=64, **FAST
+    )
     assert result.metadata["dimension"] == 64 and result.metadata["loss"].startswith("MatryoshkaLoss")
     vectors = SentenceTransformer(str(tmp_path / "m"), device="cpu").encode(["x"])
     assert vectors.shape == (1, 64) and abs(float(np.linalg.norm(vectors)) - 1) < 1e-4
@@ -124,13 +141,23 @@ def test_a_model_with_prompts_trains_on_formatted_text_and_keeps_its_prompts(pre
             seen.extend(zip(dataset["anchor"][:3], dataset["positive"][:3]))
 
     result = fine_tune(
-        **prepared, output_dir=str(tmp_path / "g"), base_model=str(gemma_style_model), task_type="question_answering",
-        batch_size=8, train_steps=1, callbacks=[Capture()], **FAST,
+        **prepared,
+        output_dir=str(tmp_path / "g"),
+        base_model=str(gemma_style_model),
+        task_type="question_answering",
+        batch_size=8,
+        train_steps=1,
+        callbacks=[Capture()],
+        **FAST,
     )
     assert len(seen) == 3
     for anchor, positive in seen:  # the rows the trainer sees: our prompts, once
         assert anchor.startswith("task: question answering | query: ") and anchor.count("task:") == 1
-        assert positive.startswith("title: ") and " | text: " in positive and not positive.startswith("title: none | text: title:")
+        assert (
+            positive.startswith("title: ")
+            and " | text: " in positive
+            and not positive.startswith("title: none | text: title:")
+        )
     assert result.metadata["prompts"]["query"] == "task: question answering | query: "
     assert result.metadata["prompts"]["document"] == "title: none | text: "
     saved = json.loads((tmp_path / "g" / "config_sentence_transformers.json").read_text())
@@ -159,7 +186,15 @@ class StopAfter(TrainerCallback):
 def test_a_restarted_run_resumes_from_the_last_checkpoint(prepared, tmp_path):
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        fine_tune(**prepared, output_dir=str(out), batch_size=8, train_steps=4, save_steps=2, callbacks=[StopAfter(2)], **FAST)
+        fine_tune(
+            **prepared,
+            output_dir=str(out),
+            batch_size=8,
+            train_steps=4,
+            save_steps=2,
+            callbacks=[StopAfter(2)],
+            **FAST,
+        )
     assert (out / CHECKPOINTS_DIR / "checkpoint-2").is_dir() and not (out / METADATA_FILE).exists()
 
     result = fine_tune(**prepared, output_dir=str(out), batch_size=8, train_steps=4, save_steps=2, **FAST)
@@ -184,14 +219,26 @@ def not_a_sentence_transformers_model(tmp_path):
     "change, error, message",
     [
         (lambda tmp: {"base_model": str(tmp / "no-such-model")}, ModelLoadError, "does not exist"),
-        (lambda tmp: {"base_model": not_a_sentence_transformers_model(tmp)}, FineTuneError, "not a sentence-transformers model"),
+        (
+            lambda tmp: {"base_model": not_a_sentence_transformers_model(tmp)},
+            FineTuneError,
+            "not a sentence-transformers model",
+        ),
         (lambda tmp: {"output_dimensionality": 1024}, FineTuneError, "larger than the dimension 384"),
         (lambda tmp: {"task_type": "RETRIEVAL"}, FineTuneError, "unknown task_type 'RETRIEVAL'"),
         (lambda tmp: {"batch_size": 500}, FineTuneError, "fewer than one batch of batch_size=500"),
         (lambda tmp: {"batch_size": 1}, FineTuneError, "batch_size must be >= 2"),
         (lambda tmp: {"train_steps": -3}, FineTuneError, "train_steps must be >= 1"),
     ],
-    ids=["missing-model", "not-sentence-transformers", "dimension-too-large", "unknown-task-type", "too-few-pairs", "batch-of-one", "negative-steps"],
+    ids=[
+        "missing-model",
+        "not-sentence-transformers",
+        "dimension-too-large",
+        "unknown-task-type",
+        "too-few-pairs",
+        "batch-of-one",
+        "negative-steps",
+    ],
 )
 def test_bad_input_fails_clearly_before_training(prepared, tmp_path, change, error, message):
     out = tmp_path / "out"
@@ -205,8 +252,13 @@ def test_hard_negatives_and_a_validation_loss(prepared, tmp_path):
     validation = tmp_path / "validation_labels.parquet"
     pd.read_parquet(prepared["train_labels_path"]).tail(16).to_parquet(validation)
     result = fine_tune(
-        **prepared, output_dir=str(tmp_path / "hn"), validation_labels_path=str(validation),
-        batch_size=8, train_steps=2, mine_hard_negatives=True, **FAST,
+        **prepared,
+        output_dir=str(tmp_path / "hn"),
+        validation_labels_path=str(validation),
+        batch_size=8,
+        train_steps=2,
+        mine_hard_negatives=True,
+        **FAST,
     )
     assert result.metadata["hard_negatives"] is True
     assert result.metrics["validation_loss"] > 0

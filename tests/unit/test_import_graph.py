@@ -207,8 +207,12 @@ def test_components_import_only_the_standard_library_and_kfp_at_module_level():
                 continue
             for module in modules:
                 root = module.split(".")[0]
-                if not (root in sys.stdlib_module_names or root == "kfp" or module in COMPONENT_IMPORTS
-                        or module.startswith("embedpipe.components")):
+                if not (
+                    root in sys.stdlib_module_names
+                    or root == "kfp"
+                    or module in COMPONENT_IMPORTS
+                    or module.startswith("embedpipe.components")
+                ):
                     heavy.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert not heavy, "components import at module level what belongs in their bodies:\n" + "\n".join(heavy)
 

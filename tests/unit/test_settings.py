@@ -54,8 +54,19 @@ def test_flags_are_the_field_names_and_accept_beam_s_spelling():
     add_arguments(parser, DataflowSettings)
     add_arguments(parser, ModelSettings)
     args = parser.parse_args(
-        ["--region", "europe-west4", "--sdk_container_image", "img", "--max-workers", "3", "--batch_size", "8",
-         "--share-model-across-processes", "--backend", "onnx-int8"]
+        [
+            "--region",
+            "europe-west4",
+            "--sdk_container_image",
+            "img",
+            "--max-workers",
+            "3",
+            "--batch_size",
+            "8",
+            "--share-model-across-processes",
+            "--backend",
+            "onnx-int8",
+        ]
     )
     dataflow, model = from_mapping(DataflowSettings, args), from_mapping(ModelSettings, args)
     assert (dataflow.location, dataflow.dataflow_image, dataflow.max_workers) == ("europe-west4", "img", 3)
@@ -95,6 +106,8 @@ def test_dataflow_settings_refuse_what_dataflow_would():
     with pytest.raises(ValueError, match="needs a project"):
         DataflowSettings(temp_location="gs://b/t").beam_args()
     with pytest.raises(ValueError, match="accelerator_count must be at least 1"):
-        DataflowSettings(project="p", temp_location="gs://b/t", accelerator_type="nvidia-l4", accelerator_count=0).beam_args()
+        DataflowSettings(
+            project="p", temp_location="gs://b/t", accelerator_type="nvidia-l4", accelerator_count=0
+        ).beam_args()
     streaming = DataflowSettings(project="p", temp_location="gs://b/t").beam_args(kind="embed-stream", streaming=True)
     assert streaming[-1] == "--streaming" and any(a.startswith("--job_name=embed-stream-") for a in streaming)

@@ -69,7 +69,10 @@ def test_missing_gcs_object_names_the_uri():
 def test_download_folder_copies_every_object(tmp_path):
     client = FakeClient({"b": {"m/config.json": b"{}", "m/sub/x.bin": b"1", "other/y": b"2"}})
     storage.download_folder("gs://b/m", tmp_path, client=client)
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == ["config.json", "sub/x.bin"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "config.json",
+        "sub/x.bin",
+    ]
 
 
 def test_bad_gcs_uris():

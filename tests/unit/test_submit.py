@@ -75,13 +75,21 @@ def test_every_problem_is_reported_before_any_call(template):
     with pytest.raises(ValueError) as info:
         submit_module.submit(submission, aiplatform=fake)
     message = str(info.value)
-    for part in ("'no_such_parameter' is not declared", "required parameter(s) not given", "--project is required", "must be a gs:// folder", "label Team=x"):
+    for part in (
+        "'no_such_parameter' is not declared",
+        "required parameter(s) not given",
+        "--project is required",
+        "must be a gs:// folder",
+        "label Team=x",
+    ):
         assert part in message
     assert fake.calls == []
 
 
 def test_cli_parameters_are_typed_from_the_compiled_pipeline(template):
-    values = submit_module.coerce_parameters(template, {"seed": "7", "test_fraction": "0.25", "corpus_path": "gs://b/c.jsonl"})
+    values = submit_module.coerce_parameters(
+        template, {"seed": "7", "test_fraction": "0.25", "corpus_path": "gs://b/c.jsonl"}
+    )
     assert values == {"seed": 7, "test_fraction": 0.25, "corpus_path": "gs://b/c.jsonl"}
 
 

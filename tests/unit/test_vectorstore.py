@@ -24,8 +24,16 @@ def unit_vectors(n, dim=8, seed=0):
 
 
 def make_batch(n, dim=8, seed=0, prefix="d", **kwargs):
-    metadata = kwargs.pop("metadata", [json.dumps({"group": "even" if i % 2 == 0 else "odd", "n": i}) for i in range(n)])
-    return VectorBatch([f"{prefix}{i}" for i in range(n)], unit_vectors(n, dim, seed), [f"text {i}" for i in range(n)], metadata, **kwargs)
+    metadata = kwargs.pop(
+        "metadata", [json.dumps({"group": "even" if i % 2 == 0 else "odd", "n": i}) for i in range(n)]
+    )
+    return VectorBatch(
+        [f"{prefix}{i}" for i in range(n)],
+        unit_vectors(n, dim, seed),
+        [f"text {i}" for i in range(n)],
+        metadata,
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -65,17 +73,26 @@ def test_write_creates_table_with_beam_schema_and_hnsw_index(pg_uri, table):
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 ORDER BY attnum",
             (table,),
         ).fetchall()
-        indexdef = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{table}_embedding_hnsw",)).fetchone()[0]
+        indexdef = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{table}_embedding_hnsw",)
+        ).fetchone()[0]
     assert columns == [("id", "text"), ("embedding", "vector(8)"), ("content", "text"), ("metadata", "jsonb")]
     assert "hnsw (embedding vector_cosine_ops)" in indexdef
 
 
 def test_halfvec_above_2000_dimensions_and_ivfflat_l2(pg_uri, table):
-    result = PgVectorWriter(pg_uri, table, index=IndexSettings(kind="ivfflat", metric="l2")).write(make_batch(3, dim=2048))
+    result = PgVectorWriter(pg_uri, table, index=IndexSettings(kind="ivfflat", metric="l2")).write(
+        make_batch(3, dim=2048)
+    )
     assert result.index_built
     with psycopg.connect(pg_uri) as conn:
-        kind = conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'", (table,)).fetchone()[0]
-        indexdef = conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s AND indexname LIKE %s", (table, "%ivfflat")).fetchone()[0]
+        kind = conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
+            (table,),
+        ).fetchone()[0]
+        indexdef = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = %s AND indexname LIKE %s", (table, "%ivfflat")
+        ).fetchone()[0]
     assert kind == "halfvec(2048)"
     assert "halfvec_l2_ops" in indexdef
 
@@ -183,7 +200,9 @@ def test_upload_killed_halfway_then_rerun_leaves_table_complete(pg_uri, table, t
     path = write_parquet_vectors(batch, tmp_path / "vectors.parquet")
     writer = PgVectorWriter(pg_uri, table, index=IndexSettings(kind="none"))  # the load, not an index build, is killed
     writer.write(make_batch(1000, dim=128, seed=4))  # an existing table: the upload goes through staging
-    child = subprocess.Popen([sys.executable, "-c", KILLED_UPLOAD, pg_uri, table, str(path)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_UPLOAD, pg_uri, table, str(path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout.readline().strip() == "loaded"
         deadline = time.monotonic() + 60
@@ -199,7 +218,9 @@ def test_upload_killed_halfway_then_rerun_leaves_table_complete(pg_uri, table, t
                 pytest.fail("the upload never started")
             os.kill(child.pid, signal.SIGKILL)
             child.wait(10)
-            while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%%' OR query LIKE 'WITH written%%'").fetchone()[0]:
+            while admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%%' OR query LIKE 'WITH written%%'"
+            ).fetchone()[0]:
                 time.sleep(0.05)  # the server notices the dead client and rolls back
         assert child.returncode == -signal.SIGKILL
         assert len(rows_of(pg_uri, table)) == 1000  # all or nothing: the killed upload left nothing

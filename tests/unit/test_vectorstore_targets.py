@@ -60,10 +60,16 @@ def test_alloydb_with_secret_password_through_pg8000(pg_uri, vectors, monkeypatc
     table = f"a_{uuid.uuid4().hex[:8]}"
     secrets = FakeSecrets()
     config = UploadConfig(
-        target="alloydb", instance="projects/p/locations/us-central1/clusters/c/instances/i", database="postgres",
-        user="embedpipe", password_secret="projects/p/secrets/db-password", table=table,
+        target="alloydb",
+        instance="projects/p/locations/us-central1/clusters/c/instances/i",
+        database="postgres",
+        user="embedpipe",
+        password_secret="projects/p/secrets/db-password",
+        table=table,
     )
-    summary = upload_vectors(str(vectors), config, connector_factory=lambda **kw: FakeConnector(pg_uri, **kw), secret_client=secrets)
+    summary = upload_vectors(
+        str(vectors), config, connector_factory=lambda **kw: FakeConnector(pg_uri, **kw), secret_client=secrets
+    )
     connector = FakeConnector.made[-1]
     assert summary.metrics["rows"] == 50 and summary.metrics["inserted"] == 50
     assert secrets.names == ["projects/p/secrets/db-password/versions/latest"]
@@ -73,10 +79,16 @@ def test_alloydb_with_secret_password_through_pg8000(pg_uri, vectors, monkeypatc
     assert connector.kwargs == {"ip_type": "PRIVATE", "enable_iam_auth": False} and connector.closed
     assert "s3cret" not in summary.markdown() and "s3cret" not in json.dumps(summary.metrics)
     # a re-run goes through the staging table with text COPY over pg8000
-    again = upload_vectors(str(vectors), config, connector_factory=lambda **kw: FakeConnector(pg_uri, **kw), secret_client=secrets)
+    again = upload_vectors(
+        str(vectors), config, connector_factory=lambda **kw: FakeConnector(pg_uri, **kw), secret_client=secrets
+    )
     assert (again.metrics["inserted"], again.metrics["updated"], again.metrics["unchanged"]) == (0, 0, 50)
-    factory = config.connection(connector_factory=lambda **kw: FakeConnector(pg_uri, **kw), secret_client=secrets).connection_factory()
-    assert search_vector(factory, make_batch(20, dim=8, seed=2, prefix="e").embeddings[4], table=table, k=1)[0].id == "e4"
+    factory = config.connection(
+        connector_factory=lambda **kw: FakeConnector(pg_uri, **kw), secret_client=secrets
+    ).connection_factory()
+    assert (
+        search_vector(factory, make_batch(20, dim=8, seed=2, prefix="e").embeddings[4], table=table, k=1)[0].id == "e4"
+    )
 
 
 def test_cloudsql_with_iam_auth(pg_uri, vectors):
@@ -100,7 +112,9 @@ def test_passwords_never_in_clear(monkeypatch):
     with pytest.raises(ConnectionConfigError, match="projects/PROJECT/secrets"):
         resolve_password(password_secret="db-password", secret_client=FakeSecrets())
     with pytest.raises(ConnectionConfigError, match="needs password_env or password_secret"):
-        ConnectionSettings(target="alloydb", instance="projects/p/locations/l/clusters/c/instances/i", connector_factory=FakeConnector).connection_factory()
+        ConnectionSettings(
+            target="alloydb", instance="projects/p/locations/l/clusters/c/instances/i", connector_factory=FakeConnector
+        ).connection_factory()
     with pytest.raises(ConnectionConfigError, match="project:region:instance"):
         ConnectionSettings(target="cloudsql", instance="nope").check()
 
@@ -127,7 +141,9 @@ class FakeBigQuery:
 
 def test_bigquery_load_job_and_merge(vectors):
     client = FakeBigQuery()
-    summary = upload_vectors(str(vectors), UploadConfig(target="bigquery", table="proj.ds.vectors"), bigquery_client=client)
+    summary = upload_vectors(
+        str(vectors), UploadConfig(target="bigquery", table="proj.ds.vectors"), bigquery_client=client
+    )
     table, table_id, config = client.loads[0]
     assert summary.metrics["rows"] == 50 and table_id == "proj.ds.vectors_staging"
     assert str(table.schema.field("embedding").type.value_type) == "double" and table.num_rows == 50
@@ -144,7 +160,9 @@ class FakeBucket:
         self.uploaded = {}
 
     def blob(self, name):
-        return SimpleNamespace(upload_from_filename=lambda path: self.uploaded.__setitem__(name, Path(path).read_text()))
+        return SimpleNamespace(
+            upload_from_filename=lambda path: self.uploaded.__setitem__(name, Path(path).read_text())
+        )
 
 
 def test_vertex_vector_search_files_and_update(vectors):
@@ -159,7 +177,8 @@ def test_vertex_vector_search_files_and_update(vectors):
             updates.append((self.index_name, contents_delta_uri, is_complete_overwrite))
 
     config = UploadConfig(
-        target="vertex_vector_search", vector_search_index="projects/p/locations/l/indexes/123",
+        target="vertex_vector_search",
+        vector_search_index="projects/p/locations/l/indexes/123",
         contents_delta_uri="gs://bucket/delta/run1",
     )
     summary = upload_vectors(str(vectors), config, gcs_client=gcs, index_class=FakeIndex)

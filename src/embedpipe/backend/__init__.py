@@ -38,7 +38,14 @@ Example:
 """
 
 from embedpipe.backend.export import check_export, export_onnx
-from embedpipe.backend.load import Int8Model, cache_key, cache_root, load_for_export, load_int8_model, prepare_int8_model
+from embedpipe.backend.load import (
+    Int8Model,
+    cache_key,
+    cache_root,
+    load_for_export,
+    load_int8_model,
+    prepare_int8_model,
+)
 from embedpipe.backend.optimize import fuse
 from embedpipe.backend.quantize import kept_in_fp32, quantize
 from embedpipe.backend.utils import (

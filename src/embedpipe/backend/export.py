@@ -14,8 +14,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from embedpipe.backend.utils import (
     CHECK_TEXTS,
@@ -60,8 +60,15 @@ def export_onnx(st_model, path: str | Path) -> list[str]:
     axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "token_embeddings"]}
     with torch.no_grad(), _export_patches():
         torch.onnx.export(
-            wrapper, example, str(path), input_names=names, output_names=["token_embeddings"],
-            dynamic_axes=axes, opset_version=17, do_constant_folding=True, dynamo=False,
+            wrapper,
+            example,
+            str(path),
+            input_names=names,
+            output_names=["token_embeddings"],
+            dynamic_axes=axes,
+            opset_version=17,
+            do_constant_folding=True,
+            dynamo=False,
         )
     return names
 
@@ -83,12 +90,17 @@ def _export_patches():
 
     def broadcast_expansion(mask_function):
         def expanded(batch, head, q, kv):
-            return mask_function(*expand(batch, head, q, kv)).expand(batch.shape[0], head.shape[0], q.shape[0], kv.shape[0])
+            return mask_function(*expand(batch, head, q, kv)).expand(
+                batch.shape[0], head.shape[0], q.shape[0], kv.shape[0]
+            )
 
         return expanded
 
     originals = (masking_utils._vmap_expansion_sdpa, masking_utils.TransformGetItemToIndex)
-    masking_utils._vmap_expansion_sdpa, masking_utils.TransformGetItemToIndex = broadcast_expansion, contextlib.nullcontext
+    masking_utils._vmap_expansion_sdpa, masking_utils.TransformGetItemToIndex = (
+        broadcast_expansion,
+        contextlib.nullcontext,
+    )
     try:
         yield
     finally:

@@ -21,8 +21,8 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from embedpipe.backend.export import check_export, export_onnx
 from embedpipe.backend.optimize import fuse
@@ -61,11 +61,15 @@ def cache_key(fingerprint: str) -> str:
 
 def _check_against_fp32(st_model, int8_path: Path) -> float:
     """Mean cosine of the int8 transformer's pooled vectors to the fp32 model's on CHECK_TEXTS."""
-    import torch
 
     int8 = Int8Model(st_model, int8_path, free_weights=False)
-    expected = st_model.encode(list(CHECK_TEXTS), prompt="", convert_to_tensor=True, normalize_embeddings=True,
-                               show_progress_bar=False).float().cpu()
+    expected = (
+        st_model.encode(
+            list(CHECK_TEXTS), prompt="", convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
+        )
+        .float()
+        .cpu()
+    )
     got = int8.encode(list(CHECK_TEXTS), prompt="", convert_to_tensor=True, normalize_embeddings=True)
     return float((expected * got).sum(dim=1).mean())
 
@@ -107,19 +111,43 @@ def prepare_int8_model(model: str, st_model=None, *, cache_dir: str | Path | Non
                 leftover.unlink()
             cosine = _check_against_fp32(st_model, work / ONNX_FILE)
             seconds = time.monotonic() - started
-            (work / "prepared.json").write_text(json.dumps(
-                {"model": model, "fingerprint": fingerprint, "method": METHOD, "inputs": inputs,
-                 "export_relative_difference": export_difference, "fused": fused,
-                 "mean_cosine_to_fp32": round(cosine, 5), "seconds": round(seconds, 1), **details}, indent=1))
+            (work / "prepared.json").write_text(
+                json.dumps(
+                    {
+                        "model": model,
+                        "fingerprint": fingerprint,
+                        "method": METHOD,
+                        "inputs": inputs,
+                        "export_relative_difference": export_difference,
+                        "fused": fused,
+                        "mean_cosine_to_fp32": round(cosine, 5),
+                        "seconds": round(seconds, 1),
+                        **details,
+                    },
+                    indent=1,
+                )
+            )
             try:
                 work.rename(target)
             except OSError:  # another process finished first: use its copy
                 if not (target / ONNX_FILE).is_file():
                     raise
-            log.info("%s: prepared the %s model in %.1f s (fused: %s, mean cosine to fp32 %.4f) -> %s",
-                     model, BACKEND, seconds, fused, cosine, target)
+            log.info(
+                "%s: prepared the %s model in %.1f s (fused: %s, mean cosine to fp32 %.4f) -> %s",
+                model,
+                BACKEND,
+                seconds,
+                fused,
+                cosine,
+                target,
+            )
             if cosine < 0.98:
-                log.warning("%s: the %s vectors are far from fp32 (mean cosine %.4f); consider backend='torch'", model, BACKEND, cosine)
+                log.warning(
+                    "%s: the %s vectors are far from fp32 (mean cosine %.4f); consider backend='torch'",
+                    model,
+                    BACKEND,
+                    cosine,
+                )
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return target

@@ -41,7 +41,9 @@ def fuse(st_model, fp32_path: Path, fused_path: Path) -> bool:
 
     try:
         with quiet_onnxruntime():
-            optimized = optimize_model(str(fp32_path), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+            optimized = optimize_model(
+                str(fp32_path), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+            )
             optimized.save_model_to_file(str(fused_path))
         features = example_features(st_model)
         fused = token_embeddings(open_session(fused_path), features)
@@ -50,6 +52,8 @@ def fuse(st_model, fp32_path: Path, fused_path: Path) -> bool:
         log.warning("ONNX Runtime could not fuse the %s graph (%s); quantizing it unfused", model_type, err)
         return False
     if difference > 1e-3:
-        log.warning("the fused %s graph differs from the unfused one by %.2g; quantizing it unfused", model_type, difference)
+        log.warning(
+            "the fused %s graph differs from the unfused one by %.2g; quantizing it unfused", model_type, difference
+        )
         return False
     return True

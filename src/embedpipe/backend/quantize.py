@@ -53,8 +53,13 @@ def quantize(fp32_path: str | Path, int8_path: str | Path) -> dict:
     excluded = kept_in_fp32(fp32_path)
     with quiet_onnxruntime():
         quantize_dynamic(
-            str(fp32_path), str(int8_path), op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
-            weight_type=QuantType.QInt8, nodes_to_exclude=excluded, reduce_range=True,
+            str(fp32_path),
+            str(int8_path),
+            op_types_to_quantize=["MatMul", "Attention"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            reduce_range=True,
             use_external_data_format=os.path.getsize(fp32_path) > 1_800_000_000,
             # Fused operators (Attention, SkipLayerNormalization) have no ONNX shape inference: assume float.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},

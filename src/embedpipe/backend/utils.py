@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from embedpipe.models import ModelLoadError, read_model_file
 
@@ -49,8 +49,10 @@ class UnsupportedModelError(ModelLoadError):
 
 
 def _hint() -> str:
-    return (f"the {BACKEND} backend runs a Transformer followed by any of {', '.join(SUPPORTED_AFTER_TRANSFORMER)}; "
-            "use backend='torch' for this model")
+    return (
+        f"the {BACKEND} backend runs a Transformer followed by any of {', '.join(SUPPORTED_AFTER_TRANSFORMER)}; "
+        "use backend='torch' for this model"
+    )
 
 
 def check_model_files(model: str) -> None:
@@ -72,7 +74,9 @@ def check_model_files(model: str) -> None:
     for index, kind in enumerate(kinds):
         allowed = ("Transformer",) if index == 0 else SUPPORTED_AFTER_TRANSFORMER
         if kind not in allowed:
-            raise UnsupportedModelError(f"model {model!r}: module {index} in modules.json is {kind or 'of no type'}; {_hint()}")
+            raise UnsupportedModelError(
+                f"model {model!r}: module {index} in modules.json is {kind or 'of no type'}; {_hint()}"
+            )
 
 
 def check_supported(st_model, model: str = "") -> None:
@@ -92,13 +96,19 @@ def check_supported(st_model, model: str = "") -> None:
     text = (getattr(first, "modality_config", None) or {}).get("text")
     if text is not None:
         output = text.get("method_output_name")
-        if text.get("method") != "forward" or output not in ("last_hidden_state", ["last_hidden_state"], ("last_hidden_state",)):
+        if text.get("method") != "forward" or output not in (
+            "last_hidden_state",
+            ["last_hidden_state"],
+            ("last_hidden_state",),
+        ):
             raise UnsupportedModelError(
                 f"{shown}: module 0 (Transformer) embeds text with {text.get('method')!r} -> {output!r}, "
                 f"not forward -> last_hidden_state; {_hint()}"
             )
     if getattr(first, "module_output_name", "token_embeddings") != "token_embeddings":
-        raise UnsupportedModelError(f"{shown}: module 0 (Transformer) writes {first.module_output_name!r}, not token embeddings; {_hint()}")
+        raise UnsupportedModelError(
+            f"{shown}: module 0 (Transformer) writes {first.module_output_name!r}, not token embeddings; {_hint()}"
+        )
     for index, module in enumerate(modules[1:], start=1):
         if type(module).__name__ not in SUPPORTED_AFTER_TRANSFORMER:
             raise UnsupportedModelError(f"{shown}: module {index} is {type(module).__name__}; {_hint()}")

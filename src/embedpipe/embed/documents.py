@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from embedpipe.embed.types import DeadLetter, Document, VectorRow
 
@@ -46,9 +47,13 @@ def parse_json_line(line: str | bytes) -> Document | DeadLetter:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
-        return dead_letter(None, f"invalid JSON: {err.msg} at column {err.colno}; each line must be one JSON object", line)
+        return dead_letter(
+            None, f"invalid JSON: {err.msg} at column {err.colno}; each line must be one JSON object", line
+        )
     if not isinstance(obj, dict):
-        return dead_letter(None, f'expected a JSON object like {{"_id": "...", "text": "..."}}, got a {type(obj).__name__}', line)
+        return dead_letter(
+            None, f'expected a JSON object like {{"_id": "...", "text": "..."}}, got a {type(obj).__name__}', line
+        )
     return parse_record(obj)
 
 
@@ -63,7 +68,9 @@ def parse_record(record: dict) -> Document | DeadLetter:
     if isinstance(doc_id, int) and not isinstance(doc_id, bool):
         doc_id = str(doc_id)
     if not isinstance(doc_id, str) or not doc_id.strip():
-        return dead_letter(None, "field '_id' is missing or not a non-empty string; every document needs an id", record)
+        return dead_letter(
+            None, "field '_id' is missing or not a non-empty string; every document needs an id", record
+        )
     text = record.get("text")
     if not isinstance(text, str):
         what = "missing" if text is None else f"a {type(text).__name__}, not a string"

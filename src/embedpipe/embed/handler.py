@@ -24,7 +24,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
@@ -114,7 +115,9 @@ def load_encoder(
     path = models.local_model_path(model)
     if backend == "onnx-int8":
         if device not in ("", "cpu") or precision == "bf16":
-            raise ValueError(f"backend 'onnx-int8' runs in fp32/int8 on the CPU; got device={device!r}, precision={precision!r}")
+            raise ValueError(
+                f"backend 'onnx-int8' runs in fp32/int8 on the CPU; got device={device!r}, precision={precision!r}"
+            )
         from embedpipe.backend import load_int8_model
 
         st_model = load_int8_model(path)
@@ -123,8 +126,9 @@ def load_encoder(
         if precision == "bf16" or (precision == "auto" and st_model.device.type == "cuda"):
             st_model = st_model.to(torch.bfloat16)
         st_model.eval()
-    encoder = Encoder(st_model, batch_size=batch_size, output_dimensionality=output_dimensionality,
-                      tokens_per_batch=tokens_per_batch)
+    encoder = Encoder(
+        st_model, batch_size=batch_size, output_dimensionality=output_dimensionality, tokens_per_batch=tokens_per_batch
+    )
     full = models.embedding_dimension(encoder.model)
     if output_dimensionality and full and output_dimensionality > full:
         raise models.ModelLoadError(
@@ -145,7 +149,7 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
         max_batch_duration_secs: Streaming: batch by time, bucketed by length.
     """
 
-    def __init__(self, settings: ModelSettings, *, max_batch_duration_secs: Optional[int] = None):
+    def __init__(self, settings: ModelSettings, *, max_batch_duration_secs: int | None = None):
         size = settings.inference_batch_size
         batching: dict[str, Any] = dict(min_batch_size=size, max_batch_size=size)
         if max_batch_duration_secs:  # streaming: batch by time, bucketed by length (Beam's stateful batching)
@@ -172,7 +176,7 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
         )
 
     def run_inference(
-        self, batch: Sequence[EmbedItem], model: Encoder, inference_args: Optional[dict[str, Any]] = None
+        self, batch: Sequence[EmbedItem], model: Encoder, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
         vectors = model.embed([item.input for item in batch])
         return [PredictionResult(item, vector) for item, vector in zip(batch, vectors)]

@@ -29,13 +29,19 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from embedpipe.embed import documents as docs
 from embedpipe.embed.pipeline import METRIC_NAMES, VECTOR_SHARD_PREFIX, EmbedConfig
+from embedpipe.embed.runtime import (
+    LOCAL_RUNNERS,
+    cancel_on_sigterm,
+    counter_values,
+    local_runner,
+    model_errors_readable,
+)
 from embedpipe.embed.settings import DataflowSettings, ModelSettings, add_arguments, from_mapping
-from embedpipe.embed.runtime import LOCAL_RUNNERS, cancel_on_sigterm, counter_values, local_runner, model_errors_readable
 from embedpipe.models import ModelLoadError
 
 _PARQUET_MAGIC = b"PAR1"
@@ -54,7 +60,11 @@ def list_files(path: str) -> list[str]:
 
     if not path.startswith("gs://"):
         if os.path.isdir(path):
-            return sorted(os.path.join(path, n) for n in os.listdir(path) if _visible(n) and os.path.isfile(os.path.join(path, n)))
+            return sorted(
+                os.path.join(path, n)
+                for n in os.listdir(path)
+                if _visible(n) and os.path.isfile(os.path.join(path, n))
+            )
         return [path] if os.path.isfile(path) else []
     exact = FileSystems.match([path])[0].metadata_list
     if exact and exact[0].path == path:
@@ -224,7 +234,9 @@ def run_job(
             state = result.wait_until_finish()
     state = str(state or result.state)
     if state not in (PipelineState.DONE, "DONE", "JOB_STATE_DONE"):
-        raise RuntimeError(f"the embedding job {job_id or ''} ended in state {state}, not DONE; see its logs".replace("  ", " "))
+        raise RuntimeError(
+            f"the embedding job {job_id or ''} ended in state {state}, not DONE; see its logs".replace("  ", " ")
+        )
     seconds = time.monotonic() - started
     metrics: dict[str, float] = dict(counter_values(result, METRIC_NAMES))
     metrics["seconds"] = round(seconds, 3)
@@ -236,13 +248,38 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """The job's own flags (shared by `python -m embedpipe.embed.job` and `embedpipe embed`)."""
     parser.add_argument("--input", required=True, help="corpus: JSONL or Parquet file or folder, local or gs://")
     parser.add_argument("--output", required=True, help="folder for the vector Parquet shards, local or gs://")
-    parser.add_argument("--task-type", "--task_type", default="RETRIEVAL_DOCUMENT", help="selects the document prompt (default: %(default)s)")
-    parser.add_argument("--previous", default="", help="the previous run's output: unchanged documents are carried over, not re-embedded")
-    parser.add_argument("--chunk-tokens", "--chunk_tokens", type=int, default=0, help="split documents into chunks of this many tokens (0 = no chunking)")
-    parser.add_argument("--chunk-overlap", "--chunk_overlap", type=int, default=0, help="tokens shared by neighbouring chunks (default: %(default)s)")
+    parser.add_argument(
+        "--task-type",
+        "--task_type",
+        default="RETRIEVAL_DOCUMENT",
+        help="selects the document prompt (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--previous",
+        default="",
+        help="the previous run's output: unchanged documents are carried over, not re-embedded",
+    )
+    parser.add_argument(
+        "--chunk-tokens",
+        "--chunk_tokens",
+        type=int,
+        default=0,
+        help="split documents into chunks of this many tokens (0 = no chunking)",
+    )
+    parser.add_argument(
+        "--chunk-overlap",
+        "--chunk_overlap",
+        type=int,
+        default=0,
+        help="tokens shared by neighbouring chunks (default: %(default)s)",
+    )
     parser.add_argument("--num-shards", type=int, default=0, help="vector shards to write (0 = the runner decides)")
-    parser.add_argument("--database-uri", default="", help="also upsert into this Postgres/pgvector database (stale rows deleted)")
-    parser.add_argument("--table", default="embeddings", help="pgvector table for --database-uri (default: %(default)s)")
+    parser.add_argument(
+        "--database-uri", default="", help="also upsert into this Postgres/pgvector database (stale rows deleted)"
+    )
+    parser.add_argument(
+        "--table", default="embeddings", help="pgvector table for --database-uri (default: %(default)s)"
+    )
     add_arguments(parser.add_argument_group("model"), ModelSettings)
 
 
@@ -266,7 +303,9 @@ def config_from_args(args, dataflow: DataflowSettings | None = None) -> EmbedCon
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m embedpipe.embed.job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m embedpipe.embed.job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_job_arguments(parser)
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -280,7 +319,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["EmbedConfig", "JobResult", "list_files", "prepare_config", "resolve_input", "run_job", "main", "VECTOR_SHARD_PREFIX"]
+__all__ = [
+    "EmbedConfig",
+    "JobResult",
+    "list_files",
+    "prepare_config",
+    "resolve_input",
+    "run_job",
+    "main",
+    "VECTOR_SHARD_PREFIX",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

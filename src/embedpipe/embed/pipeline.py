@@ -161,7 +161,9 @@ class ToItems(beam.DoFn):
 
     def setup(self):
         if self._config.chunk_tokens:
-            self._tokenizer = _SHARED_TOKENIZERS.acquire(lambda: _TokenizerBox(load_tokenizer(self._config.model)), tag=self._config.model).tokenizer
+            self._tokenizer = _SHARED_TOKENIZERS.acquire(
+                lambda: _TokenizerBox(load_tokenizer(self._config.model)), tag=self._config.model
+            ).tokenizer
 
     def process(self, pending: DocumentToEmbed):
         self._embedded.inc()
@@ -177,7 +179,14 @@ class ToItems(beam.DoFn):
         for index, (start, end) in enumerate(spans):
             text = doc.text[start:end]
             formatted = prompts.format_documents([text], [doc.title])[0]
-            yield _item(pending, id_=docs.chunk_id(doc.id, index), content=text, formatted=formatted, document_id=doc.id, chunk=index)
+            yield _item(
+                pending,
+                id_=docs.chunk_id(doc.id, index),
+                content=text,
+                formatted=formatted,
+                document_id=doc.id,
+                chunk=index,
+            )
         # A changed document with fewer chunks than before: its last chunks' rows are stale.
         for stale in set(pending.previous_ids) - {docs.chunk_id(doc.id, i) for i in range(len(spans))}:
             yield beam.pvalue.TaggedOutput("stale", stale)
@@ -263,7 +272,8 @@ def embed_documents(documents, config: EmbedConfig, previous=None):
     decided = (
         {"doc": documents, "previous": keyed_previous}
         | "GroupById" >> beam.CoGroupByKey()
-        | "Decide" >> beam.ParDo(Decide(config.prompts, config.model_identity, config.chunking)).with_outputs(
+        | "Decide"
+        >> beam.ParDo(Decide(config.prompts, config.model_identity, config.chunking)).with_outputs(
             "reused", "dead", "stale", main="embed"
         )
     )
@@ -286,9 +296,9 @@ def build_pipeline(pipeline, config: EmbedConfig):
 
     from embedpipe.vectorstore.rows import vectors_schema
 
-    parsed = read_corpus(pipeline, config) | "ParseDocuments" >> beam.ParDo(ParseDocuments(config.input_format)).with_outputs(
-        "dead", main="documents"
-    )
+    parsed = read_corpus(pipeline, config) | "ParseDocuments" >> beam.ParDo(
+        ParseDocuments(config.input_format)
+    ).with_outputs("dead", main="documents")
     previous = None
     if config.previous_pattern:
         previous = (
@@ -297,18 +307,26 @@ def build_pipeline(pipeline, config: EmbedConfig):
             | "PreviousToRows" >> beam.Map(VectorRow.from_dict)
         )
     rows, dead, stale = embed_documents(parsed.documents, config, previous)
-    rows | "RowsToColumns" >> beam.Map(VectorRow.to_dict) | "WriteVectors" >> beam.io.WriteToParquet(
-        FileSystems.join(config.output, VECTOR_SHARD_PREFIX),
-        vectors_schema(content_hash=True),
-        file_name_suffix=".parquet",
-        num_shards=config.num_shards,
+    (
+        rows
+        | "RowsToColumns" >> beam.Map(VectorRow.to_dict)
+        | "WriteVectors"
+        >> beam.io.WriteToParquet(
+            FileSystems.join(config.output, VECTOR_SHARD_PREFIX),
+            vectors_schema(content_hash=True),
+            file_name_suffix=".parquet",
+            num_shards=config.num_shards,
+        )
     )
     (
         (parsed.dead, dead)
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLettersToJson" >> beam.Map(lambda d: json.dumps(d.to_dict(), ensure_ascii=False, default=str))
-        | "WriteDeadLetters" >> beam.io.WriteToText(
-            FileSystems.join(config.output, DEAD_LETTER_FOLDER, "dead_letters"), file_name_suffix=".jsonl", num_shards=1
+        | "WriteDeadLetters"
+        >> beam.io.WriteToText(
+            FileSystems.join(config.output, DEAD_LETTER_FOLDER, "dead_letters"),
+            file_name_suffix=".jsonl",
+            num_shards=1,
         )
     )
     if config.database_uri:

@@ -92,8 +92,11 @@ def vectors_from_evaluation(
 
     ids, vectors, text_hashes = _read_vectors(folder / f"{name}.parquet")
     if config.output_dimensionality > vectors.shape[1]:
-        log.info("not reusing the vectors evaluate computed: they have %d dimensions, the job keeps %d",
-                 vectors.shape[1], config.output_dimensionality)
+        log.info(
+            "not reusing the vectors evaluate computed: they have %d dimensions, the job keeps %d",
+            vectors.shape[1],
+            config.output_dimensionality,
+        )
         return 0
     vectors = truncate_and_normalize(vectors, config.output_dimensionality).astype(np.float32)
     rows, formatted, order, edited = _rows_for_corpus(
@@ -102,8 +105,12 @@ def vectors_from_evaluation(
     if edited:
         log.info("%d documents have other texts than evaluation embedded under their ids; the job embeds them", edited)
     if not rows["id"]:
-        log.info("not reusing the vectors evaluate computed: none of the %d documents it embedded is in %s "
-                 "with the same text", len(ids), corpus_path)
+        log.info(
+            "not reusing the vectors evaluate computed: none of the %d documents it embedded is in %s "
+            "with the same text",
+            len(ids),
+            corpus_path,
+        )
         return 0
     vectors = vectors[order]
     why_not = _spot_check(rows["id"], formatted, vectors, model, config, spot_check)
@@ -112,8 +119,13 @@ def vectors_from_evaluation(
         return 0
 
     _write(rows, vectors, Path(output_dir) / REUSED_FILE)
-    log.info("reusing %d vectors computed by evaluate (%s model %s, %s); the job embeds only the other documents",
-             len(rows["id"]), name, model, evaluation_dir)
+    log.info(
+        "reusing %d vectors computed by evaluate (%s model %s, %s); the job embeds only the other documents",
+        len(rows["id"]),
+        name,
+        model,
+        evaluation_dir,
+    )
     return len(rows["id"])
 
 
@@ -128,9 +140,16 @@ def _unsupported(config) -> str:
 
 def _matching_evaluation(folder: Path, model: str, config) -> tuple[str | None, str]:
     """The name of the evaluated model whose vectors this job would compute, or None and why none is."""
-    found = [name for name in EVALUATION_NAMES if (folder / f"{name}.parquet").is_file() and (folder / f"{name}.json").is_file()]
+    found = [
+        name
+        for name in EVALUATION_NAMES
+        if (folder / f"{name}.parquet").is_file() and (folder / f"{name}.json").is_file()
+    ]
     if not found:
-        return None, f"{folder} holds no evaluate vectors ({' or '.join(f'{n}.parquet + {n}.json' for n in EVALUATION_NAMES)})"
+        return (
+            None,
+            f"{folder} holds no evaluate vectors ({' or '.join(f'{n}.parquet + {n}.json' for n in EVALUATION_NAMES)})",
+        )
     reasons = []
     for name in found:
         identity = json.loads((folder / f"{name}.json").read_text())
@@ -139,7 +158,9 @@ def _matching_evaluation(folder: Path, model: str, config) -> tuple[str | None, 
         if not _same_model(evaluated, model):
             reasons.append(f"{name}: evaluation embedded with model {evaluated!r}, the job with {model!r}")
         elif document_prompt != config.prompts.document:
-            reasons.append(f"{name}: evaluation's document prompt is {document_prompt!r}, the job's {config.prompts.document!r}")
+            reasons.append(
+                f"{name}: evaluation's document prompt is {document_prompt!r}, the job's {config.prompts.document!r}"
+            )
         else:
             return name, ""
     return None, "; ".join(reasons)
@@ -162,7 +183,9 @@ def _read_vectors(path: Path):
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(table.num_rows, -1)
+    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(
+        table.num_rows, -1
+    )
     hashes = table.column("text_hash").to_pylist() if "text_hash" in table.column_names else None
     return [str(i) for i in table.column("id").to_pylist()], vectors, hashes
 
@@ -173,7 +196,8 @@ def _corpus_documents(corpus_path: str):
     from apache_beam.io.filesystems import FileSystems
 
     from embedpipe.embed import documents as docs
-    from embedpipe.embed.job import list_files as _list_files, resolve_input
+    from embedpipe.embed.job import list_files as _list_files
+    from embedpipe.embed.job import resolve_input
 
     _, input_format = resolve_input(corpus_path)
     for file in _list_files(corpus_path):
@@ -228,9 +252,14 @@ def _spot_check(ids: list[str], formatted: list[str], vectors, model: str, confi
         return ""
     picks = sorted({int(i) for i in np.linspace(0, len(ids) - 1, num=min(count, len(ids))).round()})
     # fp32 on the CPU, as evaluate embeds; a GPU job's bf16 vectors differ from both by rounding only.
-    encoder = load_encoder(model, batch_size=config.batch_size, tokens_per_batch=config.tokens_per_batch,
-                           output_dimensionality=config.output_dimensionality,
-                           device="cpu", precision="fp32")
+    encoder = load_encoder(
+        model,
+        batch_size=config.batch_size,
+        tokens_per_batch=config.tokens_per_batch,
+        output_dimensionality=config.output_dimensionality,
+        device="cpu",
+        precision="fp32",
+    )
     fresh = encoder.embed([formatted[i] for i in picks])
     cosines = np.sum(fresh * vectors[picks], axis=1)
     worst = int(np.argmin(cosines))
@@ -239,7 +268,9 @@ def _spot_check(ids: list[str], formatted: list[str], vectors, model: str, confi
             f"document {ids[picks[worst]]!r} embedded again has cosine {cosines[worst]:.6f} (< {MIN_COSINE}) with "
             "evaluation's vector: evaluation embedded another text under this id, or embedded it differently"
         )
-    log.info("checked %d of the reused vectors against a fresh embedding: cosine >= %.6f", len(picks), float(cosines.min()))
+    log.info(
+        "checked %d of the reused vectors against a fresh embedding: cosine >= %.6f", len(picks), float(cosines.min())
+    )
     return ""
 
 
@@ -252,6 +283,8 @@ def _write(rows: dict[str, list], vectors, path: Path) -> None:
     schema = vectors_schema(content_hash=True)
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
     columns = {**rows, "embedding": embedding.cast(schema.field("embedding").type)}
-    table = pa.table({field.name: columns.get(field.name, pa.nulls(len(rows["id"]), field.type)) for field in schema}, schema=schema)
+    table = pa.table(
+        {field.name: columns.get(field.name, pa.nulls(len(rows["id"]), field.type)) for field in schema}, schema=schema
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)

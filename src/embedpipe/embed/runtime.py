@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import signal
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from apache_beam.metrics import Metrics
 

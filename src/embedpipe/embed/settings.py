@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -43,7 +44,12 @@ def add_arguments(group, settings: type, *, skip: tuple[str, ...] = ()) -> None:
             continue
         choices = option.metadata.get("choices") or None
         group.add_argument(
-            *names, dest=option.name, type=type(option.default), default=option.default, choices=choices, help=help_text
+            *names,
+            dest=option.name,
+            type=type(option.default),
+            default=option.default,
+            choices=choices,
+            help=help_text,
         )
 
 
@@ -84,13 +90,19 @@ class ModelSettings:
     model: str = _option("default", "model folder, gs:// folder, hub id or 'default'")
     batch_size: int = _option(32, "texts per forward pass")
     inference_batch_size: int = _option(1024, "texts per RunInference batch, sorted by length inside")
-    tokens_per_batch: int = _option(0, "padded tokens per forward pass (0 = auto: 2048 on CPU with torch; -1 = no limit)")
+    tokens_per_batch: int = _option(
+        0, "padded tokens per forward pass (0 = auto: 2048 on CPU with torch; -1 = no limit)"
+    )
     output_dimensionality: int = _option(0, "keep this many leading dimensions, re-normalised (0 = all)")
     device: str = _option("", "cpu, cuda, ... ('' = cuda when there is one)")
     precision: str = _option("auto", "auto = bf16 on GPU", choices=("auto", "fp32", "bf16"))
-    backend: str = _option("torch", "torch, or onnx-int8 (int8 by ONNX Runtime on CPU workers)", choices=("torch", "onnx-int8"))
+    backend: str = _option(
+        "torch", "torch, or onnx-int8 (int8 by ONNX Runtime on CPU workers)", choices=("torch", "onnx-int8")
+    )
     share_across_processes: bool = _option(
-        False, "one model per worker machine (GPU workers) instead of one per process", aliases=("--share-model-across-processes",)
+        False,
+        "one model per worker machine (GPU workers) instead of one per process",
+        aliases=("--share-model-across-processes",),
     )
     model_copies: int = _option(1, "models per machine when shared across processes")
 
@@ -108,7 +120,9 @@ class ModelSettings:
                 f"batch sizes must be positive, got batch_size={self.batch_size}, inference_batch_size={self.inference_batch_size}"
             )
         if self.tokens_per_batch < -1:
-            raise ValueError(f"tokens_per_batch must be 0 (auto), -1 (no limit) or positive, got {self.tokens_per_batch}")
+            raise ValueError(
+                f"tokens_per_batch must be 0 (auto), -1 (no limit) or positive, got {self.tokens_per_batch}"
+            )
         if self.output_dimensionality < 0:
             raise ValueError(f"output_dimensionality must be 0 (all) or positive, got {self.output_dimensionality}")
         if self.backend not in BACKENDS:
@@ -170,7 +184,9 @@ class DataflowSettings:
     accelerator_type: str = _option("", "GPU per worker, e.g. nvidia-l4 ('' = CPU workers)")
     accelerator_count: int = _option(1, "GPUs per worker")
     dataflow_image: str = _option(
-        "", "worker image ('' = this version's embedpipe-dataflow)", aliases=("--sdk-container-image", "--sdk_container_image")
+        "",
+        "worker image ('' = this version's embedpipe-dataflow)",
+        aliases=("--sdk-container-image", "--sdk_container_image"),
     )
     job_name: str = _option("", "Dataflow job name ('' = <kind>-<UTC time>)")
 

@@ -8,9 +8,9 @@ writes the same rows again harmlessly. The first batch creates the table and its
 
 from __future__ import annotations
 
-import apache_beam as beam
+from collections.abc import Sequence
 
-from typing import Sequence
+import apache_beam as beam
 
 from embedpipe.embed.runtime import counter
 from embedpipe.embed.types import VectorRow

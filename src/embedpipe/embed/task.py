@@ -34,7 +34,9 @@ def _with_evaluation_vectors(config, evaluation, corpus, vectors, remote: bool, 
     from embedpipe.embed.reuse import REUSED_FILE, vectors_from_evaluation
 
     if config.previous_pattern:
-        logging.info("previous_vectors is connected, so evaluation_embeddings is not used: the previous run's vectors win")
+        logging.info(
+            "previous_vectors is connected, so evaluation_embeddings is not used: the previous run's vectors win"
+        )
         return config
     folder = vectors.path.rstrip("/") + "-from-evaluation"
     if not vectors_from_evaluation(evaluation.path, corpus.path, config, folder, model=model):
@@ -118,7 +120,9 @@ def embed_corpus_task(
     def write_resources(project_id: str, region: str, job_id: str) -> None:
         Path(gcp_resources).parent.mkdir(parents=True, exist_ok=True)
         Path(gcp_resources).write_text(gcp_resources_json(project_id, region, job_id))
-        logging.info("Dataflow job: https://console.cloud.google.com/dataflow/jobs/%s/%s?project=%s", region, job_id, project_id)
+        logging.info(
+            "Dataflow job: https://console.cloud.google.com/dataflow/jobs/%s/%s?project=%s", region, job_id, project_id
+        )
 
     result = run_job(config, beam_args, runner=beam_runner, on_submitted=write_resources if remote else None)
     if not remote:  # nothing in the cloud to link or cancel

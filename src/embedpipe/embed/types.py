@@ -20,8 +20,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class VectorRow:
     content_hash: str | None = None
 
     @classmethod
-    def from_dict(cls, row: Mapping[str, Any]) -> "VectorRow":
+    def from_dict(cls, row: Mapping[str, Any]) -> VectorRow:
         """A row read back from a Parquet shard (extra columns ignored)."""
         return cls(row["id"], row["embedding"], row.get("content"), row.get("metadata"), row.get("content_hash"))
 

@@ -179,9 +179,18 @@ def _with_hard_negatives(dataset, model, corpus, prompts, n_pairs: int):
     log.info("fine_tune: mining hard negatives for %d pairs among %d documents", n_pairs, len(documents))
     # Texts are already formatted: empty prompts keep the model's default prompt from being added twice.
     dataset = mine(
-        dataset, model, corpus=documents, num_negatives=1, range_min=0, relative_margin=0.05,
-        sampling_strategy="top", query_prompt="", corpus_prompt="", batch_size=64,
-        output_format="triplet", verbose=False,
+        dataset,
+        model,
+        corpus=documents,
+        num_negatives=1,
+        range_min=0,
+        relative_margin=0.05,
+        sampling_strategy="top",
+        query_prompt="",
+        corpus_prompt="",
+        batch_size=64,
+        output_format="triplet",
+        verbose=False,
     )
     log.info("fine_tune: %d (anchor, positive, negative) triplets", len(dataset))
     return dataset

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedpipe.models import embedding_dimension
 from embedpipe.fine_tune.settings import (
     CHECKPOINTS_DIR,
     FineTuneError,
     FineTuneSettings,
 )
+from embedpipe.models import embedding_dimension
 
 
 @dataclass(frozen=True)

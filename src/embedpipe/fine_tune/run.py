@@ -74,7 +74,11 @@ def fine_tune(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     dataset = training_set(
-        pairs, validation_pairs, corpus=data.corpus, prompts=prompts, model=base.model,
+        pairs,
+        validation_pairs,
+        corpus=data.corpus,
+        prompts=prompts,
+        model=base.model,
         mine_hard_negatives=settings.mine_hard_negatives,
     )
     loss = build_loss(base.model, settings, base.dimension, dimension)
@@ -84,21 +88,39 @@ def fine_tune(
     trainer = build_trainer(base.model, args, loss, dataset, callbacks)
     log.info(
         "fine_tune: %s on %d pairs, %s, %d steps of %d, lr %.2g, %s on %s%s",
-        settings.base_model, dataset.pairs, type(loss.ranking).__name__, settings.train_steps, settings.batch_size,
-        args.learning_rate, precision, base.device, f", resuming from {resume_from}" if resume_from else "",
+        settings.base_model,
+        dataset.pairs,
+        type(loss.ranking).__name__,
+        settings.train_steps,
+        settings.batch_size,
+        args.learning_rate,
+        precision,
+        base.device,
+        f", resuming from {resume_from}" if resume_from else "",
     )
     run = train(trainer, resume_from)
 
     save_model(base, output, dimension, keep_checkpoints=settings.keep_checkpoints)
     result = build_result(
-        output, settings, base, dimension=dimension, prompts=prompts, loss=loss, run=run, pairs=dataset.pairs,
+        output,
+        settings,
+        base,
+        dimension=dimension,
+        prompts=prompts,
+        loss=loss,
+        run=run,
+        pairs=dataset.pairs,
         precision=precision,
     )
     write_metadata(result)
     log.info(
         "fine_tune: done, %d steps in %.0f s (%.1f samples/s), loss %.4f -> %.4f; model in %s",
-        run.global_step, run.seconds, run.samples_per_second, result.metrics["train_loss_first"],
-        result.metrics["train_loss"], output,
+        run.global_step,
+        run.seconds,
+        run.samples_per_second,
+        result.metrics["train_loss_first"],
+        result.metrics["train_loss"],
+        output,
     )
     del trainer
     release_device_memory(base.device)

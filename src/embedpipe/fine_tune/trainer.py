@@ -79,7 +79,7 @@ class TrainingRun:
 
 
 def choose_precision(device: str) -> str:
-    """"bf16" on CUDA GPUs that support it, else "fp32". Never fp16: EmbeddingGemma's activations overflow it."""
+    """ "bf16" on CUDA GPUs that support it, else "fp32". Never fp16: EmbeddingGemma's activations overflow it."""
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
@@ -201,8 +201,13 @@ def train(trainer, resume_from: str | None) -> TrainingRun:
         validation_loss = float(trainer.evaluate()["eval_loss"])
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
     return TrainingRun(
-        trainer.args.per_device_train_batch_size, trainer.state.global_step, resumed_step, seconds, losses,
-        float(result.training_loss), validation_loss,
+        trainer.args.per_device_train_batch_size,
+        trainer.state.global_step,
+        resumed_step,
+        seconds,
+        losses,
+        float(result.training_loss),
+        validation_loss,
     )
 
 
@@ -232,7 +237,12 @@ def _progress_callback(batch_size: int):
             eta = (state.max_steps - state.global_step) / rate if rate else float("inf")
             log.info(
                 "fine_tune: step %d/%d loss %.4f (%.2f steps/s, %.1f samples/s, ETA %.0f s)",
-                state.global_step, state.max_steps, logs["loss"], rate, rate * batch_size, eta,
+                state.global_step,
+                state.max_steps,
+                logs["loss"],
+                rate,
+                rate * batch_size,
+                eta,
             )
 
     return ProgressLog()

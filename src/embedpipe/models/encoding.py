@@ -13,12 +13,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from embedpipe.threads import adapt_threads
 
 
-def encode(model, texts: Sequence[str], *, batch_size: int = 32, normalize: bool = True, show_progress_bar: bool = False):
+def encode(
+    model, texts: Sequence[str], *, batch_size: int = 32, normalize: bool = True, show_progress_bar: bool = False
+):
     """Encodes already formatted texts (see `embedpipe.prompts`) to a float32 numpy array.
 
     The model's default prompt is switched off (`prompt=""`): prompts are applied by
@@ -114,8 +116,11 @@ def token_lengths(model, texts: Sequence[str]) -> list[int] | None:
         return None
     limit = getattr(model, "max_seq_length", None) or None
     ids = tokenizer(
-        list(texts), truncation=limit is not None, max_length=limit,
-        return_attention_mask=False, return_token_type_ids=False,
+        list(texts),
+        truncation=limit is not None,
+        max_length=limit,
+        return_attention_mask=False,
+        return_token_type_ids=False,
     )["input_ids"]
     return [len(row) for row in ids]
 
@@ -148,7 +153,13 @@ def encode_in_passes(model, texts: Sequence[str], encode_fn, *, batch_size: int,
 
 
 def encode_in_chunks(
-    model, texts: Sequence[str], *, batch_size: int = 32, chunk: int = 2048, what: str = "texts", tokens_per_batch: int = 0
+    model,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 32,
+    chunk: int = 2048,
+    what: str = "texts",
+    tokens_per_batch: int = 0,
 ):
     """Encodes many formatted texts with progress logs (texts/s, ETA); returns float32, normalised.
 
@@ -169,8 +180,11 @@ def encode_in_chunks(
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
         result[rows] = encode_in_passes(
-            model, [texts[i] for i in rows], lambda part, size: encode(model, part, batch_size=size),
-            batch_size=batch_size, tokens_per_batch=budget,
+            model,
+            [texts[i] for i in rows],
+            lambda part, size: encode(model, part, batch_size=size),
+            batch_size=batch_size,
+            tokens_per_batch=budget,
         )
         done = start + len(rows)
         rate = done / max(time.monotonic() - started, 1e-9)

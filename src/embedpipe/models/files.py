@@ -81,7 +81,7 @@ def model_fingerprint(model: str, gcs_client=None) -> str:
         prefix = prefix.rstrip("/") + "/"
         client = storage.gcs_client(gcs_client)
         for blob in sorted(client.list_blobs(bucket, prefix=prefix), key=lambda b: b.name):
-            digest.update(f"{blob.name[len(prefix):]}\0{blob.size}\0{blob.md5_hash or blob.crc32c}\n".encode())
+            digest.update(f"{blob.name[len(prefix) :]}\0{blob.size}\0{blob.md5_hash or blob.crc32c}\n".encode())
         return "gcs:" + digest.hexdigest()[:16]
     path = Path(resolve_model_path(ref))
     if not path.is_dir():

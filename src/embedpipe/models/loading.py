@@ -100,13 +100,15 @@ def check_model_folder(path: str, *, shown_as: str | None = None) -> str:
 
 
 def default_device() -> str:
-    """"cuda" when torch sees a GPU, else "cpu"."""
+    """ "cuda" when torch sees a GPU, else "cpu"."""
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(model: str = "default", *, device: str | None = None, cache_dir: str | None = None, gcs_client=None, **kwargs):
+def load_model(
+    model: str = "default", *, device: str | None = None, cache_dir: str | None = None, gcs_client=None, **kwargs
+):
     """Loads a SentenceTransformer from any reference `resolve_model_path` accepts.
 
     Raises:

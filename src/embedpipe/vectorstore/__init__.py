@@ -17,7 +17,13 @@ from embedpipe.vectorstore.connections import ConnectionSettings, redact_uri, re
 from embedpipe.vectorstore.embedded import embedded_database_uri, embedded_server, psql_command, stop_embedded_database
 from embedpipe.vectorstore.identifiers import IdentifierError, check_identifier, table_identifier
 from embedpipe.vectorstore.postgres import IndexSettings, PgVectorWriter, WriteResult
-from embedpipe.vectorstore.rows import VectorBatch, read_parquet_vectors, validate_batch, vectors_schema, write_parquet_vectors
+from embedpipe.vectorstore.rows import (
+    VectorBatch,
+    read_parquet_vectors,
+    validate_batch,
+    vectors_schema,
+    write_parquet_vectors,
+)
 
 __all__ = [
     "ConnectionSettings",

@@ -73,7 +73,9 @@ class BigQueryUpload:
     query_job_id: str
 
 
-def upload_to_bigquery(batch: VectorBatch, table_id: str, *, client=None, location: str | None = None) -> BigQueryUpload:
+def upload_to_bigquery(
+    batch: VectorBatch, table_id: str, *, client=None, location: str | None = None
+) -> BigQueryUpload:
     """Loads `batch` into `project.dataset.table` (created if missing), upserting by id.
 
     Args:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 #: Targets that are PostgreSQL + pgvector.
 POSTGRES_TARGETS = ("postgres", "alloydb", "cloudsql")
@@ -100,14 +101,24 @@ class ConnectionSettings:
             return redact_uri(self.uri) or "the embedded database"
         return f"{self.target} {self.instance} database {self.database} as {self.user}"
 
-    def check(self) -> "ConnectionSettings":
+    def check(self) -> ConnectionSettings:
         if self.target not in POSTGRES_TARGETS:
-            raise ConnectionConfigError(f"target {self.target!r} is not a Postgres target; expected one of {POSTGRES_TARGETS}")
+            raise ConnectionConfigError(
+                f"target {self.target!r} is not a Postgres target; expected one of {POSTGRES_TARGETS}"
+            )
         if self.target in ("alloydb", "cloudsql") and not self.instance:
-            example = "projects/P/locations/L/clusters/C/instances/I" if self.target == "alloydb" else "project:region:instance"
+            example = (
+                "projects/P/locations/L/clusters/C/instances/I"
+                if self.target == "alloydb"
+                else "project:region:instance"
+            )
             raise ConnectionConfigError(f"target {self.target} needs instance, e.g. {example}")
-        if self.target == "alloydb" and not re.match(r"^projects/[^/]+/locations/[^/]+/clusters/[^/]+/instances/[^/]+$", self.instance):
-            raise ConnectionConfigError(f"AlloyDB instance {self.instance!r} must look like projects/P/locations/L/clusters/C/instances/I")
+        if self.target == "alloydb" and not re.match(
+            r"^projects/[^/]+/locations/[^/]+/clusters/[^/]+/instances/[^/]+$", self.instance
+        ):
+            raise ConnectionConfigError(
+                f"AlloyDB instance {self.instance!r} must look like projects/P/locations/L/clusters/C/instances/I"
+            )
         if self.target == "cloudsql" and self.instance.count(":") != 2:
             raise ConnectionConfigError(f"Cloud SQL instance {self.instance!r} must look like project:region:instance")
         return self
@@ -127,7 +138,11 @@ class ConnectionSettings:
                 return psycopg.connect(target, **kwargs)
 
             return connect_uri
-        password = None if self.iam_auth else resolve_password(self.password_env, self.password_secret, secret_client=self.secret_client)
+        password = (
+            None
+            if self.iam_auth
+            else resolve_password(self.password_env, self.password_secret, secret_client=self.secret_client)
+        )
         if not self.iam_auth and password is None:
             raise ConnectionConfigError(f"target {self.target} needs password_env or password_secret (or iam_auth)")
         connector = (self.connector_factory or _default_connector_factory(self.target))(

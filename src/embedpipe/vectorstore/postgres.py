@@ -29,8 +29,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from psycopg import sql
 
@@ -73,7 +74,7 @@ class IndexSettings:
     maintenance_work_mem: str = "1GB"
     parallel_workers: int | None = None
 
-    def check(self) -> "IndexSettings":
+    def check(self) -> IndexSettings:
         if self.kind not in INDEX_KINDS:
             raise ValueError(f"index kind {self.kind!r} is not one of {INDEX_KINDS}")
         if self.metric not in METRICS:
@@ -124,7 +125,9 @@ def column_type(dimension: int) -> str:
 def parse_column_type(text: str) -> tuple[str, int]:
     match = _COLUMN_TYPE.match(text or "")
     if not match:
-        raise DataValidationError([Problem("database", None, "embedding", f"column type {text!r} is not vector(n) or halfvec(n)")])
+        raise DataValidationError(
+            [Problem("database", None, "embedding", f"column type {text!r} is not vector(n) or halfvec(n)")]
+        )
     return match.group(1), int(match.group(2))
 
 
@@ -192,8 +195,13 @@ class PgVectorWriter:
                 if attempt > self.retries or not is_connection_lost(err):
                     raise
                 delay = self.backoff * 2 ** (attempt - 1)
-                log.warning("connection lost (%s); retrying the whole transaction in %.1f s (attempt %d of %d)",
-                            type(err).__name__, delay, attempt + 1, self.retries + 1)
+                log.warning(
+                    "connection lost (%s); retrying the whole transaction in %.1f s (attempt %d of %d)",
+                    type(err).__name__,
+                    delay,
+                    attempt + 1,
+                    self.retries + 1,
+                )
                 self.sleep(delay)
             finally:
                 if session is not None:
@@ -213,7 +221,9 @@ class PgVectorWriter:
         )
         exists, kind = rows[0]
         if exists and kind is None:
-            raise DataValidationError([Problem(self.table, None, "embedding", "the table exists but has no embedding column")])
+            raise DataValidationError(
+                [Problem(self.table, None, "embedding", "the table exists but has no embedding column")]
+            )
         return kind
 
     def ensure_extension(self, session: Session) -> None:
@@ -227,22 +237,31 @@ class PgVectorWriter:
         existing = self.existing_column_type(session)
         if existing is None:
             if dimension <= 0:
-                raise DataValidationError([Problem(self.table, None, "embedding", "no rows to infer the dimension from")])
+                raise DataValidationError(
+                    [Problem(self.table, None, "embedding", "no rows to infer the dimension from")]
+                )
             kind = column_type(dimension)
             schema, _ = split_table_name(self.table)
             if schema:
                 session.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             session.execute(
-                sql.SQL("CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY, embedding {} , content TEXT, metadata JSONB)").format(
-                    self.ident, sql.SQL(kind)
-                )
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY, embedding {} , content TEXT, metadata JSONB)"
+                ).format(self.ident, sql.SQL(kind))
             )
             return kind, True
         _, existing_dim = parse_column_type(existing)
         if dimension and existing_dim != dimension:
             raise DataValidationError(
-                [Problem(self.table, None, "embedding", f"the table holds {existing_dim}-dimensional vectors; these have {dimension} "
-                         "(a different model? write to another table)")]
+                [
+                    Problem(
+                        self.table,
+                        None,
+                        "embedding",
+                        f"the table holds {existing_dim}-dimensional vectors; these have {dimension} "
+                        "(a different model? write to another table)",
+                    )
+                ]
             )
         return existing, False
 
@@ -259,12 +278,20 @@ class PgVectorWriter:
         qualified = sql.Identifier(schema, name) if schema else sql.Identifier(name)
         if session.execute("SELECT to_regclass(%s) IS NOT NULL", (session.render(qualified),))[0][0]:
             return ""
-        session.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(settings.maintenance_work_mem)))
+        session.execute(
+            sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(settings.maintenance_work_mem))
+        )
         if settings.parallel_workers is not None:
-            session.execute(sql.SQL("SET LOCAL max_parallel_maintenance_workers = {}").format(sql.Literal(int(settings.parallel_workers))))
+            session.execute(
+                sql.SQL("SET LOCAL max_parallel_maintenance_workers = {}").format(
+                    sql.Literal(int(settings.parallel_workers))
+                )
+            )
         ops = sql.SQL(f"{kind.split('(')[0]}_{METRICS[settings.metric][1]}")
         if settings.kind == "hnsw":
-            options = sql.SQL("m = {}, ef_construction = {}").format(sql.Literal(settings.m), sql.Literal(settings.ef_construction))
+            options = sql.SQL("m = {}, ef_construction = {}").format(
+                sql.Literal(settings.m), sql.Literal(settings.ef_construction)
+            )
         else:
             lists = settings.lists or (max(1, rows // 1000) if rows <= 1_000_000 else int(rows**0.5))
             options = sql.SQL("lists = {}").format(sql.Literal(lists))
@@ -303,14 +330,23 @@ class PgVectorWriter:
         result, attempts = self.run_transaction(work)
         result.attempts = attempts
         result.seconds = time.monotonic() - started
-        log.info("wrote %d rows to %s in %.2f s (%d inserted, %d updated, %d unchanged)",
-                 result.rows, self.table, result.seconds, result.inserted, result.updated, result.unchanged)
+        log.info(
+            "wrote %d rows to %s in %.2f s (%d inserted, %d updated, %d unchanged)",
+            result.rows,
+            self.table,
+            result.seconds,
+            result.inserted,
+            result.updated,
+            result.unchanged,
+        )
         return result
 
     def _upsert_through_staging(self, session: Session, rows: Iterable[tuple], kind: str) -> tuple[int, int]:
         staging = sql.Identifier(derived_name(self.table, "staging"))
         session.execute(
-            sql.SQL("CREATE TEMP TABLE {} (id TEXT, embedding {}, content TEXT, metadata JSONB) ON COMMIT DROP").format(staging, sql.SQL(kind))
+            sql.SQL(
+                "CREATE TEMP TABLE {} (id TEXT, embedding {}, content TEXT, metadata JSONB) ON COMMIT DROP"
+            ).format(staging, sql.SQL(kind))
         )
         session.copy_rows(staging, rows, kind.split("(")[0])
         counts = session.execute(
@@ -339,7 +375,9 @@ class PgVectorWriter:
                 return 0
             return int(
                 session.execute(
-                    sql.SQL("WITH gone AS (DELETE FROM {} WHERE id = ANY(%s) RETURNING 1) SELECT count(*) FROM gone").format(self.ident),
+                    sql.SQL(
+                        "WITH gone AS (DELETE FROM {} WHERE id = ANY(%s) RETURNING 1) SELECT count(*) FROM gone"
+                    ).format(self.ident),
                     (ids,),
                 )[0][0]
             )
@@ -374,12 +412,13 @@ class PgVectorWriter:
         return self.run_transaction(work)[0]
 
     def count(self) -> int:
-        return int(self.run_transaction(lambda s: s.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident)))[0][0][0])
+        return int(
+            self.run_transaction(lambda s: s.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident)))[0][0][0]
+        )
 
 
 def _copy_rows(batch: VectorBatch) -> Iterable[tuple]:
     # jsonb in binary COPY is a version byte (1) and the JSON text; metadata is already checked JSON text
     return (
-        (ident, embedding, content, None if not meta else meta)
-        for ident, embedding, content, meta in batch.rows()
+        (ident, embedding, content, None if not meta else meta) for ident, embedding, content, meta in batch.rows()
     )

@@ -7,9 +7,9 @@ The columns are the vector store's (`id`, `embedding`, `content`, `metadata` as 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -82,12 +82,21 @@ class VectorBatch:
         return zip(self.ids, self.embeddings, self.contents, self.metadata)
 
     @classmethod
-    def concat(cls, batches: Sequence["VectorBatch"]) -> "VectorBatch":
+    def concat(cls, batches: Sequence[VectorBatch]) -> VectorBatch:
         if not batches:
             return cls([], np.zeros((0, 0), np.float32))
         dims = {b.dimension for b in batches if len(b)}
         if len(dims) > 1:
-            raise DataValidationError([Problem(batches[0].source, None, "embedding", f"shards have different embedding dimensions: {sorted(dims)}")])
+            raise DataValidationError(
+                [
+                    Problem(
+                        batches[0].source,
+                        None,
+                        "embedding",
+                        f"shards have different embedding dimensions: {sorted(dims)}",
+                    )
+                ]
+            )
         nonempty = [b for b in batches if len(b)] or batches[:1]
         return cls(
             [i for b in batches for i in b.ids],
@@ -104,8 +113,14 @@ def parquet_files(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise FileNotFoundError(f"vectors {path} do not exist: give a Parquet file or a folder of vectors-*.parquet shards")
-    files = sorted(p for p in path.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts))
+        raise FileNotFoundError(
+            f"vectors {path} do not exist: give a Parquet file or a folder of vectors-*.parquet shards"
+        )
+    files = sorted(
+        p
+        for p in path.rglob("*.parquet")
+        if not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
+    )
     if not files:
         raise FileNotFoundError(f"no .parquet files in {path} (dead letters under _dead_letters/ are skipped)")
     return files
@@ -127,7 +142,15 @@ def _embedding_matrix(column, source: str) -> np.ndarray:
         expected = int(values[np.argmax(counts)])
         bad = np.nonzero(lengths != expected)[0][:5].tolist()
         raise DataValidationError(
-            [Problem(source, None, "embedding", f"row {i}: {int(lengths[i])} values, expected {expected} like the other rows") for i in bad]
+            [
+                Problem(
+                    source,
+                    None,
+                    "embedding",
+                    f"row {i}: {int(lengths[i])} values, expected {expected} like the other rows",
+                )
+                for i in bad
+            ]
         )
     flat = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
     return flat.reshape(n, int(lengths[0]))
@@ -142,11 +165,19 @@ def read_parquet_vectors(path: str | Path) -> VectorBatch:
         table = pq.read_table(file)
         missing = [c for c in ("id", "embedding") if c not in table.column_names]
         if missing:
-            raise DataValidationError([Problem(str(file), None, None, f"missing column(s) {missing}; found {table.column_names}")])
+            raise DataValidationError(
+                [Problem(str(file), None, None, f"missing column(s) {missing}; found {table.column_names}")]
+            )
         contents = table.column("content").to_pylist() if "content" in table.column_names else []
         metadata = table.column("metadata").to_pylist() if "metadata" in table.column_names else []
         batches.append(
-            VectorBatch(table.column("id").to_pylist(), _embedding_matrix(table.column("embedding"), str(file)), contents, metadata, source=str(file))
+            VectorBatch(
+                table.column("id").to_pylist(),
+                _embedding_matrix(table.column("embedding"), str(file)),
+                contents,
+                metadata,
+                source=str(file),
+            )
         )
     return VectorBatch.concat(batches)
 
@@ -159,7 +190,11 @@ def write_parquet_vectors(batch: VectorBatch, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dim = batch.dimension
-    embedding = pa.FixedSizeListArray.from_arrays(pa.array(batch.embeddings.reshape(-1), pa.float32()), dim) if dim else pa.array([], pa.list_(pa.float32()))
+    embedding = (
+        pa.FixedSizeListArray.from_arrays(pa.array(batch.embeddings.reshape(-1), pa.float32()), dim)
+        if dim
+        else pa.array([], pa.list_(pa.float32()))
+    )
     table = pa.table(
         {
             "id": pa.array(batch.ids, pa.string()),
@@ -180,13 +215,17 @@ def validate_batch(batch: VectorBatch, *, dimension: int | None = None, max_prob
     problems = ProblemCollector(max_problems)
     source = batch.source
     if dimension is not None and len(batch) and batch.dimension != dimension:
-        problems.add(source, None, "embedding", f"embeddings have {batch.dimension} dimensions, the table has {dimension}")
+        problems.add(
+            source, None, "embedding", f"embeddings have {batch.dimension} dimensions, the table has {dimension}"
+        )
     seen: dict[str, int] = {}
     for row, ident in enumerate(batch.ids):
         if ident is None or not str(ident).strip():
             problems.add(source, None, "id", f"row {row}: id is empty")
         elif ident in seen:
-            problems.add(source, None, "id", f"row {row}: id {ident!r} is a duplicate of row {seen[ident]} (one row per id)")
+            problems.add(
+                source, None, "id", f"row {row}: id {ident!r} is a duplicate of row {seen[ident]} (one row per id)"
+            )
         else:
             seen[ident] = row
     if len(batch):
@@ -202,11 +241,22 @@ def validate_batch(batch: VectorBatch, *, dimension: int | None = None, max_prob
             problems.add(source, None, "metadata", f"row {row} (id {batch.ids[row]!r}): not JSON ({err.msg})")
             continue
         if not isinstance(value, dict):
-            problems.add(source, None, "metadata", f"row {row} (id {batch.ids[row]!r}): must be a JSON object, got {type(value).__name__}")
+            problems.add(
+                source,
+                None,
+                "metadata",
+                f"row {row} (id {batch.ids[row]!r}): must be a JSON object, got {type(value).__name__}",
+            )
     problems.raise_if_any()
 
 
 def batches_of(batch: VectorBatch, size: int) -> Iterable[VectorBatch]:
     for start in range(0, len(batch), size):
         end = start + size
-        yield VectorBatch(batch.ids[start:end], batch.embeddings[start:end], batch.contents[start:end], batch.metadata[start:end], source=batch.source)
+        yield VectorBatch(
+            batch.ids[start:end],
+            batch.embeddings[start:end],
+            batch.contents[start:end],
+            batch.metadata[start:end],
+            source=batch.source,
+        )

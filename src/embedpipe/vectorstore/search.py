@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from psycopg import sql
@@ -82,7 +83,9 @@ def search_vector(
             raise ValueError(f"table {table!r} does not exist; upload vectors first")
         vector_kind, dimension = parse_column_type(kind)
         if vector.shape[0] != dimension:
-            raise ValueError(f"the query has {vector.shape[0]} dimensions, table {table!r} holds {dimension} (same model?)")
+            raise ValueError(
+                f"the query has {vector.shape[0]} dimensions, table {table!r} holds {dimension} (same model?)"
+            )
         literal = "[" + ",".join(repr(float(x)) for x in vector) + "]"
         if conditions:  # keep scanning the index until k rows pass the filter (pgvector >= 0.8)
             _set_local(session, "hnsw.iterative_scan", "relaxed_order")
@@ -117,7 +120,13 @@ def _set_local(session, name: str, value: str) -> None:
 def _json_text(value) -> str:
     import json
 
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value).lower() if isinstance(value, bool) else str(value)
+    return (
+        json.dumps(value)
+        if isinstance(value, (dict, list))
+        else str(value).lower()
+        if isinstance(value, bool)
+        else str(value)
+    )
 
 
 def _json_value(value):

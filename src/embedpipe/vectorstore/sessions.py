@@ -7,7 +7,8 @@ psycopg (plain URIs, the embedded database) loads with binary COPY through pgvec
 from __future__ import annotations
 
 import io
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from psycopg import sql
 
@@ -16,9 +17,16 @@ def is_connection_lost(err: BaseException) -> bool:
     """Whether an error means the connection dropped (worth a retry on a new one) rather than bad SQL/data."""
     import psycopg
 
-    if isinstance(err, psycopg.errors.AdminShutdown | psycopg.errors.ConnectionException | psycopg.errors.CannotConnectNow):
+    if isinstance(
+        err, psycopg.errors.AdminShutdown | psycopg.errors.ConnectionException | psycopg.errors.CannotConnectNow
+    ):
         return True
-    if isinstance(err, psycopg.OperationalError) and getattr(err, "sqlstate", None) in (None, "57P01", "57P02", "57P03"):
+    if isinstance(err, psycopg.OperationalError) and getattr(err, "sqlstate", None) in (
+        None,
+        "57P01",
+        "57P02",
+        "57P03",
+    ):
         return True  # no SQLSTATE: the socket closed under us
     if isinstance(err, ConnectionError | TimeoutError):
         return True
@@ -81,7 +89,12 @@ class Session:
                 copy.set_types(["text", vector_type, "text", "bytea"])
                 for ident, embedding, content, metadata in rows:
                     copy.write_row(
-                        (ident, HalfVector(embedding) if half else embedding, content, None if metadata is None else b"\x01" + metadata.encode())
+                        (
+                            ident,
+                            HalfVector(embedding) if half else embedding,
+                            content,
+                            None if metadata is None else b"\x01" + metadata.encode(),
+                        )
                     )
                     count += 1
             return count

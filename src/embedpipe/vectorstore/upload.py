@@ -52,7 +52,7 @@ class UploadConfig:
     contents_delta_uri: str = ""
     allow_password_in_uri: bool = False
 
-    def check(self) -> "UploadConfig":
+    def check(self) -> UploadConfig:
         if self.target not in TARGETS:
             raise ValueError(f"target {self.target!r} is not one of {TARGETS}")
         if not self.allow_password_in_uri and uri_has_password(self.database_uri):
@@ -65,9 +65,16 @@ class UploadConfig:
 
     def connection(self, **fakes) -> ConnectionSettings:
         return ConnectionSettings(
-            target=self.target, uri=self.database_uri, instance=self.instance, database=self.database, user=self.user,
-            password_env=self.password_env, password_secret=self.password_secret, iam_auth=self.iam_auth,
-            ip_type=self.ip_type, **fakes,
+            target=self.target,
+            uri=self.database_uri,
+            instance=self.instance,
+            database=self.database,
+            user=self.user,
+            password_env=self.password_env,
+            password_secret=self.password_secret,
+            iam_auth=self.iam_auth,
+            ip_type=self.ip_type,
+            **fakes,
         )
 
 
@@ -80,8 +87,11 @@ class UploadSummary:
     connect_hint: str = ""
 
     def markdown(self) -> str:
-        lines = [f"# upload_vectors\n", f"- target: **{self.target}** ({self.where})", f"- table: `{self.table}`"]
-        lines += [f"- {name}: {value:,}" if isinstance(value, int) else f"- {name}: {value}" for name, value in self.metrics.items()]
+        lines = ["# upload_vectors\n", f"- target: **{self.target}** ({self.where})", f"- table: `{self.table}`"]
+        lines += [
+            f"- {name}: {value:,}" if isinstance(value, int) else f"- {name}: {value}"
+            for name, value in self.metrics.items()
+        ]
         if self.connect_hint:
             lines += ["", "Query it:", "", "```", self.connect_hint, "```"]
         return "\n".join(lines) + "\n"
@@ -115,21 +125,27 @@ def upload_vectors(vectors_path: str, config: UploadConfig, **fakes) -> UploadSu
         if not config.vector_search_index or not config.contents_delta_uri:
             raise ValueError("target vertex_vector_search needs vector_search_index and contents_delta_uri")
         done = upload_to_vector_search(
-            batch, config.vector_search_index, config.contents_delta_uri,
-            gcs_client=fakes.get("gcs_client"), index_class=fakes.get("index_class"),
+            batch,
+            config.vector_search_index,
+            config.contents_delta_uri,
+            gcs_client=fakes.get("gcs_client"),
+            index_class=fakes.get("index_class"),
         )
         seconds = time.monotonic() - started
-        return UploadSummary("vertex_vector_search", config.vector_search_index, config.contents_delta_uri, _metrics(len(batch), seconds))
+        return UploadSummary(
+            "vertex_vector_search",
+            config.vector_search_index,
+            config.contents_delta_uri,
+            _metrics(len(batch), seconds),
+        )
 
     hint = ""
-    settings = config.connection(
-        **{k: v for k, v in fakes.items() if k in ("connector_factory", "secret_client")}
-    )
+    settings = config.connection(**{k: v for k, v in fakes.items() if k in ("connector_factory", "secret_client")})
     if config.target == "postgres" and not config.database_uri:
         from embedpipe.vectorstore.embedded import embedded_database_uri, psql_command
 
         settings.uri = embedded_database_uri()
-        hint = f"{psql_command(settings.uri)}\nembedpipe search \"your question\" --table {config.table}"
+        hint = f'{psql_command(settings.uri)}\nembedpipe search "your question" --table {config.table}'
     factory = settings.connection_factory()
     try:
         result = PgVectorWriter(factory, config.table, index=config.index).write(batch)
@@ -144,4 +160,8 @@ def upload_vectors(vectors_path: str, config: UploadConfig, **fakes) -> UploadSu
 
 
 def _metrics(rows: int, seconds: float) -> dict[str, float]:
-    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds, 1) if seconds else 0.0}
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(rows / seconds, 1) if seconds else 0.0,
+    }

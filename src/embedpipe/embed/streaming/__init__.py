@@ -30,12 +30,12 @@ Example:
     >>> run_stream(config, dataflow.beam_args(kind="embed-stream", streaming=True))  # doctest: +SKIP
 """
 
+from embedpipe.embed.settings import DataflowSettings  # noqa: F401 - for the example above
 from embedpipe.embed.streaming.cli import config_and_args_from_argv, main
 from embedpipe.embed.streaming.config import StreamConfig, check_source, prepare_stream_config, prepare_vector_table
 from embedpipe.embed.streaming.messages import parse_message
 from embedpipe.embed.streaming.pipeline import StreamOutputs, apply_changes, build_stream_pipeline
 from embedpipe.embed.streaming.planning import WritePlan, plan_writes
-from embedpipe.embed.settings import DataflowSettings  # noqa: F401 - for the example above
 from embedpipe.embed.streaming.run import STREAM_METRIC_NAMES, StreamResult, run_stream
 
 __all__ = [

@@ -50,7 +50,8 @@ def count_every_bundle():
         log.warning(
             "apache_beam %s: the direct-runner counter workaround (written for %s) is not applied; if this Beam "
             "still has the bug, the streaming job's local counts come out short (see embedpipe.embed.streaming.beam_patch)",
-            apache_beam.__version__, ", ".join(f"{major}.{minor}" for major, minor in PATCHED_VERSIONS),
+            apache_beam.__version__,
+            ", ".join(f"{major}.{minor}" for major, minor in PATCHED_VERSIONS),
         )
         yield
         return

@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from embedpipe.embed.streaming.config import StreamConfig, prepare_stream_config
 from embedpipe.embed.settings import DataflowSettings, ModelSettings, add_arguments, from_mapping
+from embedpipe.embed.streaming.config import StreamConfig, prepare_stream_config
 from embedpipe.embed.streaming.run import run_stream
 
 
@@ -33,30 +33,66 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("source and target")
     source.add_argument("--subscription", default="", help="Pub/Sub subscription projects/P/subscriptions/S")
     source.add_argument("--topic", default="", help="Pub/Sub topic projects/P/topics/T (instead of a subscription)")
-    source.add_argument("--dead-letter-topic", default="", help="also publish dead letters (JSON with the reason) to this topic")
-    source.add_argument("--database-uri", default="", help="Postgres/pgvector URI of the vector database (AlloyDB/Cloud SQL: its private IP)")
+    source.add_argument(
+        "--dead-letter-topic", default="", help="also publish dead letters (JSON with the reason) to this topic"
+    )
+    source.add_argument(
+        "--database-uri",
+        default="",
+        help="Postgres/pgvector URI of the vector database (AlloyDB/Cloud SQL: its private IP)",
+    )
     source.add_argument("--table", default="embeddings", help="pgvector table (default: %(default)s)")
-    source.add_argument("--skip-table-check", action="store_true", help="do not create/check the table from this machine (it cannot reach the database)")
+    source.add_argument(
+        "--skip-table-check",
+        action="store_true",
+        help="do not create/check the table from this machine (it cannot reach the database)",
+    )
     model = parser.add_argument_group("model")
-    model.add_argument("--skip-model-check", action="store_true", help="do not load the model on this machine before submitting")
-    model.add_argument("--task-type", default="RETRIEVAL_DOCUMENT", help="selects the document prompt (default: %(default)s)")
-    model.add_argument("--chunk-tokens", type=int, default=0, help="split documents into chunks of this many tokens (0 = no chunking)")
-    model.add_argument("--chunk-overlap", type=int, default=0, help="tokens shared by neighbouring chunks (default: %(default)s)")
+    model.add_argument(
+        "--skip-model-check", action="store_true", help="do not load the model on this machine before submitting"
+    )
+    model.add_argument(
+        "--task-type", default="RETRIEVAL_DOCUMENT", help="selects the document prompt (default: %(default)s)"
+    )
+    model.add_argument(
+        "--chunk-tokens", type=int, default=0, help="split documents into chunks of this many tokens (0 = no chunking)"
+    )
+    model.add_argument(
+        "--chunk-overlap", type=int, default=0, help="tokens shared by neighbouring chunks (default: %(default)s)"
+    )
     # one model per GPU on GPU workers is decided by DataflowSettings.model_on_workers
     add_arguments(model, ModelSettings, skip=("share_across_processes", "model_copies"))
     window = parser.add_argument_group("micro-batches")
-    window.add_argument("--window-seconds", type=float, default=5.0, help="fixed window (publish time) per write (default: %(default)s)")
-    window.add_argument("--allowed-lateness-seconds", type=int, default=3600, help="late messages are still written this long after their window (default: %(default)s)")
-    window.add_argument("--write-shards", type=int, default=4, help="database writers per window (default: %(default)s)")
+    window.add_argument(
+        "--window-seconds",
+        type=float,
+        default=5.0,
+        help="fixed window (publish time) per write (default: %(default)s)",
+    )
+    window.add_argument(
+        "--allowed-lateness-seconds",
+        type=int,
+        default=3600,
+        help="late messages are still written this long after their window (default: %(default)s)",
+    )
+    window.add_argument(
+        "--write-shards", type=int, default=4, help="database writers per window (default: %(default)s)"
+    )
     cloud = parser.add_argument_group("runner (other flags are passed to Beam)")
-    cloud.add_argument("--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"], help="(default: %(default)s)")
+    cloud.add_argument(
+        "--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"], help="(default: %(default)s)"
+    )
     add_arguments(cloud, DataflowSettings)
-    cloud.add_argument("--streaming", action="store_true", help="accepted for Beam's spelling; this job always streams")
+    cloud.add_argument(
+        "--streaming", action="store_true", help="accepted for Beam's spelling; this job always streams"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m embedpipe.embed.streaming", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m embedpipe.embed.streaming",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_stream_arguments(parser)
     return parser

@@ -53,7 +53,9 @@ class StreamConfig:
 def check_source(subscription: str = "", topic: str = "") -> None:
     """Raises ValueError unless exactly one well-formed Pub/Sub subscription or topic is given."""
     if not subscription and not topic:
-        raise ValueError("give --subscription projects/P/subscriptions/S (or --topic projects/P/topics/T) to read from")
+        raise ValueError(
+            "give --subscription projects/P/subscriptions/S (or --topic projects/P/topics/T) to read from"
+        )
     if subscription and topic:
         raise ValueError("give --subscription or --topic, not both")
     if subscription and not _SUBSCRIPTION.match(subscription):
@@ -125,7 +127,9 @@ def prepare_stream_config(
     if not window_seconds > 0:
         raise ValueError(f"window_seconds must be positive, got {window_seconds}")
     if allowed_lateness_seconds < 0 or write_shards < 1:
-        raise ValueError(f"allowed_lateness_seconds must be >= 0 and write_shards >= 1, got {allowed_lateness_seconds}, {write_shards}")
+        raise ValueError(
+            f"allowed_lateness_seconds must be >= 0 and write_shards >= 1, got {allowed_lateness_seconds}, {write_shards}"
+        )
     embed = EmbedConfig(
         input_pattern=subscription or topic,
         input_format="pubsub",
@@ -150,8 +154,14 @@ def prepare_stream_config(
     )
     if check_model:
         try:
-            encoder = load_encoder(settings.model, batch_size=1, output_dimensionality=settings.output_dimensionality,
-                                   device="cpu", precision="fp32", backend=settings.backend)
+            encoder = load_encoder(
+                settings.model,
+                batch_size=1,
+                output_dimensionality=settings.output_dimensionality,
+                device="cpu",
+                precision="fp32",
+                backend=settings.backend,
+            )
             config.dimension = int(encoder.embed(["embedpipe model check"]).shape[1])
         except ModelLoadError:
             raise

@@ -66,9 +66,13 @@ def parse_message(data: bytes | str, publish_time_micros: int = 0) -> Change | D
     try:
         record = json.loads(text)
     except json.JSONDecodeError as err:
-        return docs.dead_letter(None, f"invalid JSON: {err.msg} at column {err.colno}; each message must be one JSON object", text)
+        return docs.dead_letter(
+            None, f"invalid JSON: {err.msg} at column {err.colno}; each message must be one JSON object", text
+        )
     if not isinstance(record, dict):
-        return docs.dead_letter(None, f'expected a JSON object like {{"id": "...", "text": "..."}}, got a {type(record).__name__}', text)
+        return docs.dead_letter(
+            None, f'expected a JSON object like {{"id": "...", "text": "..."}}, got a {type(record).__name__}', text
+        )
     doc = docs.parse_record(record)
     doc_id = doc.id  # None only when the id itself is missing or bad
     delete = record.get("delete", False)
@@ -89,8 +93,10 @@ def parse_message(data: bytes | str, publish_time_micros: int = 0) -> Change | D
         if isinstance(updated_at, str):
             return docs.dead_letter(doc_id, updated_at, record)
     order = (
-        sequence is not None, sequence or 0,
-        updated_at is not None, updated_at or 0.0,
+        sequence is not None,
+        sequence or 0,
+        updated_at is not None,
+        updated_at or 0.0,
         int(publish_time_micros),
         int(delete),
         "" if doc is None else doc.title + "\0" + doc.text,  # identical times: any fixed choice

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, NamedTuple, Tuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 
@@ -38,11 +38,16 @@ def apply_changes(messages, config: StreamConfig) -> StreamOutputs:
     from apache_beam.transforms import trigger, window
     from apache_beam.utils.timestamp import Duration
 
-    keyed = Tuple[str, Any]  # what Beam infers from the DoFns' generators (tagged outputs included) fails its key check
-    parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessages()).with_output_types(keyed).with_outputs("dead", main="changes")
+    keyed = tuple[
+        str, Any
+    ]  # what Beam infers from the DoFns' generators (tagged outputs included) fails its key check
+    parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessages()).with_output_types(keyed).with_outputs(
+        "dead", main="changes"
+    )
     decided = (
         parsed.changes
-        | "FixedWindows" >> beam.WindowInto(
+        | "FixedWindows"
+        >> beam.WindowInto(
             window.FixedWindows(config.window_seconds),
             # Late messages (behind the watermark) are written when they arrive, not dropped.
             trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
@@ -50,7 +55,8 @@ def apply_changes(messages, config: StreamConfig) -> StreamOutputs:
             allowed_lateness=Duration(seconds=config.allowed_lateness_seconds),
         )
         | "GroupChangesById" >> beam.GroupByKey()
-        | "LatestWins" >> beam.ParDo(LatestWins(config.embed)).with_output_types(keyed).with_outputs("versions", main="upserts")
+        | "LatestWins"
+        >> beam.ParDo(LatestWins(config.embed)).with_output_types(keyed).with_outputs("versions", main="upserts")
     )
     # No previous run to carry vectors over from: an empty PCollection windowed like the documents.
     no_previous = decided.upserts | "NoPreviousRows" >> beam.FlatMap(lambda _: ())
@@ -88,7 +94,9 @@ def build_stream_pipeline(pipeline, config: StreamConfig, source=None) -> Stream
     if source is None:
         from apache_beam.io.gcp.pubsub import ReadFromPubSub
 
-        source = ReadFromPubSub(subscription=config.subscription or None, topic=None if config.subscription else config.topic)
+        source = ReadFromPubSub(
+            subscription=config.subscription or None, topic=None if config.subscription else config.topic
+        )
     outputs = apply_changes(pipeline | "ReadMessages" >> source, config)
     logged = outputs.dead_letters | "LogDeadLetters" >> beam.Map(_log_dead_letter)
     if config.dead_letter_topic:
@@ -96,7 +104,8 @@ def build_stream_pipeline(pipeline, config: StreamConfig, source=None) -> Stream
 
         (
             logged
-            | "DeadLettersToJson" >> beam.Map(lambda d: json.dumps(d.to_dict(), ensure_ascii=False, default=str).encode("utf-8"))
+            | "DeadLettersToJson"
+            >> beam.Map(lambda d: json.dumps(d.to_dict(), ensure_ascii=False, default=str).encode("utf-8"))
             | "PublishDeadLetters" >> WriteToPubSub(config.dead_letter_topic)
         )
     return outputs

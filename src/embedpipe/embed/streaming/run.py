@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import apache_beam as beam
 
-from embedpipe.embed.runtime import LOCAL_STREAM_RUNNERS, NAMESPACE, counter_values, local_stream_runner, model_errors_readable
+from embedpipe.embed.runtime import (
+    LOCAL_STREAM_RUNNERS,
+    NAMESPACE,
+    counter_values,
+    local_stream_runner,
+    model_errors_readable,
+)
 from embedpipe.embed.streaming.beam_patch import count_every_bundle
 from embedpipe.embed.streaming.config import StreamConfig
 from embedpipe.embed.streaming.pipeline import build_stream_pipeline
@@ -57,7 +63,9 @@ class StreamResult:
         return ", ".join(f"{name} {self.metrics.get(name, 0):,}" for name in STREAM_METRIC_NAMES)
 
 
-def run_stream(config: StreamConfig, beam_args: Sequence[str] = (), *, source=None, runner=None, wait: bool | None = None) -> StreamResult:
+def run_stream(
+    config: StreamConfig, beam_args: Sequence[str] = (), *, source=None, runner=None, wait: bool | None = None
+) -> StreamResult:
     """Builds the streaming pipeline and runs it (with `streaming=True`).
 
     Args:
@@ -92,7 +100,9 @@ def run_stream(config: StreamConfig, beam_args: Sequence[str] = (), *, source=No
         if not wait:
             return StreamResult(state=str(result.state), job_id=job_id)
         state = result.wait_until_finish()
-    return StreamResult(state=str(state or result.state), metrics=counter_values(result, STREAM_METRIC_NAMES), job_id=job_id)
+    return StreamResult(
+        state=str(state or result.state), metrics=counter_values(result, STREAM_METRIC_NAMES), job_id=job_id
+    )
 
 
 __all__ = ["STREAM_METRIC_NAMES", "StreamResult", "run_stream"]

@@ -9,6 +9,7 @@ one transaction, retried on a dropped connection). No SQL here: the writer owns 
 from __future__ import annotations
 
 import logging
+
 import apache_beam as beam
 
 from embedpipe.embed import documents as docs
@@ -41,14 +42,21 @@ class WriteChanges(beam.DoFn):
         if plan.rows:
             self._writer.write(vector_batch(plan.rows, source="embed stream"))
             # A changed document with fewer chunks than before: its last chunks' rows go.
-            removed += self._writer.delete_documents(plan.upserted, keep_ids=[r.id for r in plan.rows],
-                                                     chunk_separator=docs.CHUNK_SEPARATOR)
+            removed += self._writer.delete_documents(
+                plan.upserted, keep_ids=[r.id for r in plan.rows], chunk_separator=docs.CHUNK_SEPARATOR
+            )
         self._upserted.inc(len(plan.upserted))
         self._deleted.inc(len(plan.deleted))
         self._rows_written.inc(len(plan.rows))
         self._rows_deleted.inc(removed)
-        log.info("window %s: upserted %d documents (%d rows), deleted %d documents (%d rows removed)",
-                 window, len(plan.upserted), len(plan.rows), len(plan.deleted), removed)
+        log.info(
+            "window %s: upserted %d documents (%d rows), deleted %d documents (%d rows removed)",
+            window,
+            len(plan.upserted),
+            len(plan.rows),
+            len(plan.deleted),
+            removed,
+        )
         yield {"upserted": plan.upserted, "deleted": plan.deleted, "rows": len(plan.rows), "rows_removed": removed}
 
 
