@@ -78,6 +78,7 @@ def embed_corpus(
             documents_removed, dead_letters, seconds, documents_per_second.
         gcp_resources: The Dataflow job (GCPC format), so Vertex links it and cancels it with the run.
     """
+    arguments = dict(locals())  # every parameter, by name: the model and Dataflow ones become settings objects
     from embedpipe.embed.task import embed_corpus_task
 
-    embed_corpus_task(**locals())  # the model and Dataflow options become settings objects by name
+    embed_corpus_task(**arguments)

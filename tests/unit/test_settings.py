@@ -30,7 +30,7 @@ def test_the_component_s_parameters_are_the_settings_fields_with_their_defaults(
         spec = inputs[option.name]
         assert spec.type == KFP_TYPES[type(option.default)], option.name
         assert spec.default == option.default, option.name
-    # the component passes every option it has on, by name (embed_corpus_task(**locals()))
+    # the component passes every option it has on, by name (embed_corpus_task(**arguments))
     assert {"model", "batch_size", "output_dimensionality", "backend"} <= set(inputs)
     assert {"project", "location", "machine_type", "accelerator_type", "dataflow_image"} <= set(inputs)
 

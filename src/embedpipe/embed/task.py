@@ -5,7 +5,7 @@ On `DirectRunner` the job runs in the task's own process (kfp.local, or a small 
 it exists (the Vertex UI links to it, and cancelling the pipeline cancels the job), then waited for, and
 the task fails if the job fails. The job's counts become the task's metrics.
 
-The component passes its arguments as they are (`embed_corpus_task(**locals())`); the model and Dataflow
+The component passes its arguments as they are (`embed_corpus_task(**arguments)`); the model and Dataflow
 options among them become `ModelSettings` and `DataflowSettings` here, by their field names.
 """
 
