@@ -91,14 +91,14 @@ def vectors_from_evaluation(
         return 0
 
     ids, vectors, text_hashes = _read_vectors(folder / f"{name}.parquet")
-    if config.output_dimensionality > vectors.shape[1]:
+    if config.model_settings.output_dimensionality > vectors.shape[1]:
         log.info(
             "not reusing the vectors evaluate computed: they have %d dimensions, the job keeps %d",
             vectors.shape[1],
-            config.output_dimensionality,
+            config.model_settings.output_dimensionality,
         )
         return 0
-    vectors = truncate_and_normalize(vectors, config.output_dimensionality).astype(np.float32)
+    vectors = truncate_and_normalize(vectors, config.model_settings.output_dimensionality).astype(np.float32)
     rows, formatted, order, edited = _rows_for_corpus(
         corpus_path, config, {doc_id: i for i, doc_id in enumerate(ids)}, text_hashes
     )
@@ -133,8 +133,8 @@ def _unsupported(config) -> str:
     """Why evaluation's vectors cannot be what this job computes, whatever they are ("" = they can)."""
     if config.chunk_tokens:
         return "the job splits documents into chunks (chunk_tokens > 0); evaluation embedded whole documents"
-    if config.backend != "torch":
-        return f"the job embeds with the {config.backend!r} backend; evaluation embeds with torch"
+    if config.model_settings.backend != "torch":
+        return f"the job embeds with the {config.model_settings.backend!r} backend; evaluation embeds with torch"
     return ""
 
 
@@ -254,9 +254,9 @@ def _spot_check(ids: list[str], formatted: list[str], vectors, model: str, confi
     # fp32 on the CPU, as evaluate embeds; a GPU job's bf16 vectors differ from both by rounding only.
     encoder = load_encoder(
         model,
-        batch_size=config.batch_size,
-        tokens_per_batch=config.tokens_per_batch,
-        output_dimensionality=config.output_dimensionality,
+        batch_size=config.model_settings.batch_size,
+        tokens_per_batch=config.model_settings.tokens_per_batch,
+        output_dimensionality=config.model_settings.output_dimensionality,
         device="cpu",
         precision="fp32",
     )
