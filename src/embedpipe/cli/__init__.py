@@ -1,0 +1,67 @@
+"""The `embedpipe` command.
+
+embedpipe run                 # the whole pipeline locally (kfp.local) on the example data
+embedpipe prepare --data DIR  # data preparation alone, straight from the library
+embedpipe fine-tune --data DIR --output-dir OUT  # fine-tune the base model on the train labels
+embedpipe embed --input corpus.jsonl --output vectors/  # the Beam embedding job alone
+embedpipe search "some text"  # top-k from the vector database (default: the embedded one)
+embedpipe db                  # start the embedded PostgreSQL + pgvector, print how to connect
+"""
+
+# The commands live in modules by what they are about, each registering its subcommands with their `cmd_*`
+# functions: `data` (prepare, evaluate, fine-tune: the library on a BEIR folder), `pipeline` (run with
+# kfp.local, submit to Vertex), `embed` (the Beam jobs: embed, stream) and `serving` (serve, search, db);
+# `common` holds what several share. Heavy imports stay inside the functions, so `--help` is quick.
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from embedpipe.cli import data, embed, pipeline, serving
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `embedpipe` parser, its subcommands in the order `embedpipe --help` lists them.
+
+    Returns:
+        The parser; each subcommand sets `func`, the `cmd_*` function that runs it.
+    """
+    from embedpipe import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="embedpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"embedpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    pipeline.add_run_parser(sub)
+    data.add_prepare_parser(sub)
+    pipeline.add_submit_parser(sub)
+    embed.add_embed_parser(sub)
+    embed.add_stream_parser(sub)
+    data.add_evaluate_parser(sub)
+    data.add_fine_tune_parser(sub)
+    serving.add_serve_parser(sub)
+    serving.add_search_parser(sub)
+    serving.add_db_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one `embedpipe` command: the console script `embedpipe` and `python -m embedpipe.cli`.
+
+    Args:
+        argv: the arguments after `embedpipe` (default: `sys.argv[1:]`).
+
+    Returns:
+        The command's exit status; 2, with the reason on stderr, when the data, a file or a value is wrong
+        (argparse also exits with 2 on a bad flag).
+    """
+    from embedpipe.validation import DataValidationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataValidationError, FileNotFoundError, ValueError) as err:  # ModelLoadError is a ValueError
+        print(f"embedpipe {args.command}: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,93 @@
+"""Embedding a corpus with Beam: `embedpipe embed` (a batch of files) and `embedpipe stream` (Pub/Sub changes).
+
+Both run on the local runner or on Dataflow; their flags come from the library (`embedpipe.embed.job`,
+`embedpipe.embed.settings`, `embedpipe.embed.streaming.cli`), declared once there.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """`embedpipe embed`: the Beam job that writes a corpus's vectors as Parquet shards.
+
+    Args:
+        args: the parsed `embed` arguments.
+
+    Returns:
+        The exit status, 0.
+    """
+    from dataclasses import replace
+
+    from embedpipe.embed.dataflow import default_project
+    from embedpipe.embed.job import config_from_args, run_job
+    from embedpipe.embed.settings import DataflowSettings, from_mapping
+
+    dataflow = from_mapping(DataflowSettings, args)
+    beam_args = []
+    if args.runner == "DataflowRunner":
+        dataflow = replace(dataflow, project=dataflow.project or default_project())
+        beam_args = dataflow.beam_args()
+    config = config_from_args(args, dataflow if args.runner == "DataflowRunner" else None)
+    print(f"embedpipe embed: {config.input_pattern} ({config.input_format}) -> {config.output} on {args.runner}")
+    result = run_job(config, beam_args)
+    print(result.summary())
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    """`embedpipe stream`: the streaming Beam job that upserts and deletes documents in pgvector as they arrive.
+
+    Args:
+        args: the parsed `stream` arguments.
+
+    Returns:
+        The exit status, 0.
+    """
+    import logging
+
+    from embedpipe.embed.streaming import run_stream
+    from embedpipe.embed.streaming.cli import config_and_args_from_args
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    config, beam_args = config_and_args_from_args(args)
+    result = run_stream(config, beam_args)
+    print(result.summary())
+    return 0
+
+
+def add_embed_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers `embedpipe embed`.
+
+    Args:
+        sub: the subcommands of the `embedpipe` parser.
+    """
+    from embedpipe.embed.job import add_job_arguments
+    from embedpipe.embed.settings import DataflowSettings, add_arguments
+
+    embed = sub.add_parser(
+        "embed", help="embed a corpus into Parquet vector shards with Beam (local runner or Dataflow)"
+    )
+    add_job_arguments(embed)
+    cloud = embed.add_argument_group("Dataflow (with --runner DataflowRunner)")
+    cloud.add_argument(
+        "--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"], help="(default: %(default)s)"
+    )
+    add_arguments(cloud, DataflowSettings)
+    embed.set_defaults(func=cmd_embed)
+
+
+def add_stream_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers `embedpipe stream`.
+
+    Args:
+        sub: the subcommands of the `embedpipe` parser.
+    """
+    from embedpipe.embed.streaming.cli import add_stream_arguments
+
+    stream = sub.add_parser(
+        "stream", help="embed document changes from Pub/Sub into pgvector as they arrive (local runner or Dataflow)"
+    )
+    add_stream_arguments(stream)
+    stream.set_defaults(func=cmd_stream)

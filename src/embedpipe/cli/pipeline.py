@@ -1,0 +1,237 @@
+"""The whole pipeline: `embedpipe run` (locally, with kfp.local) and `embedpipe submit` (to Vertex AI Pipelines).
+
+`run` runs `tune_and_index` task by task in this Python (SubprocessRunner) or each task in its image
+(DockerRunner), then prints what the run made: stage times, data counts, the quality gate and how to search
+the vectors. `submit` sends compiled pipeline YAML to Vertex.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from embedpipe.cli.common import add_data_arguments, data_paths, key_values
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`embedpipe run`: the `tune_and_index` pipeline with kfp.local, then a summary of what it made.
+
+    Args:
+        args: the parsed `run` arguments.
+
+    Returns:
+        The exit status: 0, 1 when a task failed (the quality gate included), 3 when --runner docker finds
+        no Docker daemon.
+    """
+    from embedpipe.local import CLOUD_ONLY_STEPS, LOCAL_OVERRIDES, LocalRunFailed, declared_parameters, run_locally
+    from embedpipe.pipelines import tune_and_index
+
+    paths = data_paths(args)
+    if args.runner == "docker":  # before anything starts: a daemon that answers and the images
+        from embedpipe.docker_runner import DockerUnavailable, check_docker
+
+        try:
+            check_docker().close()
+        except DockerUnavailable as err:
+            print(f"embedpipe run --runner docker: {err}", file=sys.stderr)
+            return 3
+    database_uri = args.database_uri
+    if not database_uri:
+        from embedpipe.vectorstore.embedded import embedded_database_uri
+
+        database_uri = embedded_database_uri()
+    wanted = {
+        "corpus_path": paths["corpus_path"],
+        "queries_path": paths["queries_path"],
+        "train_label_path": paths["train_labels_path"],
+        "test_label_path": paths["test_labels_path"],
+        "validation_label_path": paths["validation_labels_path"],
+        "test_fraction": args.test_fraction,
+        "validation_fraction": args.validation_fraction,
+        "seed": args.seed,
+        **LOCAL_OVERRIDES,
+        "base_model_version_id": args.model,
+        "task_type": args.task_type,
+        "train_steps": args.train_steps,
+        "batch_size": args.batch_size,
+        "learning_rate_multiplier": args.learning_rate_multiplier,
+        "quality_margin": args.margin,
+        "index_with_base_model": args.index_with_base_model,
+        "database_uri": database_uri,
+        "vector_table": args.table,
+    }
+    declared = declared_parameters(tune_and_index)
+    arguments = {name: value for name, value in wanted.items() if name in declared}
+    runner, runner_name = None, "SubprocessRunner"
+    if args.runner == "docker":
+        runner, runner_name = _docker_runner(arguments, database_uri)
+    print(f"embedpipe run: pipeline {tune_and_index.name!r} with kfp.local ({runner_name}) under {args.output_dir}")
+    print("cloud-only steps skipped locally: " + "; ".join(CLOUD_ONLY_STEPS))
+    try:
+        run = run_locally(tune_and_index, arguments, pipeline_root=args.output_dir, runner=runner)
+    except LocalRunFailed as err:
+        if err.run is not None:
+            _print_run_summary(err.run, args, database_uri)
+        gate_failed = not args.index_with_base_model and err.run is not None and _gate_failed(err.run)
+        if gate_failed:
+            print(
+                "\nembedpipe run stopped at the quality gate: the tuned model did not beat the base model by "
+                f"--margin {args.margin}; the reports above are kept. Train longer (--train-steps), change "
+                "--learning-rate-multiplier, lower --margin, or pass --index-with-base-model.",
+                file=sys.stderr,
+            )
+        else:
+            print(f"\nembedpipe run failed: {err}\nThe failing task's log above says why.", file=sys.stderr)
+        return 1
+    _print_run_summary(run, args, database_uri)
+    return 0
+
+
+def _docker_runner(arguments: dict, database_uri: str):
+    """The DockerRunner of our images, with the mounts, environment and user these arguments need."""
+    from embedpipe.docker_runner import docker_runner, plan_containers
+
+    plan = plan_containers(arguments, database_uri=database_uri)
+    return docker_runner(plan), f"DockerRunner, each task in its image; mounted: {', '.join(plan.mounts) or 'nothing'}"
+
+
+def _gate_failed(run) -> bool:
+    from embedpipe.local import comparison_task
+
+    compared = comparison_task(run)
+    return compared is not None and not run.outputs[compared]["tuned_is_better"]["metadata"]["value"]
+
+
+def _print_run_summary(run, args, database_uri: str) -> None:
+    from embedpipe.local import comparison_task, example_query, indexed_model, stage_times
+
+    times = stage_times(run, run.started_at)
+    print(f"\n== embedpipe run: {sum(t for _, t in times):.0f} s; run folder: {run.run_dir}")
+    print("\nStages: " + ", ".join(f"{task} {seconds:.0f} s" for task, seconds in times))
+    prepared = run.outputs.get("prepare-data")
+    if prepared:
+        counts = prepared["metrics"]["metadata"]
+        print("Data: " + ", ".join(f"{k} {int(v):,}" for k, v in counts.items()))
+        print(f"Data report: {prepared['report']['uri']}")
+    compared = comparison_task(run)
+    if compared:
+        outputs = run.outputs[compared]
+        base = outputs["base_ndcg_at_10"]["metadata"]["value"]
+        tuned = outputs["tuned_ndcg_at_10"]["metadata"]["value"]
+        gate = "passed" if outputs["tuned_is_better"]["metadata"]["value"] else "did not pass"
+        print(
+            f"\nNDCG@10 on the test labels: base {base:.4f} -> tuned {tuned:.4f} ({tuned - base:+.4f}); quality gate {gate}"
+        )
+        print(f"Evaluation report: {outputs['report']['uri']}")
+    uploaded = [task for task in run.outputs if task.startswith("upload-vectors")]
+    for task in uploaded:
+        rows = run.outputs[task]["metrics"]["metadata"].get("rows")
+        print(f"\nVectors: {int(rows or 0):,} rows in table {args.table!r} of {database_uri}")
+        print(f"  psql '{database_uri}'")
+        query = example_query(run).replace('"', "'")
+        model = indexed_model(run) or args.model
+        print(f"  embedded with {model}; search it with the same model:")
+        print(
+            f"  embedpipe search \"{query}\" --db '{database_uri}' --table {args.table} "
+            f"--model '{model}' --task-type {args.task_type}"
+        )
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """`embedpipe submit`: sends compiled pipeline YAML to Vertex AI Pipelines, its parameters typed from the YAML.
+
+    Args:
+        args: the parsed `submit` arguments.
+
+    Returns:
+        The exit status, 0.
+    """
+    from embedpipe.submit import Submission, coerce_parameters, submit
+
+    caching = {"on": True, "off": False, "default": None}[args.caching]
+    submission = Submission(
+        template_path=args.template,
+        project=args.project,
+        location=args.location,
+        pipeline_root=args.pipeline_root,
+        parameter_values=coerce_parameters(args.template, key_values(args.param, "--param")),
+        service_account=args.service_account or "",
+        labels=key_values(args.label, "--label"),
+        enable_caching=caching,
+        display_name=args.display_name or "",
+        network=args.network or "",
+    )
+    job = submit(submission)
+    print(f"submitted {job.resource_name}\n{getattr(job, '_dashboard_uri', lambda: '')()}")
+    return 0
+
+
+def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers `embedpipe run`.
+
+    Args:
+        sub: the subcommands of the `embedpipe` parser.
+    """
+    run = sub.add_parser("run", help="run the whole pipeline locally with kfp.local on embedded defaults")
+    add_data_arguments(run)
+    run.add_argument(
+        "--output-dir", default=".embedpipe/runs", help="pipeline root for local runs (default: %(default)s)"
+    )
+    run.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="subprocess: every task in this Python (default); docker: every task in the image the compiled YAML "
+        "names, built by `make images-local` (needs a Docker daemon)",
+    )
+    tuning = run.add_argument_group("tuning (Vertex's parameter names)")
+    tuning.add_argument(
+        "--model",
+        default="default",
+        help="base model: 'default' = the packaged all-MiniLM-L6-v2 (default), a folder or hub id",
+    )
+    tuning.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")
+    tuning.add_argument(
+        "--train-steps", "--iterations", type=int, default=30, help="training steps (default: %(default)s)"
+    )
+    tuning.add_argument("--batch-size", type=int, default=16, help="training batch size (default: %(default)s)")
+    tuning.add_argument(
+        "--learning-rate-multiplier", type=float, default=1.0, help="times the base rate 2e-5 (default: %(default)s)"
+    )
+    tuning.add_argument(
+        "--margin", type=float, default=0.0, help="tuned NDCG@10 must be >= base + margin (default: %(default)s)"
+    )
+    tuning.add_argument(
+        "--index-with-base-model", action="store_true", help="index with the base model when the gate fails"
+    )
+    database = run.add_argument_group("vector database")
+    database.add_argument(
+        "--database-uri", default="", help="Postgres URI (default: the embedded PostgreSQL + pgvector)"
+    )
+    database.add_argument("--table", default="embeddings", help="table of vectors (default: %(default)s)")
+    run.set_defaults(func=cmd_run)
+
+
+def add_submit_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers `embedpipe submit`.
+
+    Args:
+        sub: the subcommands of the `embedpipe` parser.
+    """
+    submit = sub.add_parser("submit", help="submit compiled pipeline YAML to Vertex AI Pipelines")
+    submit.add_argument("template", help="compiled pipeline YAML, e.g. build/pipelines/tune_and_index.yaml")
+    submit.add_argument("--project", required=True, help="Google Cloud project id")
+    submit.add_argument("--location", default="us-central1", help="Vertex AI region (default: %(default)s)")
+    submit.add_argument("--pipeline-root", required=True, help="gs:// folder for the run's artifacts")
+    submit.add_argument("--service-account", help="service account the run uses")
+    submit.add_argument("--network", help="VPC network, projects/<number>/global/networks/<name>")
+    submit.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
+    submit.add_argument("--label", action="append", metavar="KEY=VALUE", help="Vertex label (repeatable)")
+    submit.add_argument(
+        "--caching",
+        choices=["on", "off", "default"],
+        default="default",
+        help="task caching (default: the pipeline's own)",
+    )
+    submit.add_argument("--display-name", help="run display name (default: from the file name)")
+    submit.set_defaults(func=cmd_submit)

@@ -1,0 +1,137 @@
+"""Using what the pipeline made: `embedpipe serve` (a model endpoint), `embedpipe search` and `embedpipe db`.
+
+`search` and `db` default to the embedded PostgreSQL + pgvector (`embedpipe.vectorstore.embedded`), started
+when needed, so they work on one laptop with no setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from embedpipe.cli.common import key_values
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`embedpipe serve`: a textembedding-gecko compatible :predict endpoint for a model, until interrupted.
+
+    Args:
+        args: the parsed `serve` arguments.
+
+    Returns:
+        The exit status, 0.
+    """
+    from embedpipe.serving import serve
+
+    serve(args.model, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """`embedpipe search`: prints the top-k rows of the vector table for a text, as lines or as JSON.
+
+    Args:
+        args: the parsed `search` arguments.
+
+    Returns:
+        The exit status, 0 (also when nothing matched).
+    """
+    from embedpipe.vectorstore.embedded import embedded_database_uri
+    from embedpipe.vectorstore.search import search_text
+
+    uri = args.db or embedded_database_uri(args.pgdata)
+    where = key_values(args.where, "--where")
+    hits = search_text(
+        uri,
+        args.query,
+        table=args.table,
+        model=args.model,
+        task_type=args.task_type,
+        k=args.k,
+        where=where,
+        metric=args.metric,
+    )
+    if args.json:
+        import json
+
+        print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results")
+    for rank, hit in enumerate(hits, 1):
+        content = " ".join((hit.content or "").split())
+        print(f"{rank:>2}. {hit.score:.4f}  {hit.id}  {content[:100]}{'...' if len(content) > 100 else ''}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """`embedpipe db`: starts the embedded database and prints how to connect, or stops it with --stop.
+
+    Args:
+        args: the parsed `db` arguments.
+
+    Returns:
+        The exit status, 0.
+    """
+    from embedpipe.vectorstore.embedded import embedded_database_uri, stop_embedded_database
+
+    if args.stop:
+        print("stopped" if stop_embedded_database(args.pgdata) else "not running")
+        return 0
+    embedded_database_uri(args.pgdata, announce=True)
+    return 0
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers `embedpipe serve`.
+
+    Args:
+        sub: the subcommands of the `embedpipe` parser.
+    """
+    serve = sub.add_parser("serve", help="serve a model with a textembedding-gecko compatible :predict endpoint")
+    serve.add_argument(
+        "--model",
+        help="model folder, gs:// folder, hub id or 'default' (default: $AIP_STORAGE_URI or the packaged MiniLM)",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 in a container)"
+    )
+    serve.add_argument("--port", type=int, help="port (default: $AIP_HTTP_PORT or 8080)")
+    serve.set_defaults(func=cmd_serve)
+
+
+def add_search_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers `embedpipe search`.
+
+    Args:
+        sub: the subcommands of the `embedpipe` parser.
+    """
+    search = sub.add_parser("search", help="top-k documents for a text from the vector database")
+    search.add_argument("query", help="the text to search for")
+    search.add_argument("--db", help="Postgres URI (default: the embedded database, started if needed)")
+    search.add_argument("--pgdata", help="embedded database folder (default: $EMBEDPIPE_PGDATA or .embedpipe/pg)")
+    search.add_argument("--table", default="embeddings", help="(default: %(default)s)")
+    search.add_argument(
+        "--model", default="default", help="the model the corpus was embedded with (default: %(default)s)"
+    )
+    search.add_argument(
+        "--task-type", default="RETRIEVAL_QUERY", help="selects the query prompt (default: %(default)s)"
+    )
+    search.add_argument("-k", type=int, default=5, help="how many results (default: %(default)s)")
+    search.add_argument(
+        "--where", action="append", metavar="KEY=VALUE", help="only rows with metadata KEY equal to VALUE (repeatable)"
+    )
+    search.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="(default: %(default)s)")
+    search.add_argument("--json", action="store_true", help="print the hits as JSON")
+    search.set_defaults(func=cmd_search)
+
+
+def add_db_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers `embedpipe db`.
+
+    Args:
+        sub: the subcommands of the `embedpipe` parser.
+    """
+    db = sub.add_parser("db", help="start the embedded PostgreSQL + pgvector and print its psql URI")
+    db.add_argument("--pgdata", help="its data folder (default: $EMBEDPIPE_PGDATA or .embedpipe/pg)")
+    db.add_argument("--stop", action="store_true", help="stop it instead")
+    db.set_defaults(func=cmd_db)
