@@ -101,6 +101,7 @@ def evaluate_model(
     batch_size: int = 32,
     cached: ModelEvaluation | None = None,
     loaded_model=None,
+    hf_token_secret: str = "",
 ) -> ModelEvaluation:
     """Embeds, retrieves and scores one model on one labelled split.
 
@@ -114,6 +115,8 @@ def evaluate_model(
         batch_size: Texts per forward pass.
         cached: Earlier results whose corpus embeddings are reused when model, prompts and ids match.
         loaded_model: An already loaded SentenceTransformer for `model` (saves loading it again).
+        hf_token_secret: Secret Manager secret version with a Hugging Face token, for a gated hub model
+            ("" = none; see `embedpipe.models.use_hf_token`).
 
     Returns:
         ModelEvaluation.
@@ -123,7 +126,7 @@ def evaluate_model(
     from embedpipe.retrieval import top_k
 
     started = time.monotonic()
-    st_model = loaded_model if loaded_model is not None else load_model(model)
+    st_model = loaded_model if loaded_model is not None else load_model(model, hf_token_secret=hf_token_secret)
     prompts = resolve_prompts(task_type, st_model.prompts)
     identity = _identity(model, st_model, prompts)
     qrels = qrels_from_labels(labels)
@@ -302,6 +305,7 @@ def run_evaluation(
     batch_size: int = 32,
     reuse_embeddings: str = "",
     outputs: EvaluationOutputs | None = None,
+    hf_token_secret: str = "",
 ) -> tuple[list[ModelEvaluation], Comparison, dict[str, float]]:
     """Evaluates the base model (and the tuned one, if given) and writes every output.
 
@@ -315,6 +319,8 @@ def run_evaluation(
         batch_size: Texts per forward pass.
         reuse_embeddings: A `corpus_embeddings` folder of an earlier evaluation to reuse.
         outputs: Where to write the per-query table, run files, report and embeddings.
+        hf_token_secret: Secret Manager secret version with a Hugging Face token, for a gated hub model;
+            read when a model is loaded, never logged ("" = none).
 
     Returns:
         (evaluations, comparison, flat metrics for the Metrics artifact).
@@ -332,7 +338,7 @@ def run_evaluation(
     for name, reference in (("base", base_model), ("tuned", tuned_model)):
         if name == "tuned" and not tuned_model:
             continue
-        model = load_model(reference)
+        model = load_model(reference, hf_token_secret=hf_token_secret)
         cached = load_embeddings(reuse_embeddings, name) if reuse_embeddings else None
         evaluations.append(
             evaluate_model(

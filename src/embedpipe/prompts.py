@@ -32,6 +32,7 @@ TASK_TYPES = (
     "QUESTION_ANSWERING",
     "FACT_VERIFICATION",
     "CODE_RETRIEVAL_QUERY",
+    "DEFAULT",
 )
 
 #: Task types whose two sides are asymmetric (a query against documents).
@@ -41,6 +42,7 @@ RETRIEVAL_TASKS = (
     "QUESTION_ANSWERING",
     "FACT_VERIFICATION",
     "CODE_RETRIEVAL_QUERY",
+    "DEFAULT",
 )
 
 # Query-side prompt names tried in order on the model's prompts; then the EmbeddingGemma-style template.
@@ -53,6 +55,7 @@ _QUERY_PROMPT_NAMES = {
     "SEMANTIC_SIMILARITY": ("STS", "PairClassification"),
     "CLASSIFICATION": ("Classification",),
     "CLUSTERING": ("Clustering",),
+    "DEFAULT": ("query",),  # the model's default query prompt, no task-specific one
 }
 _DOCUMENT_PROMPT_NAMES = ("document", "Retrieval-document")
 _GEMMA_TASK_NAMES = {
@@ -64,6 +67,7 @@ _GEMMA_TASK_NAMES = {
     "SEMANTIC_SIMILARITY": "sentence similarity",
     "CLASSIFICATION": "classification",
     "CLUSTERING": "clustering",
+    "DEFAULT": "search result",  # only reached when a model has no `query` prompt, so never used
 }
 _GEMMA_QUERY_PREFIX = "task: "
 _TITLE_PLACEHOLDER = "title: none"

@@ -1,6 +1,8 @@
 """The serving endpoint over real HTTP on a loopback port, as Vertex AI would call it."""
 
 import json
+import logging
+import os
 import shutil
 import socket
 import threading
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from embedpipe.models import load_model, packaged_model_path
+from embedpipe.prompts import resolve_prompts
 from embedpipe.serving import MAX_INSTANCES, ServingConfig, create_app
 
 GEMMA_STYLE_PROMPTS = {"query": "task: search result | query: ", "document": "title: none | text: "}
@@ -112,6 +115,51 @@ def test_values_equal_encode_with_the_task_prompt(server, reference):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_default_task_type_empty_titles_and_blank_task_types_as_vertex_clients_send_them(server, reference):
+    status, body = server.call(
+        "POST",
+        "/v1/predict",
+        {
+            "instances": [
+                {"content": "cats and dogs", "task_type": "DEFAULT"},
+                {"content": "what is pgvector?", "title": ""},
+                {"content": "what is pgvector?", "task_type": "", "title": None},
+                {"content": "what is pgvector?", "task_type": None},
+                {"content": "pgvector adds vector search.", "task_type": "retrieval_document", "title": ""},
+                {"content": "cats and dogs", "task_type": "CLUSTERING", "title": ""},
+            ]
+        },
+    )
+    assert status == 200, body
+    got = np.array([p["embeddings"]["values"] for p in body["predictions"]])
+    query = "task: search result | query: what is pgvector?"
+    want = encode_reference(
+        reference,
+        [
+            # DEFAULT: whatever prompts embedpipe.prompts gives it (serving adds no rule of its own)
+            resolve_prompts("DEFAULT", GEMMA_STYLE_PROMPTS).format_queries(["cats and dogs"])[0],
+            query,
+            query,  # "" and null task types are RETRIEVAL_QUERY, as Vertex documents
+            query,
+            "title: none | text: pgvector adds vector search.",
+            "task: clustering | query: cats and dogs",
+        ],
+    )
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_billable_character_count_is_the_contents_characters_without_white_space(server):
+    instances = [
+        {"content": "Hello World!"},
+        {"content": " Grüße,\tWelt ", "task_type": "RETRIEVAL_DOCUMENT", "title": "a title is not counted"},
+        {"content": "日本語 テキスト", "task_type": "DEFAULT"},
+    ]
+    status, body = server.call("POST", "/v1/predict", {"instances": instances})
+    assert status == 200
+    assert body["metadata"] == {"billableCharacterCount": 11 + 10 + 7}
+    assert len(body["predictions"]) == 3
+
+
 def test_token_count_and_truncated(server, reference):
     long_text = "embedding " * 400
     status, body = server.call(
@@ -154,6 +202,40 @@ BAD_REQUESTS = {
         {"instances": [{"content": "word " * 400}], "parameters": {"autoTruncate": False}},
         "autoTruncate is false",
     ),
+    "too long without autoTruncate names the instance": (
+        {"instances": [{"content": "short"}, {"content": "word " * 400}], "parameters": {"autoTruncate": False}},
+        "instances[1].content is ",
+    ),
+    "autoTruncate not a boolean": (
+        {"instances": [{"content": "x"}], "parameters": {"autoTruncate": "false"}},
+        "parameters.autoTruncate must be true or false",
+    ),
+    "parameters not an object": ({"instances": [{"content": "x"}], "parameters": [1]}, "'parameters' must be"),
+    "dimension not a number": (
+        {"instances": [{"content": "x"}], "parameters": {"outputDimensionality": "256"}},
+        "parameters.outputDimensionality must be an integer from 1 to 384",
+    ),
+    "dimension zero": (
+        {"instances": [{"content": "x"}], "parameters": {"outputDimensionality": 0}},
+        "parameters.outputDimensionality",
+    ),
+    "content not a string": ({"instances": [{"content": "x"}, {"content": 5}]}, "instances[1].content"),
+    "blank content": ({"instances": [{"content": "  "}]}, "instances[0].content must be a non-empty string"),
+    "instance not an object": ({"instances": [{"content": "x"}, "y"]}, "instances[1] must be an object"),
+    "task type not a string": (
+        {"instances": [{"content": "x", "task_type": 3}]},
+        "instances[0].task_type must be a string",
+    ),
+    "title not a string": (
+        {"instances": [{"content": "x", "task_type": "RETRIEVAL_DOCUMENT", "title": 7}]},
+        "instances[0].title must be a string",
+    ),
+    "title on a DEFAULT instance": (
+        {"instances": [{"content": "x"}, {"content": "y", "task_type": "DEFAULT", "title": "t"}]},
+        "instances[1].title is only valid with task_type RETRIEVAL_DOCUMENT",
+    ),
+    "unpaired surrogate": (b'{"instances": [{"content": "x \\ud800"}]}', "instances[0].content is not valid Unicode"),
+    "deeply nested json": (b"[" * 100000 + b"]" * 100000, "malformed JSON"),
     "dimension above the model's": (
         {"instances": [{"content": "x"}], "parameters": {"outputDimensionality": 385}},
         "1 to 384",
@@ -169,6 +251,52 @@ def test_bad_requests_get_400_and_the_server_keeps_serving(server, case):
     status, answer = server.call("POST", "/v1/predict", body)
     assert status == 400 and message in answer["error"]
     assert server.call("POST", "/v1/predict", {"instances": [{"content": "still here"}]})[0] == 200
+
+
+def test_every_refusal_is_a_400_never_a_500(server):
+    for case in sorted(BAD_REQUESTS):
+        status, answer = server.call("POST", "/v1/predict", BAD_REQUESTS[case][0])
+        assert status == 400, (case, answer)
+
+
+def test_a_gated_model_s_token_comes_from_secret_manager_for_the_load_only(monkeypatch, caplog, capfd):
+    from google.cloud import secretmanager
+
+    from tests.unit.test_model_access import SECRET, TOKEN, FakeSecrets
+
+    secrets = FakeSecrets()
+    monkeypatch.setattr(secretmanager, "SecretManagerServiceClient", lambda *args, **kwargs: secrets)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("EMBEDPIPE_HF_TOKEN_SECRET", SECRET)
+    caplog.set_level(logging.DEBUG)
+    seen = {}
+
+    def loader(reference, **kwargs):
+        seen["HF_TOKEN"] = os.environ.get("HF_TOKEN")
+        return load_model("default", device="cpu")
+
+    config = ServingConfig.from_env("default", 0)
+    assert config.hf_token_secret == SECRET
+    running = Server(create_app(config, load_model=loader))
+    try:
+        running.wait_healthy()
+        assert running.call("POST", "/predict", {"instances": [{"content": "x"}]})[0] == 200
+    finally:
+        running.stop()
+    assert seen["HF_TOKEN"] == TOKEN and "HF_TOKEN" not in os.environ and secrets.names == [SECRET]
+
+    secrets.error = PermissionError("403 Permission 'secretmanager.versions.access' denied")
+    running = Server(create_app(config, load_model=loader))
+    try:
+        deadline = time.monotonic() + 30
+        while "Secret Manager" not in (detail := running.call("GET", "/health")[1].get("detail", "")):
+            assert time.monotonic() < deadline, detail
+            time.sleep(0.05)
+        assert SECRET in detail and "denied" in detail
+    finally:
+        running.stop()
+    out, err = capfd.readouterr()
+    assert TOKEN not in caplog.text + out + err
 
 
 def test_health_is_503_until_the_model_is_loaded():
@@ -209,6 +337,7 @@ def test_serving_config_reads_vertex_variables_when_called(monkeypatch):
     monkeypatch.setenv("AIP_HEALTH_ROUTE", "/v1/endpoints/1/health")
     monkeypatch.setenv("AIP_PREDICT_ROUTE", "/v1/endpoints/1:predict")
     monkeypatch.setenv("AIP_STORAGE_URI", "gs://bucket/model")
+    monkeypatch.delenv("EMBEDPIPE_HF_TOKEN_SECRET", raising=False)
     assert ServingConfig.from_env() == ServingConfig(
         "gs://bucket/model", 9123, "/v1/endpoints/1/health", "/v1/endpoints/1:predict"
     )

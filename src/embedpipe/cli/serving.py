@@ -22,7 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """
     from embedpipe.serving import serve
 
-    serve(args.model, host=args.host, port=args.port)
+    serve(args.model, host=args.host, port=args.port, hf_token_secret=args.hf_token_secret)
     return 0
 
 
@@ -96,6 +96,11 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 in a container)"
     )
     serve.add_argument("--port", type=int, help="port (default: $AIP_HTTP_PORT or 8080)")
+    serve.add_argument(
+        "--hf-token-secret",
+        help="Secret Manager secret version (projects/P/secrets/S/versions/V) holding a Hugging Face token for a "
+        "gated model (default: $EMBEDPIPE_HF_TOKEN_SECRET)",
+    )
     serve.set_defaults(func=cmd_serve)
 
 

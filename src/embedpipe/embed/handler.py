@@ -88,6 +88,7 @@ def load_encoder(
     precision: str = "auto",
     backend: str = "torch",
     tokens_per_batch: int = 0,
+    hf_token_secret: str = "",
 ) -> Encoder:
     """Loads the model for embedding.
 
@@ -101,9 +102,12 @@ def load_encoder(
             its fingerprint; see `embedpipe.backend`). Part of the model identity, so vectors of
             different backends are never mixed in an incremental run.
         tokens_per_batch: Padded tokens per forward pass (see `Encoder`).
+        hf_token_secret: Secret Manager secret version with a Hugging Face token, for a gated hub model
+            (read here, for the load only; see `embedpipe.models.use_hf_token`).
 
     Raises:
-        ModelLoadError: the model cannot be loaded, or is smaller than `output_dimensionality`.
+        ModelLoadError: the model cannot be loaded, or is smaller than `output_dimensionality`; the token's
+            secret cannot be read.
         UnsupportedModelError (a ModelLoadError): "onnx-int8" with a model whose modules it cannot run.
     """
     if backend not in models.BACKENDS:
@@ -112,20 +116,21 @@ def load_encoder(
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(models.PRECISIONS)}")
     import torch
 
-    path = models.local_model_path(model)
-    if backend == "onnx-int8":
-        if device not in ("", "cpu") or precision == "bf16":
-            raise ValueError(
-                f"backend 'onnx-int8' runs in fp32/int8 on the CPU; got device={device!r}, precision={precision!r}"
-            )
-        from embedpipe.backend import load_int8_model
+    with models.use_hf_token(hf_token_secret):  # a gated hub model: its token for this load only
+        path = models.local_model_path(model)
+        if backend == "onnx-int8":
+            if device not in ("", "cpu") or precision == "bf16":
+                raise ValueError(
+                    f"backend 'onnx-int8' runs in fp32/int8 on the CPU; got device={device!r}, precision={precision!r}"
+                )
+            from embedpipe.backend import load_int8_model
 
-        st_model = load_int8_model(path)
-    else:
-        st_model = models.load_model(path, device=device or None)
-        if precision == "bf16" or (precision == "auto" and st_model.device.type == "cuda"):
-            st_model = st_model.to(torch.bfloat16)
-        st_model.eval()
+            st_model = load_int8_model(path)
+        else:
+            st_model = models.load_model(path, device=device or None)
+            if precision == "bf16" or (precision == "auto" and st_model.device.type == "cuda"):
+                st_model = st_model.to(torch.bfloat16)
+            st_model.eval()
     encoder = Encoder(
         st_model, batch_size=batch_size, output_dimensionality=output_dimensionality, tokens_per_batch=tokens_per_batch
     )
@@ -173,6 +178,7 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
             precision=s.precision,
             backend=s.backend,
             tokens_per_batch=s.tokens_per_batch,
+            hf_token_secret=s.hf_token_secret,
         )
 
     def run_inference(

@@ -130,7 +130,7 @@ def prepare_config(
     model settings, an unknown task type, bad chunking parameters or a bad table name. See `EmbedConfig`
     for the arguments; `model` is a `ModelSettings`, or just the model reference (default settings).
     """
-    from embedpipe.models import model_prompts
+    from embedpipe.models import model_prompts, use_hf_token
     from embedpipe.prompts import resolve_prompts
 
     settings = (ModelSettings(model=model) if isinstance(model, str) else model).checked()
@@ -139,7 +139,8 @@ def prepare_config(
         from embedpipe.vectorstore.identifiers import split_table_name
 
         split_table_name(table)
-    prompts = resolve_prompts(task_type, model_prompts(settings.model))
+    with use_hf_token(settings.hf_token_secret):  # a gated hub model's prompts
+        prompts = resolve_prompts(task_type, model_prompts(settings.model))
     input_pattern, input_format = resolve_input(input)
     previous_pattern = ""
     if previous:

@@ -259,6 +259,7 @@ def _spot_check(ids: list[str], formatted: list[str], vectors, model: str, confi
         output_dimensionality=config.model_settings.output_dimensionality,
         device="cpu",
         precision="fp32",
+        hf_token_secret=config.model_settings.hf_token_secret,
     )
     fresh = encoder.embed([formatted[i] for i in picks])
     cosines = np.sum(fresh * vectors[picks], axis=1)

@@ -1,10 +1,11 @@
 """The embedding job's options, each declared once: how the model runs, and where Dataflow runs it.
 
-`ModelSettings` (model, batch sizes, output size, device, precision, backend, GPU sharing) and
-`DataflowSettings` (project, location, workers, GPUs, image) are frozen dataclasses. Their fields are the
-options' one name everywhere: the `embed_corpus` component's parameters, the flags of `embedpipe embed`
-and of the streaming job (`add_arguments`, underscores as dashes), the pipeline parameters
-(`dataflow_<field>`, `pipeline_arguments`) and the Beam options (`DataflowSettings.beam_args`).
+`ModelSettings` (model, batch sizes, output size, device, precision, backend, GPU sharing, the secret of a
+gated model's token) and `DataflowSettings` (project, location, workers, GPUs, image) are frozen
+dataclasses. Their fields are the options' one name everywhere: the `embed_corpus` component's parameters,
+the flags of `embedpipe embed` and of the streaming job (`add_arguments`, underscores as dashes), the
+pipeline parameters (`dataflow_<field>`, `pipeline_arguments`) and the Beam options
+(`DataflowSettings.beam_args`).
 
 Example:
     >>> DataflowSettings(project="p", location="us-central1", temp_location="gs://b/tmp").beam_args()[:3]
@@ -85,6 +86,9 @@ class ModelSettings:
             on CPU workers.
         share_across_processes: One model per worker machine instead of one per SDK process (GPU workers).
         model_copies: Models per machine when shared (the number of GPUs).
+        hf_token_secret: Secret Manager secret version (`projects/P/secrets/S/versions/V`) holding a Hugging
+            Face token, for a gated hub model; read where the model is loaded (the launcher and each worker,
+            whose service account needs access to it) and never logged ("" = none).
     """
 
     model: str = _option("default", "model folder, gs:// folder, hub id or 'default'")
@@ -105,15 +109,19 @@ class ModelSettings:
         aliases=("--share-model-across-processes",),
     )
     model_copies: int = _option(1, "models per machine when shared across processes")
+    hf_token_secret: str = _option(
+        "",
+        "Secret Manager secret version (projects/P/secrets/S/versions/V) with a Hugging Face token for a gated model",
+    )
 
     def checked(self) -> ModelSettings:
         """These settings, checked on the launching machine (the model's files too, for onnx-int8).
 
         Raises:
             ValueError: naming the bad setting and what it may be.
-            ModelLoadError: the onnx-int8 backend cannot read the model's files.
+            ModelLoadError: the onnx-int8 backend cannot read the model's files; a malformed hf_token_secret.
         """
-        from embedpipe.models import BACKENDS, PRECISIONS
+        from embedpipe.models import BACKENDS, PRECISIONS, check_hf_token_secret, use_hf_token
 
         if self.batch_size < 1 or self.inference_batch_size < 1:
             raise ValueError(
@@ -129,6 +137,7 @@ class ModelSettings:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        check_hf_token_secret(self.hf_token_secret)
         if self.backend == "onnx-int8":
             from embedpipe.backend import check_model_files
 
@@ -138,7 +147,8 @@ class ModelSettings:
                     f"their defaults (got device={self.device!r}, precision={self.precision!r}, "
                     f"share_across_processes={self.share_across_processes})"
                 )
-            check_model_files(self.model)
+            with use_hf_token(self.hf_token_secret):
+                check_model_files(self.model)
         return replace(self, inference_batch_size=max(self.inference_batch_size, self.batch_size))
 
     def identity(self) -> str:

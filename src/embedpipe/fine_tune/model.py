@@ -38,7 +38,7 @@ def load_base_model(settings: FineTuneSettings, *, gcs_client=None) -> BaseModel
     """Loads `settings.base_model` on `settings.device` (default: CUDA when there is one).
 
     Args:
-        settings: The run's settings (`base_model`, `device`, `max_seq_length`).
+        settings: The run's settings (`base_model`, `device`, `max_seq_length`, `hf_token_secret`).
         gcs_client: Storage client (or fake) for a `gs://` base model.
 
     Returns:
@@ -50,14 +50,15 @@ def load_base_model(settings: FineTuneSettings, *, gcs_client=None) -> BaseModel
     """
     from sentence_transformers import SentenceTransformer
 
-    from embedpipe.models import ModelLoadError, default_device, resolve_model_path
+    from embedpipe.models import ModelLoadError, default_device, resolve_model_path, use_hf_token
 
     # resolve_model_path checks a local or gs:// folder with models.check_model_folder.
     model_path = resolve_model_path(settings.base_model, gcs_client=gcs_client)
     _require_modules_json(model_path, settings.base_model)
     device = settings.device or default_device()
     try:
-        model = SentenceTransformer(model_path, device=device)
+        with use_hf_token(settings.hf_token_secret):  # a gated hub model: its token for this load only
+            model = SentenceTransformer(model_path, device=device)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"could not load base model {settings.base_model!r} from {model_path}: {err}") from err
     if settings.max_seq_length:

@@ -56,6 +56,8 @@ class FineTuneSettings:
         warmup_fraction: Share of the steps of linear learning-rate warm-up.
         device: "cuda", "cpu", ...; None = CUDA when there is one.
         keep_checkpoints: Keep `checkpoints/` after a successful run (default: delete it).
+        hf_token_secret: Secret Manager secret version (`projects/P/secrets/S/versions/V`) holding a Hugging
+            Face token, for a gated base model; read when the model is loaded, never logged ("" = none).
         iterations: Older name of `train_steps` (init only); used when `train_steps` is not given.
 
     Raises:
@@ -76,6 +78,7 @@ class FineTuneSettings:
     warmup_fraction: float = 0.1
     device: str | None = None
     keep_checkpoints: bool = False
+    hf_token_secret: str = ""
     iterations: InitVar[int | None] = None
 
     def __post_init__(self, iterations: int | None) -> None:
@@ -92,6 +95,12 @@ class FineTuneSettings:
             )
         if not self.learning_rate_multiplier or self.learning_rate_multiplier <= 0:
             raise FineTuneError(f"learning_rate_multiplier must be > 0, got {self.learning_rate_multiplier}")
+        from embedpipe.models import check_hf_token_secret
+
+        try:
+            check_hf_token_secret(self.hf_token_secret)
+        except ValueError as err:
+            raise FineTuneError(str(err)) from None
         output_dimensionality = int(self.output_dimensionality or 0)
         if output_dimensionality < 0:
             raise FineTuneError(f"output_dimensionality must be >= 0 (0 = the model's), got {output_dimensionality}")

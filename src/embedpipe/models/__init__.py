@@ -5,7 +5,8 @@ agree on which model a reference means, which prompts it has, how big its vector
 decides them.
 
 Modules:
-    loading: model references, `ModelLoadError`, `resolve_model_path` / `local_model_path`, `load_model`.
+    loading: model references, `ModelLoadError`, `resolve_model_path` / `local_model_path`, `load_model`,
+        and a gated model's Hugging Face token from Secret Manager (`use_hf_token`, `read_hf_token`).
     files: what a model's files say without loading it: `read_model_file`, `model_prompts`,
         `model_fingerprint`, `model_identity`, `BACKENDS`, `PRECISIONS`.
     encoding: `encode`, `embedding_dimension`, `truncate_and_normalize`, and forward passes cut by
@@ -44,12 +45,15 @@ from embedpipe.models.loading import (
     CLOUD_DEFAULT_MODEL,
     PACKAGED_MODEL_NAMES,
     ModelLoadError,
+    check_hf_token_secret,
     check_model_folder,
     default_device,
     load_model,
     local_model_path,
     packaged_model_path,
+    read_hf_token,
     resolve_model_path,
+    use_hf_token,
 )
 
 __all__ = [
@@ -59,6 +63,7 @@ __all__ = [
     "PACKAGED_MODEL_NAMES",
     "PRECISIONS",
     "ModelLoadError",
+    "check_hf_token_secret",
     "check_model_folder",
     "default_device",
     "embedding_dimension",
@@ -72,9 +77,11 @@ __all__ = [
     "model_prompts",
     "packaged_model_path",
     "plan_batches",
+    "read_hf_token",
     "read_model_file",
     "resolve_model_path",
     "resolve_tokens_per_batch",
     "token_lengths",
     "truncate_and_normalize",
+    "use_hf_token",
 ]

@@ -30,42 +30,96 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def read_model_file(model: str, name: str) -> bytes | None:
     """One small file of a model folder (local, gs:// or the hub cache), or None when it has none.
 
+    "Has none" means the folder, bucket or hub repository was read and holds no such file. A file that is
+    there but cannot be read, a bucket that refuses access, a gated or missing hub repository, or a hub
+    that cannot be reached while the file is not in the local cache is an error, not None: a caller must
+    never take a read failure for a model without the file (documents embedded without their prompt).
+
     Args:
         model: Any reference `resolve_model_path` accepts.
         name: The file's path inside the model folder, e.g. "modules.json".
 
     Returns:
         The file's bytes, or None when the model has no such file.
+
+    Raises:
+        ModelLoadError: naming the model, the file and the reason when the file cannot be read.
     """
     ref = (model or "").strip()
     if storage.is_gcs(ref):
         uri = ref.rstrip("/") + "/" + name
-        return storage.read_bytes(uri) if storage.exists(uri) else None
+        try:
+            return storage.read_bytes(uri) if storage.exists(uri) else None
+        except Exception as err:  # noqa: BLE001 - permission, network, missing bucket: a read failure
+            raise ModelLoadError(f"model {model!r}: could not read {uri}: {type(err).__name__}: {err}") from err
     path = resolve_model_path(ref)
     if Path(path).is_dir():
         file = Path(path) / name
-        return file.read_bytes() if file.is_file() else None
-    try:  # a hub id: the file from the local cache (HF_HUB_OFFLINE) or the hub
-        from huggingface_hub import hf_hub_download
+        if not file.exists():
+            return None
+        try:
+            return file.read_bytes()
+        except OSError as err:
+            raise ModelLoadError(f"model {model!r}: could not read {file}: {err}") from err
+    return _read_hub_file(model, path, name)
 
-        return Path(hf_hub_download(path, name)).read_bytes()
-    except Exception:  # noqa: BLE001 - a hub model without this file
+
+def _read_hub_file(model: str, repo_id: str, name: str) -> bytes | None:
+    """A file of a hub model, from the local cache (HF_HUB_OFFLINE) or the hub; None when the repo has none."""
+    from huggingface_hub import errors, hf_hub_download, try_to_load_from_cache
+
+    try:
+        return Path(hf_hub_download(repo_id, name)).read_bytes()
+    except errors.RemoteEntryNotFoundError:  # the hub answered: the repository has no such file
         return None
+    except errors.LocalEntryNotFoundError as err:  # offline (or unreachable) and not in the cache
+        cached = try_to_load_from_cache(repo_id, name)
+        if cached is not None and not isinstance(cached, str):  # the cache remembers the hub saying "no such file"
+            return None
+        reason = (
+            "the hub cannot be reached (or HF_HUB_OFFLINE is set) and the file is not in the local Hugging Face "
+            f"cache: {err}"
+        )
+    except errors.GatedRepoError as err:
+        reason = (
+            "the model is gated on the Hugging Face hub and no token with access was given (set hf_token_secret "
+            f"to a Secret Manager secret holding one): {err}"
+        )
+    except errors.RepositoryNotFoundError as err:
+        reason = f"no such model on the Hugging Face hub (or it is private and the token has no access): {err}"
+    except (errors.HfHubHTTPError, OSError, ValueError) as err:
+        reason = f"{type(err).__name__}: {err}"
+    raise ModelLoadError(f"model {model!r}: could not read {name} from the Hugging Face hub: {reason}")
 
 
 def model_prompts(model: str) -> dict[str, str]:
     """The model's named prompts (`config_sentence_transformers.json`), without loading the model.
 
+    A model without that file, or whose file names no prompts, has none ({}): that is legitimate. A file
+    that cannot be read or parsed is an error, so that documents are never embedded without the prompt
+    search adds to queries.
+
     Raises:
-        ModelLoadError: when the model folder does not exist or is not a model folder.
+        ModelLoadError: naming the model and the reason: the folder does not exist or is not a model
+            folder, the file cannot be read (gs:// or hub error, gated model, offline without a cache), or
+            it is not a JSON object whose "prompts" map names to strings.
     """
-    data = read_model_file(model, "config_sentence_transformers.json")
-    if not data:
+    name = "config_sentence_transformers.json"
+    data = read_model_file(model, name)
+    if data is None:
         return {}
     try:
-        return dict(json.loads(data).get("prompts") or {})
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise ModelLoadError(f"model {model!r}: config_sentence_transformers.json is not valid JSON: {err}") from err
+        config = json.loads(data)
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ModelLoadError(f"model {model!r}: {name} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise ModelLoadError(
+            f"model {model!r}: {name} is not valid JSON: expected an object, got {type(config).__name__}"
+        )
+    prompts = config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ModelLoadError(f"model {model!r}: {name}: 'prompts' must map prompt names to strings, got {prompts!r}")
+    return {str(k): v for k, v in prompts.items()}
 
 
 def model_fingerprint(model: str, gcs_client=None) -> str:

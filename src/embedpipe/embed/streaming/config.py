@@ -108,7 +108,7 @@ def prepare_stream_config(
         ValueError: bad source, chunking, batch sizes, window, table name, or a table of another dimension.
     """
     from embedpipe.embed.handler import load_encoder
-    from embedpipe.models import ModelLoadError, model_prompts
+    from embedpipe.models import ModelLoadError, model_prompts, use_hf_token
     from embedpipe.prompts import resolve_prompts
     from embedpipe.vectorstore.identifiers import split_table_name
 
@@ -130,12 +130,14 @@ def prepare_stream_config(
         raise ValueError(
             f"allowed_lateness_seconds must be >= 0 and write_shards >= 1, got {allowed_lateness_seconds}, {write_shards}"
         )
+    with use_hf_token(settings.hf_token_secret):  # a gated hub model's prompts
+        prompts = resolve_prompts(task_type, model_prompts(settings.model))
     embed = EmbedConfig(
         input_pattern=subscription or topic,
         input_format="pubsub",
         output="",
         model_settings=settings,
-        prompts=resolve_prompts(task_type, model_prompts(settings.model)),
+        prompts=prompts,
         model_identity=settings.identity(),
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
@@ -161,6 +163,7 @@ def prepare_stream_config(
                 device="cpu",
                 precision="fp32",
                 backend=settings.backend,
+                hf_token_secret=settings.hf_token_secret,
             )
             config.dimension = int(encoder.embed(["embedpipe model check"]).shape[1])
         except ModelLoadError:
