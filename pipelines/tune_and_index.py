@@ -3,8 +3,9 @@ gate → register (+ optional deploy) → embed_corpus (Dataflow) → upload_vec
 
 Parameters mirror Vertex AI's `tune-text-embedding-model` template where they exist
 (`base_model_version_id`, `task_type`, `corpus_path`, `queries_path`, `train_label_path`,
-`test_label_path`, `validation_label_path`, `batch_size`, `train_steps` (its `iterations`),
-`learning_rate_multiplier`, `output_dimensionality`, `accelerator_type`, `accelerator_count`).
+`test_label_path`, `validation_label_path`, `batch_size`, `train_steps` and its older name `iterations`,
+`learning_rate_multiplier`, `output_dimensionality`, `accelerator_type`, `accelerator_count`,
+`machine_type`), so a Vertex request's `parameterValues` are accepted as they are (`embedpipe.vertex`).
 """
 
 from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
@@ -45,7 +46,8 @@ def tune_and_index(
     base_model_version_id: str = CLOUD_DEFAULT_MODEL,
     task_type: str = "RETRIEVAL_QUERY",
     batch_size: int = 32,
-    train_steps: int = 1000,
+    train_steps: int = 0,
+    iterations: int = 1000,
     learning_rate_multiplier: float = 1.0,
     output_dimensionality: int = 0,
     max_seq_length: int = 0,
@@ -55,6 +57,7 @@ def tune_and_index(
     validation_fraction: float = 0.0,
     accelerator_type: str = "NVIDIA_L4",
     accelerator_count: int = 1,
+    machine_type: str = "",
     training_cpu_limit: str = "8",
     training_memory_limit: str = "32G",
     quality_margin: float = 0.0,
@@ -99,10 +102,14 @@ def tune_and_index(
         project: Google Cloud project (default: the run's own).
         location: Region of Vertex AI and Dataflow.
         base_model_version_id: Base model: a Hugging Face id (default google/embeddinggemma-300m), a
-            `gs://` folder, or "default" for the packaged all-MiniLM-L6-v2.
-        task_type: Vertex task type; selects the prompts in training, evaluation, embedding and serving.
+            `gs://` folder, or "default" for the packaged all-MiniLM-L6-v2. A Vertex AI model id
+            (`textembedding-gecko@003`, `text-embedding-005`, ...) fails the first task, naming its open replacement.
+        task_type: Vertex task type (DEFAULT included); selects the prompts in training, evaluation, embedding
+            and serving.
         batch_size: Training batch size (in-batch negatives).
-        train_steps: Training steps (Vertex's `iterations`).
+        train_steps: Training steps (Vertex's name since template v1.1.3); 0 = `iterations`. Wins over
+            `iterations` when both are given (`embedpipe.vertex.resolve_train_steps`, in the fine-tune task).
+        iterations: Training steps, Vertex's name up to template v1.1.2; used when `train_steps` is 0.
         learning_rate_multiplier: Multiplies the base learning rate (2e-5).
         output_dimensionality: Matryoshka training and truncated vectors of this size (0 = full size).
         max_seq_length: Token limit in training (0 = the model's).
@@ -112,6 +119,9 @@ def tune_and_index(
         validation_fraction: Share of train queries used as validation when none are given.
         accelerator_type: GPU of the fine-tune task (Vertex accelerator name).
         accelerator_count: GPUs of the fine-tune task.
+        machine_type: Vertex's training machine type (e.g. n1-standard-16). `embedpipe submit` turns it into
+            `training_cpu_limit` and `training_memory_limit` (that machine's vCPUs and memory) where those are
+            not given; "" = those two decide (with the GPU, Vertex picks the machine).
         training_cpu_limit: vCPUs of the fine-tune task; with the GPU this picks the machine type
             (8 vCPU + 32G + 1 L4 = g2-standard-8).
         training_memory_limit: Memory of the fine-tune task.
@@ -157,6 +167,7 @@ def tune_and_index(
         test_fraction=test_fraction,
         validation_fraction=validation_fraction,
         seed=seed,
+        base_model=base_model_version_id,
     ).set_display_name("prepare-data")
     data = prepared.outputs
 
@@ -184,6 +195,7 @@ def tune_and_index(
             seed=seed,
             max_seq_length=max_seq_length,
             hard_negatives=hard_negatives,
+            iterations=iterations,
         )
         .set_display_name("fine-tune")
         .set_accelerator_type(accelerator_type)

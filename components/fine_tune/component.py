@@ -26,6 +26,7 @@ def fine_tune(
     seed: int = 42,
     max_seq_length: int = 0,
     hard_negatives: bool = False,
+    iterations: int = 0,
 ):
     """Fine-tunes a sentence-transformers model on the positive (query, document) pairs of the train labels.
 
@@ -48,6 +49,8 @@ def fine_tune(
         seed: Seed of shuffling and initialisation.
         max_seq_length: Tokens per text; 0 = the model's own.
         hard_negatives: Mine one hard negative per pair from the corpus with the base model.
+        iterations: The step count's name before Vertex template v1.1.3; used when `train_steps` is 0
+            (`train_steps` wins when both are given: `embedpipe.vertex.resolve_train_steps`).
 
     Returns:
         model: A sentence-transformers folder (safetensors) with `embedpipe_training.json`; metadata
@@ -69,6 +72,7 @@ def fine_tune(
         seed=seed,
         max_seq_length=max_seq_length,
         mine_hard_negatives=hard_negatives,
+        iterations=iterations,
     )
     result = tune(
         corpus.path,

@@ -25,6 +25,7 @@ def prepare_data(
     test_fraction: float = 0.2,
     validation_fraction: float = 0.0,
     seed: int = 42,
+    base_model: str = "",
 ):
     """Validates BEIR-style corpus, queries and labels, and writes them as Parquet datasets.
 
@@ -39,6 +40,9 @@ def prepare_data(
         test_fraction: Share of train queries moved to test when no test labels are given.
         validation_fraction: Share of train queries moved to validation when none are given.
         seed: Seed of the query split.
+        base_model: The run's base model, checked first so that a Vertex AI model id
+            (`textembedding-gecko@003`, ...) is answered, with its open replacement, before any work
+            ("" = not checked).
 
     Returns:
         corpus: Parquet, columns `_id`, `title`, `text`, `metadata`.
@@ -49,9 +53,11 @@ def prepare_data(
         metrics: Counts of documents, queries and labels per split.
         report: Markdown report: counts, length distributions, warnings.
     """
+    from embedpipe.models import check_open_model
     from embedpipe.prepare import prepare_data as prepare
     from embedpipe.reports import log_metrics
 
+    check_open_model(base_model)
     prepared = prepare(
         corpus_path,
         queries_path,

@@ -325,11 +325,12 @@ def run_evaluation(
     Returns:
         (evaluations, comparison, flat metrics for the Metrics artifact).
     """
-    from embedpipe.models import load_model
+    from embedpipe.models import check_open_model, load_model
     from embedpipe.prompts import check_task_type
     from embedpipe.reports import evaluation_report
 
     task_type = check_task_type(task_type)
+    check_open_model(base_model, parameter="base_model")  # a Vertex AI model id, before any file is read
     corpus, queries, labels = load_split(corpus_path, queries_path, labels_path)
     if labels.empty or not (labels["score"] >= 1).any():
         raise ValueError(f"{labels_path}: the {split} labels have no relevant (score >= 1) pair; nothing to evaluate")

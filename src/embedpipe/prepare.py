@@ -11,6 +11,12 @@ Example:
 
 Everything is validated before anything is written; problems are reported all at once
 (`embedpipe.validation.DataValidationError`). Outputs are written atomically.
+
+Vertex AI's dataset size requirements for tuning (`embedpipe.vertex.DATASET_LIMITS`: 9 to 10,000 queries,
+9 to 500,000 documents, at least 3 query ids per label file and 9 across all splits, fewer than 500,000
+labels) are not limits of embedpipe's: by default a dataset outside them is prepared with a warning
+that names the file, the field and the requirement (`vertex_limits="error"` makes them errors, to check
+that a dataset would also be accepted by Vertex).
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ from pathlib import Path
 
 from embedpipe import storage
 from embedpipe.beir import LABEL_COLUMNS, Label, read_jsonl, read_labels
-from embedpipe.validation import ProblemCollector
+from embedpipe.validation import Problem, ProblemCollector
+from embedpipe.vertex import DATASET_LIMITS, TUNING_DOCS_URL
 
 SPLITS = ("train", "validation", "test")
+#: What `prepare_data(vertex_limits=...)` does with a dataset outside Vertex AI's size requirements.
+VERTEX_LIMIT_MODES = ("warn", "error")
 
 
 @dataclass
@@ -129,6 +138,7 @@ def prepare_data(
     seed: int = 42,
     max_problems: int = 50,
     gcs_client=None,
+    vertex_limits: str = "warn",
 ) -> PreparedData:
     """Reads and validates BEIR-style inputs and splits the labels.
 
@@ -144,6 +154,8 @@ def prepare_data(
         seed: Seed of the split; the same seed gives the same split.
         max_problems: At most this many problems are listed in the error.
         gcs_client: A `google.cloud.storage.Client` (or a fake) for `gs://` paths.
+        vertex_limits: "warn" (default): a dataset outside Vertex AI's documented size requirements is
+            prepared with a warning per requirement; "error": each is a problem and nothing is written.
 
     Returns:
         PreparedData, not yet written.
@@ -154,6 +166,8 @@ def prepare_data(
     """
     import pandas as pd
 
+    if vertex_limits not in VERTEX_LIMIT_MODES:
+        raise ValueError(f"vertex_limits must be one of {', '.join(VERTEX_LIMIT_MODES)}, got {vertex_limits!r}")
     problems = ProblemCollector(max_problems)
     for name, value in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
         if not 0.0 <= value < 1.0:
@@ -213,6 +227,16 @@ def prepare_data(
         train_queries = [q for q in train_queries if q not in moved]
         sources[split] = f"{fraction:.0%} of train queries, seed {seed}"
 
+    outside_vertex_limits = vertex_limit_problems(
+        len(corpus.rows),
+        len(queries.rows),
+        labels,
+        {"corpus": corpus_path, "queries": queries_path}
+        | {split: label_files[split] or f"{split} split ({sources.get(split, 'none')})" for split in SPLITS},
+    )
+    if vertex_limits == "error":
+        for problem in outside_vertex_limits:
+            problems.add(problem.file, problem.line, problem.field, problem.message)
     problems.raise_if_any()
 
     label_frames = {}
@@ -231,8 +255,54 @@ def prepare_data(
         metrics[f"{split}_queries"] = int(frame["query-id"].nunique())
 
     warnings = _warnings(corpus_frame, queries_frame, label_frames)
+    warnings += [f"{problem} (embedpipe goes on: not a limit here)" for problem in outside_vertex_limits]
     metrics["warnings"] = len(warnings)
     return PreparedData(corpus_frame, queries_frame, label_frames, metrics, warnings, sources)
+
+
+def vertex_limit_problems(
+    documents: int, queries: int, labels: dict[str, list[Label]], files: dict[str, str]
+) -> list[Problem]:
+    """Where a dataset is outside Vertex AI's documented size requirements for tuning text embeddings.
+
+    Args:
+        documents: Documents in the corpus.
+        queries: Queries in the queries file.
+        labels: The labels of each split, after splitting (a split without labels may be missing).
+        files: What to name in a problem: "corpus", "queries" and each split -> its file (or description).
+
+    Returns:
+        One problem per requirement not met (file, field, what Vertex requires), in the order Vertex lists them.
+    """
+    limits, found = DATASET_LIMITS, []
+    where = f"Vertex AI's tuning requires {{}} ({TUNING_DOCS_URL})"
+    if not limits.min_queries <= queries <= limits.max_queries:
+        requirement = f"{limits.min_queries:,} to {limits.max_queries:,} queries"
+        found.append(Problem(files["queries"], None, "_id", f"{queries:,} queries; " + where.format(requirement)))
+    if not limits.min_documents <= documents <= limits.max_documents:
+        requirement = f"{limits.min_documents:,} to {limits.max_documents:,} corpus documents"
+        found.append(Problem(files["corpus"], None, "_id", f"{documents:,} documents; " + where.format(requirement)))
+    labelled: set[str] = set()
+    for split in SPLITS:
+        split_queries = {label.query_id for label in labels.get(split, [])}
+        labelled |= split_queries
+        if split_queries and len(split_queries) < limits.min_queries_per_label_file:
+            requirement = f"at least {limits.min_queries_per_label_file} query ids in each label file"
+            message = f"{len(split_queries)} query ids in the {split} labels; " + where.format(requirement)
+            found.append(Problem(files[split], None, "query-id", message))
+    if len(labelled) < limits.min_labelled_queries:
+        requirement = f"at least {limits.min_labelled_queries} query ids across all label files"
+        message = f"{len(labelled)} query ids across the train, validation and test labels; " + where.format(
+            requirement
+        )
+        found.append(Problem(files["train"], None, "query-id", message))
+    total = sum(len(split_labels) for split_labels in labels.values())
+    if total > limits.max_labels:
+        requirement = f"fewer than {limits.max_labels + 1:,} labels in all"
+        found.append(
+            Problem(files["train"], None, None, f"{total:,} labels in all splits; " + where.format(requirement))
+        )
+    return found
 
 
 def _warnings(corpus, queries, labels) -> list[str]:

@@ -7,6 +7,12 @@ The task types are those of Vertex AI's text embedding models. A model's own nam
 where it has them (EmbeddingGemma ships `query`, `document`, `STS`, `Clustering`, ...); models without
 prompts (all-MiniLM-L6-v2) get none, and documents are embedded as `"{title} {text}"` as MTEB/BEIR do.
 
+`DEFAULT` (the task type of Vertex's tuning samples) asks for no task-specific instruction: queries get the
+model's own default `query` prompt and documents its `document` prompt, the two that sentence-transformers'
+`encode_query` / `encode_document` use; a model without them gets none. It is asymmetric, like retrieval:
+for EmbeddingGemma that is `task: search result | query: ` and `title: {title} | text: `, the same
+prompts as RETRIEVAL_QUERY / RETRIEVAL_DOCUMENT; it never picks a task prompt (`QuestionAnswering`, `STS`, ...).
+
 Example:
     >>> p = resolve_prompts("RETRIEVAL_QUERY", {"query": "task: search result | query: ",
     ...                                          "document": "title: none | text: "})
@@ -67,7 +73,7 @@ _GEMMA_TASK_NAMES = {
     "SEMANTIC_SIMILARITY": "sentence similarity",
     "CLASSIFICATION": "classification",
     "CLUSTERING": "clustering",
-    "DEFAULT": "search result",  # only reached when a model has no `query` prompt, so never used
+    "DEFAULT": "search result",  # unused: DEFAULT takes the model's `query` prompt, or none
 }
 _GEMMA_QUERY_PREFIX = "task: "
 _TITLE_PLACEHOLDER = "title: none"

@@ -4,6 +4,13 @@
         --pipeline-root gs://my-bucket/pipeline-root --service-account runner@my-project.iam.gserviceaccount.com \\
         --param corpus_path=gs://my-bucket/data/corpus.jsonl --param train_steps=1000 --label team=search
 
+A Vertex AI user's own request body works as it is: `--request tune.request.json` takes its
+`runtimeConfig.parameterValues` (numbers given as JSON strings, `"batch_size": "128"`, are typed from the
+compiled pipeline), its `gcsOutputDirectory` and `displayName`. Before anything is sent, every parameter is
+checked against the compiled YAML (name and type), a Vertex AI model id as the base model is answered with
+the open model that replaces it, and `machine_type` is turned into the fine-tune task's vCPUs and memory
+(`embedpipe.vertex`).
+
 Not run live from where embedpipe is developed (no Google Cloud access): the tests check the calls made
 on a fake of the SDK's `PipelineJob`.
 """
@@ -12,10 +19,25 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from embedpipe.models import vertex_model_message
+from embedpipe.prompts import check_task_type
+from embedpipe.vertex import resolve_train_steps, training_resources
+
 _LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+#: How each compiled parameter type is named in an error.
+_KINDS = {
+    "NUMBER_INTEGER": "an integer",
+    "NUMBER_DOUBLE": "a number",
+    "BOOLEAN": "a boolean (true or false)",
+    "STRING": "a string",
+    "STRUCT": "a JSON object",
+    "LIST": "a JSON list",
+}
+#: Parameters that name a base model, in the pipelines compile.py writes.
+MODEL_PARAMETERS = ("base_model_version_id", "model")
 
 
 @dataclass(frozen=True)
@@ -57,12 +79,138 @@ def pipeline_parameters(template_path: str) -> dict[str, dict]:
     return spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
 
 
+def read_request(path: str) -> dict:
+    """Reads a Vertex AI `pipelineJobs.create` request body, as Vertex's REST samples send it.
+
+    Args:
+        path: A JSON file: the whole request body (`runtimeConfig.parameterValues`, ...) or just an object
+            of parameter values. Its `templateUri` is not used: the compiled YAML given to submit is what runs.
+
+    Returns:
+        `parameter_values` (as they are in the file), `pipeline_root` (`runtimeConfig.gcsOutputDirectory`)
+        and `display_name` (`displayName`), "" where the body has none.
+
+    Raises:
+        ValueError: naming the file, when it is not JSON or not an object.
+    """
+    try:
+        body = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a JSON request body: {err}") from None
+    if not isinstance(body, dict):
+        raise ValueError(f"{path}: a request body is a JSON object, got {type(body).__name__}")
+    runtime = body.get("runtimeConfig")
+    if not isinstance(runtime, dict):
+        return {"parameter_values": body, "pipeline_root": "", "display_name": ""}
+    return {
+        "parameter_values": dict(runtime.get("parameterValues") or {}),
+        "pipeline_root": runtime.get("gcsOutputDirectory") or "",
+        "display_name": body.get("displayName") or "",
+    }
+
+
+def _typed(kind: str, value):
+    """`value` as the compiled parameter type `kind`; ValueError when it is not one."""
+    if kind in ("NUMBER_INTEGER", "NUMBER_DOUBLE") and not isinstance(value, bool):
+        if isinstance(value, str):
+            value = value.strip()
+            return int(value) if kind == "NUMBER_INTEGER" else float(value)
+        if kind == "NUMBER_DOUBLE" and isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, int) or isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind == "BOOLEAN":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+    elif kind in ("STRUCT", "LIST"):
+        parsed = json.loads(value) if isinstance(value, str) else value
+        if isinstance(parsed, dict if kind == "STRUCT" else list):
+            return parsed
+    elif isinstance(value, str):
+        return value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # a STRING parameter given as a JSON number: "8" for 8
+    raise ValueError(value)
+
+
+def _typed_values(template_path: str, raw: dict) -> tuple[dict, list[str]]:
+    """The values typed as the compiled pipeline declares them, and a problem for each that is not."""
+    declared = pipeline_parameters(template_path)
+    values, problems = {}, []
+    for name, value in raw.items():
+        if name not in declared:  # left as it is: check_submission says it is not declared
+            values[name] = value
+            continue
+        kind = declared[name].get("parameterType", "STRING")
+        try:
+            values[name] = _typed(kind, value)
+        except ValueError:
+            problems.append(
+                f"parameter {name!r} must be {_KINDS.get(kind, kind)} ({kind} in {Path(template_path).name}), "
+                f"got {value!r}"
+            )
+    return values, problems
+
+
+def _vertex_problems(declared: dict, values: dict) -> list[str]:
+    """What Vertex users send that embedpipe answers before submitting: models, task type, steps, machine."""
+    problems = []
+    for name in MODEL_PARAMETERS:
+        message = vertex_model_message(values[name]) if isinstance(values.get(name), str) else None
+        if message:
+            problems.append(f"parameter {name!r}: {message}")
+    if isinstance(values.get("task_type"), str):
+        try:
+            check_task_type(values["task_type"])
+        except ValueError as err:
+            problems.append(f"parameter 'task_type': {err}")
+    if "train_steps" in declared and "iterations" in declared:
+        steps = {name: values.get(name, declared[name].get("defaultValue")) for name in ("train_steps", "iterations")}
+        if all(isinstance(v, (int, float)) or v is None for v in steps.values()):
+            if resolve_train_steps(steps["train_steps"], steps["iterations"], default=1) < 1:
+                problems.append(
+                    f"training steps must be >= 1, got train_steps={steps['train_steps']}, "
+                    f"iterations={steps['iterations']}"
+                )
+    if values.get("machine_type") and isinstance(values["machine_type"], str):
+        try:
+            training_resources(values["machine_type"])
+        except ValueError as err:
+            problems.append(f"parameter 'machine_type': {err}")
+    return problems
+
+
+def submission_parameters(submission: Submission) -> dict:
+    """The parameter values that are sent: typed from the compiled YAML, plus what `machine_type` means.
+
+    A `machine_type` (Vertex's training machine) becomes `training_cpu_limit` and `training_memory_limit`
+    (`embedpipe.vertex.training_resources`) unless those are given too; the parameters are otherwise sent as
+    given (`iterations` included: the fine-tune task resolves it against `train_steps`).
+
+    Raises:
+        ValueError: a value is not of its parameter's type, or `machine_type` is not one embedpipe can size.
+    """
+    values, problems = _typed_values(submission.template_path, submission.parameter_values)
+    if problems:
+        raise ValueError("cannot submit:\n  - " + "\n  - ".join(problems))
+    declared = pipeline_parameters(submission.template_path)
+    if values.get("machine_type") and {"training_cpu_limit", "training_memory_limit"} <= set(declared):
+        cpu, memory = training_resources(values["machine_type"])
+        values.setdefault("training_cpu_limit", cpu)
+        values.setdefault("training_memory_limit", memory)
+    return values
+
+
 def check_submission(submission: Submission) -> list[str]:
     """Returns every problem with a submission (empty when it may be sent)."""
     problems = []
     if not Path(submission.template_path).is_file():
         return [f"{submission.template_path}: no such compiled pipeline; run `python compile.py` first"]
     declared = pipeline_parameters(submission.template_path)
+    values, type_problems = _typed_values(submission.template_path, submission.parameter_values)
+    problems += type_problems + _vertex_problems(declared, values)
     for name in submission.parameter_values:
         if name not in declared:
             problems.append(
@@ -87,24 +235,25 @@ def check_submission(submission: Submission) -> list[str]:
     return problems
 
 
-def coerce_parameters(template_path: str, raw: dict[str, str]) -> dict:
-    """Turns `--param name=value` strings into the types the compiled pipeline declares."""
-    declared = pipeline_parameters(template_path)
-    values = {}
-    for name, text in raw.items():
-        kind = declared.get(name, {}).get("parameterType", "STRING")
-        if kind == "NUMBER_INTEGER":
-            values[name] = int(text)
-        elif kind == "NUMBER_DOUBLE":
-            values[name] = float(text)
-        elif kind == "BOOLEAN":
-            if text.lower() not in ("true", "false"):
-                raise ValueError(f"parameter {name} is a boolean: give true or false, not {text!r}")
-            values[name] = text.lower() == "true"
-        elif kind in ("STRUCT", "LIST"):
-            values[name] = json.loads(text)
-        else:
-            values[name] = text
+def coerce_parameters(template_path: str, raw: dict) -> dict:
+    """Types parameter values (`--param name=value` strings, or a request body's JSON values) as the compiled
+    pipeline declares them.
+
+    Args:
+        template_path: Compiled pipeline YAML.
+        raw: Parameter values; a string is parsed as the declared type ("128" for an integer, "true" for a
+            boolean, JSON for a struct or list), a JSON value is checked against it. Undeclared names stay as
+            they are (`check_submission` reports them).
+
+    Returns:
+        The typed values.
+
+    Raises:
+        ValueError: naming every parameter whose value is not of its type, and the type expected.
+    """
+    values, problems = _typed_values(template_path, raw)
+    if problems:
+        raise ValueError("bad parameter value(s):\n  - " + "\n  - ".join(problems))
     return values
 
 
@@ -112,7 +261,8 @@ def submit(submission: Submission, *, aiplatform=None):
     """Submits a pipeline run to Vertex AI Pipelines and returns the SDK's PipelineJob.
 
     Args:
-        submission: What to run.
+        submission: What to run; its parameter values are sent typed as the compiled YAML declares them
+            (`submission_parameters`).
         aiplatform: The `google.cloud.aiplatform` module (tests pass a fake).
 
     Raises:
@@ -121,6 +271,7 @@ def submit(submission: Submission, *, aiplatform=None):
     problems = check_submission(submission)
     if problems:
         raise ValueError("cannot submit:\n  - " + "\n  - ".join(problems))
+    submission = replace(submission, parameter_values=submission_parameters(submission))
     if aiplatform is None:
         from google.cloud import aiplatform
 

@@ -57,10 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         The command's exit status; 2, with the reason on stderr, when the data, a file or a value is wrong
         (argparse also exits with 2 on a bad flag).
     """
+    from embedpipe.models import check_open_model
     from embedpipe.validation import DataValidationError
 
     args = build_parser().parse_args(argv)
     try:
+        for flag in ("model", "tuned_model"):  # a Vertex AI model id is answered before any work
+            if isinstance(getattr(args, flag, None), str):
+                check_open_model(getattr(args, flag), parameter="--" + flag.replace("_", "-"))
         return args.func(args)
     except (DataValidationError, FileNotFoundError, ValueError) as err:  # ModelLoadError is a ValueError
         print(f"embedpipe {args.command}: {err}", file=sys.stderr)

@@ -24,7 +24,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     paths = data_paths(args)
     prepared = prepare_data(
-        **paths, test_fraction=args.test_fraction, validation_fraction=args.validation_fraction, seed=args.seed
+        **paths,
+        test_fraction=args.test_fraction,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        vertex_limits=args.vertex_limits,
     )
     out = Path(args.output_dir)
     prepared.write(
@@ -160,6 +164,13 @@ def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
     prepare = sub.add_parser("prepare", help="validate and prepare BEIR-style data (library only, no KFP)")
     add_data_arguments(prepare)
     prepare.add_argument("--output-dir", required=True, help="folder for the Parquet files and report.md")
+    prepare.add_argument(
+        "--vertex-limits",
+        choices=("warn", "error"),
+        default="warn",
+        help="a dataset outside Vertex AI's documented tuning size requirements: warn and go on (default), or "
+        "fail, to check that Vertex would accept it too",
+    )
     prepare.set_defaults(func=cmd_prepare)
 
 

@@ -146,19 +146,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
     Returns:
         The exit status, 0.
     """
-    from embedpipe.submit import Submission, coerce_parameters, submit
+    from embedpipe.submit import Submission, read_request, submit
 
     caching = {"on": True, "off": False, "default": None}[args.caching]
+    request = read_request(args.request) if args.request else {}
+    # Typed from the compiled YAML, and checked (a Vertex model id included), by `submit` before any call.
+    parameters = {**request.get("parameter_values", {}), **key_values(args.param, "--param")}
     submission = Submission(
         template_path=args.template,
         project=args.project,
         location=args.location,
-        pipeline_root=args.pipeline_root,
-        parameter_values=coerce_parameters(args.template, key_values(args.param, "--param")),
+        pipeline_root=args.pipeline_root or request.get("pipeline_root", ""),
+        parameter_values=parameters,
         service_account=args.service_account or "",
         labels=key_values(args.label, "--label"),
         enable_caching=caching,
-        display_name=args.display_name or "",
+        display_name=args.display_name or request.get("display_name", ""),
         network=args.network or "",
     )
     job = submit(submission)
@@ -222,9 +225,19 @@ def add_submit_parser(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("template", help="compiled pipeline YAML, e.g. build/pipelines/tune_and_index.yaml")
     submit.add_argument("--project", required=True, help="Google Cloud project id")
     submit.add_argument("--location", default="us-central1", help="Vertex AI region (default: %(default)s)")
-    submit.add_argument("--pipeline-root", required=True, help="gs:// folder for the run's artifacts")
+    submit.add_argument(
+        "--pipeline-root",
+        help="gs:// folder for the run's artifacts (required unless --request has gcsOutputDirectory)",
+    )
     submit.add_argument("--service-account", help="service account the run uses")
     submit.add_argument("--network", help="VPC network, projects/<number>/global/networks/<name>")
+    submit.add_argument(
+        "--request",
+        metavar="FILE",
+        help="a Vertex AI pipelineJobs.create request body (JSON), as sent to tune-text-embedding-model: its "
+        "runtimeConfig.parameterValues are the parameters (--param wins), its gcsOutputDirectory the pipeline root "
+        "and its displayName the display name, where the flags do not give them",
+    )
     submit.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
     submit.add_argument("--label", action="append", metavar="KEY=VALUE", help="Vertex label (repeatable)")
     submit.add_argument(

