@@ -40,6 +40,7 @@ def embed_and_index(
     dataflow_max_workers: int = 4,
     dataflow_accelerator_type: str = "nvidia-l4",
     dataflow_accelerator_count: int = 1,
+    dataflow_kms_key: str = "",
     vector_target: str = "alloydb",
     database_uri: str = "",
     database_instance: str = "",
@@ -71,6 +72,7 @@ def embed_and_index(
         dataflow_max_workers: Dataflow autoscaling limit.
         dataflow_accelerator_type: Dataflow worker GPU ("" = CPU workers).
         dataflow_accelerator_count: GPUs per Dataflow worker.
+        dataflow_kms_key: Cloud KMS key of the Dataflow job (CMEK; "" = Google-managed).
         vector_target: "alloydb", "cloudsql", "postgres", "bigquery" or "vertex_vector_search".
         database_uri: Postgres URI (without password) for "postgres".
         database_instance: AlloyDB instance URI or Cloud SQL connection name.
@@ -91,9 +93,12 @@ def embed_and_index(
             artifact_uri=previous_vectors_path, artifact_class=dsl.Dataset, reimport=False
         ).set_display_name("import-previous-vectors")
         changed = embed_corpus(previous_vectors=previous.output, **embed_options).set_display_name("embed-changed")
+        changed.set_caching_options(False)  # the corpus is a path: a file edited in place is the same artifact
         upload_vectors(vectors=changed.outputs["vectors"], **upload_options).set_display_name(
             "upload-vectors-incremental"
-        )
+        ).set_caching_options(False)  # writes a table outside the run
     with dsl.Else(name="full"):
-        vectors = embed_corpus(**embed_options).set_display_name("embed-corpus")
-        upload_vectors(vectors=vectors.outputs["vectors"], **upload_options).set_display_name("upload-vectors")
+        vectors = embed_corpus(**embed_options).set_display_name("embed-corpus").set_caching_options(False)
+        upload_vectors(vectors=vectors.outputs["vectors"], **upload_options).set_display_name(
+            "upload-vectors"
+        ).set_caching_options(False)

@@ -6,16 +6,17 @@ Parameters mirror Vertex AI's `tune-text-embedding-model` template where they ex
 `test_label_path`, `validation_label_path`, `batch_size`, `train_steps` and its older name `iterations`,
 `learning_rate_multiplier`, `output_dimensionality`, `accelerator_type`, `accelerator_count`,
 `machine_type`), so a Vertex request's `parameterValues` are accepted as they are (`embedpipe.vertex`).
+
+`tune_and_index_custom_job` is the same pipeline with fine-tune as a Vertex AI CustomJob (its own machine
+type, service account, network and CMEK key); `pipelines/vertex.py` says why there are two. Caching is off
+for the tasks that read or write what lives outside the run (files named by path, the vector table).
 """
 
-from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
-from google_cloud_pipeline_components.v1.model import ModelUploadOp
 from kfp import dsl
 
 from embedpipe.components import (
     embed_corpus,
     evaluate,
-    fine_tune,
     package_for_serving,
     prepare_data,
     quality_gate_failed,
@@ -24,6 +25,13 @@ from embedpipe.components import (
 )
 from embedpipe.models import CLOUD_DEFAULT_MODEL
 from embedpipe.pipelines.options import EMBED_ARGUMENTS, UPLOAD_ARGUMENTS, arguments_for
+from embedpipe.pipelines.vertex import (
+    FINE_TUNE_RETRY,
+    custom_job_variant,
+    fine_tune_task,
+    on_evaluation_machine,
+    register_and_deploy,
+)
 
 PIPELINE_NAME = "embedpipe-tune-and-index"
 #: Filled in by Vertex AI Pipelines with the project the run belongs to.
@@ -60,14 +68,25 @@ def tune_and_index(
     machine_type: str = "",
     training_cpu_limit: str = "8",
     training_memory_limit: str = "32G",
+    training_machine_type: str = "g2-standard-8",
+    training_service_account: str = "",
+    training_network: str = "",
+    evaluation_accelerator_type: str = "NVIDIA_L4",
+    evaluation_accelerator_count: int = 1,
+    evaluation_cpu_limit: str = "8",
+    evaluation_memory_limit: str = "32G",
+    encryption_spec_key_name: str = "",
     quality_margin: float = 0.0,
     index_with_base_model: bool = False,
     register_model: bool = True,
     model_display_name: str = "embedpipe-tuned-model",
+    parent_model: str = "",
+    model_version_aliases: list = [],  # noqa: B006 (KFP compiles the default into the YAML; never mutated)
+    model_labels: dict = {},  # noqa: B006
     deploy_model: bool = False,
-    endpoint_machine_type: str = "g2-standard-4",
-    endpoint_accelerator_type: str = "NVIDIA_L4",
-    endpoint_accelerator_count: int = 1,
+    endpoint_machine_type: str = "n1-standard-4",
+    endpoint_accelerator_type: str = "",
+    endpoint_accelerator_count: int = 0,
     endpoint_min_replicas: int = 1,
     endpoint_max_replicas: int = 1,
     index_corpus_path: str = "",
@@ -82,6 +101,7 @@ def tune_and_index(
     dataflow_max_workers: int = 4,
     dataflow_accelerator_type: str = "nvidia-l4",
     dataflow_accelerator_count: int = 1,
+    dataflow_kms_key: str = "",
     vector_target: str = "alloydb",
     database_uri: str = "",
     database_instance: str = "",
@@ -125,15 +145,36 @@ def tune_and_index(
         training_cpu_limit: vCPUs of the fine-tune task; with the GPU this picks the machine type
             (8 vCPU + 32G + 1 L4 = g2-standard-8).
         training_memory_limit: Memory of the fine-tune task.
+        training_machine_type: Machine of the fine-tune CustomJob (tune_and_index_custom_job), e.g.
+            "g2-standard-8" for 1 L4, "a2-highgpu-1g" for 1 A100.
+        training_service_account: Service account the fine-tune CustomJob runs as (tune_and_index_custom_job;
+            "" = the Vertex AI Custom Code Service Agent, as in GCPC). tune_and_index trains in a task of the
+            run, as the run's service account (`embedpipe submit --service-account`).
+        training_network: VPC network the fine-tune CustomJob is peered with,
+            `projects/<number>/global/networks/<name>` (tune_and_index_custom_job; "" = none).
+        evaluation_accelerator_type: GPU of the evaluate tasks ("" = CPU only); they run on the train image.
+        evaluation_accelerator_count: GPUs of each evaluate task.
+        evaluation_cpu_limit: vCPUs of each evaluate task (with the GPU this picks the machine type).
+        evaluation_memory_limit: Memory of each evaluate task.
+        encryption_spec_key_name: Cloud KMS key (`projects/P/locations/L/keyRings/R/cryptoKeys/K`, in
+            `location`) of the registered model, the endpoint and the fine-tune CustomJob ("" = Google-managed).
+            The run's own tasks and artifacts take the PipelineJob's key (`embedpipe submit
+            --encryption-spec-key-name`, which also fills this parameter and `dataflow_kms_key`).
         quality_margin: The tuned model must beat the base NDCG@10 by this much to be registered and used.
         index_with_base_model: When the tuned model does not pass the gate, index with the base model
             instead of stopping.
         register_model: Register the tuned model in Vertex AI Model Registry (cloud only).
         model_display_name: Display name in Model Registry.
+        parent_model: Register the tuned model as a new version of this Model Registry model,
+            `projects/P/locations/L/models/M` ("" = a new model).
+        model_version_aliases: Aliases of the registered version, e.g. ["candidate"] (Model Registry's rule:
+            `[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]`).
+        model_labels: Labels of the registered model, e.g. {"team": "search"}.
         deploy_model: Also deploy it to a new endpoint (costs money while it runs; off by default).
-        endpoint_machine_type: Endpoint machine type.
-        endpoint_accelerator_type: Endpoint GPU ("" = CPU only).
-        endpoint_accelerator_count: Endpoint GPUs per replica.
+        endpoint_machine_type: Endpoint machine type (a CPU machine: the serving image is CPU-only).
+        endpoint_accelerator_type: Endpoint GPU ("" = CPU only); a GPU endpoint needs a CUDA serving image
+            (containers/README.md).
+        endpoint_accelerator_count: Endpoint GPUs per replica (0 without a GPU).
         endpoint_min_replicas: Minimum replicas.
         endpoint_max_replicas: Maximum replicas.
         index_corpus_path: The corpus to embed and index, if not the labelled one (JSONL or Parquet).
@@ -148,6 +189,7 @@ def tune_and_index(
         dataflow_max_workers: Dataflow autoscaling limit.
         dataflow_accelerator_type: Dataflow worker GPU ("" = CPU workers).
         dataflow_accelerator_count: GPUs per Dataflow worker.
+        dataflow_kms_key: Cloud KMS key of the Dataflow job (CMEK; "" = Google-managed).
         vector_target: "alloydb", "cloudsql", "postgres", "bigquery" or "vertex_vector_search".
         database_uri: Postgres URI (without password) for "postgres"; "" locally = the embedded database.
         database_instance: AlloyDB instance URI or Cloud SQL connection name.
@@ -169,6 +211,7 @@ def tune_and_index(
         seed=seed,
         base_model=base_model_version_id,
     ).set_display_name("prepare-data")
+    prepared.set_caching_options(False)  # reads files by path: one edited in place must not come from cache
     data = prepared.outputs
 
     base_evaluation = evaluate(
@@ -179,9 +222,11 @@ def tune_and_index(
         task_type=task_type,
         split="test",
     ).set_display_name("evaluate-base")
+    on_evaluation_machine(base_evaluation, parameters)
 
     tuning = (
-        fine_tune(
+        fine_tune_task(  # a task of the run, or a CustomJob in tune_and_index_custom_job
+            parameters,
             corpus=data["corpus"],
             queries=data["queries"],
             train_labels=data["train_labels"],
@@ -198,10 +243,7 @@ def tune_and_index(
             iterations=iterations,
         )
         .set_display_name("fine-tune")
-        .set_accelerator_type(accelerator_type)
-        .set_accelerator_limit(accelerator_count)
-        .set_cpu_limit(training_cpu_limit)
-        .set_memory_limit(training_memory_limit)
+        .set_retry(**FINE_TUNE_RETRY)  # a preempted training resumes from its last checkpoint
     )
 
     comparison = evaluate(
@@ -215,10 +257,12 @@ def tune_and_index(
         split="test",
         margin=quality_margin,
     ).set_display_name("evaluate-tuned-vs-base")
+    on_evaluation_machine(comparison, parameters)
 
     index_corpus = (
         select_corpus(prepared_corpus=data["corpus"], index_corpus_path=index_corpus_path)
         .set_display_name("select-corpus")
+        .set_caching_options(False)  # checks and points at index_corpus_path, which may change in place
         .outputs["corpus"]
     )
     embed_options = arguments_for(EMBED_ARGUMENTS, parameters)
@@ -227,24 +271,7 @@ def tune_and_index(
     with dsl.If(comparison.outputs["tuned_is_better"] == True, name="tuned-beats-base"):  # noqa: E712
         with dsl.If(register_model == True, name="register"):  # noqa: E712
             serving = package_for_serving(model=tuning.outputs["model"]).set_display_name("package-for-serving")
-            upload = ModelUploadOp(
-                project=project,
-                location=location,
-                display_name=model_display_name,
-                unmanaged_container_model=serving.outputs["serving_model"],
-            ).set_display_name("register-model")
-            with dsl.If(deploy_model == True, name="deploy"):  # noqa: E712
-                endpoint = EndpointCreateOp(project=project, location=location, display_name=model_display_name)
-                ModelDeployOp(
-                    model=upload.outputs["model"],
-                    endpoint=endpoint.outputs["endpoint"],
-                    deployed_model_display_name=model_display_name,
-                    dedicated_resources_machine_type=endpoint_machine_type,
-                    dedicated_resources_accelerator_type=endpoint_accelerator_type,
-                    dedicated_resources_accelerator_count=endpoint_accelerator_count,
-                    dedicated_resources_min_replica_count=endpoint_min_replicas,
-                    dedicated_resources_max_replica_count=endpoint_max_replicas,
-                ).set_display_name("deploy-model")
+            register_and_deploy(serving.outputs["serving_model"], parameters)
         tuned_vectors = embed_corpus(
             corpus=index_corpus,
             model=base_model_version_id,
@@ -252,7 +279,9 @@ def tune_and_index(
             evaluation_embeddings=comparison.outputs["corpus_embeddings"],
             **embed_options,
         ).set_display_name("embed-corpus")
-        upload_vectors(vectors=tuned_vectors.outputs["vectors"], **upload_options).set_display_name("upload-vectors")
+        upload_vectors(vectors=tuned_vectors.outputs["vectors"], **upload_options).set_display_name(
+            "upload-vectors"
+        ).set_caching_options(False)  # writes a table outside the run: a dropped table must be written again
 
     with dsl.Elif(index_with_base_model == True, name="index-with-base-model"):  # noqa: E712
         base_vectors = embed_corpus(
@@ -263,7 +292,7 @@ def tune_and_index(
         ).set_display_name("embed-corpus-base-model")
         upload_vectors(vectors=base_vectors.outputs["vectors"], **upload_options).set_display_name(
             "upload-vectors-base-model"
-        )
+        ).set_caching_options(False)
 
     with dsl.Else(name="gate-failed"):
         quality_gate_failed(
@@ -271,3 +300,11 @@ def tune_and_index(
             tuned_ndcg_at_10=comparison.outputs["tuned_ndcg_at_10"],
             margin=quality_margin,
         ).set_display_name("quality-gate-failed")
+
+
+tune_and_index_custom_job = custom_job_variant(
+    tune_and_index.pipeline_func,
+    name=PIPELINE_NAME + "-custom-job",
+    description="tune_and_index with fine-tune as a Vertex AI CustomJob: its own machine type, service account, "
+    "VPC network and CMEK key.",
+)

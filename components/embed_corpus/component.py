@@ -33,6 +33,7 @@ def embed_corpus(
     max_workers: int = 0,
     accelerator_type: str = "",
     accelerator_count: int = 1,
+    kms_key: str = "",
     dataflow_image: str = "",
 ):
     """Embeds a corpus into Parquet vector shards with a Beam job (RunInference, our ModelHandler).
@@ -67,6 +68,8 @@ def embed_corpus(
         max_workers: Autoscaling limit (0 = Dataflow default).
         accelerator_type: GPU per worker, e.g. "nvidia-l4" ("" = CPU workers); bf16 is used on GPUs.
         accelerator_count: GPUs per worker.
+        kms_key: Cloud KMS key of the Dataflow job (`projects/P/locations/L/keyRings/R/cryptoKeys/K`; CMEK,
+            Beam's `--dataflow_kms_key`; "" = Google-managed encryption).
         dataflow_image: Worker container image ("" = `embedpipe.images.DATAFLOW_IMAGE`, our Dataflow image
             of this version; decided when the task runs, since KFP copies only this function's source).
 

@@ -2,7 +2,8 @@
 
     embedpipe submit build/pipelines/tune_and_index.yaml --project my-project --location us-central1 \\
         --pipeline-root gs://my-bucket/pipeline-root --service-account runner@my-project.iam.gserviceaccount.com \\
-        --param corpus_path=gs://my-bucket/data/corpus.jsonl --param train_steps=1000 --label team=search
+        --param corpus_path=gs://my-bucket/data/corpus.jsonl --param train_steps=1000 --label team=search \\
+        --encryption-spec-key-name projects/my-project/locations/us-central1/keyRings/r/cryptoKeys/k
 
 A Vertex AI user's own request body works as it is: `--request tune.request.json` takes its
 `runtimeConfig.parameterValues` (numbers given as JSON strings, `"batch_size": "128"`, are typed from the
@@ -38,6 +39,10 @@ _KINDS = {
 }
 #: Parameters that name a base model, in the pipelines compile.py writes.
 MODEL_PARAMETERS = ("base_model_version_id", "model")
+_KMS_KEY = re.compile(r"^projects/[^/]+/locations/(?P<location>[^/]+)/keyRings/[^/]+/cryptoKeys/[^/]+$")
+#: Pipeline parameters that take the run's CMEK key unless `--param` sets them: the resources the pipeline's
+#: steps create outside the run (Model Registry, endpoint, fine-tune CustomJob; the Dataflow job).
+KEY_PARAMETERS = ("encryption_spec_key_name", "dataflow_kms_key")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class Submission:
         enable_caching: None = the pipeline's own setting; True/False forces it for every task.
         display_name: Run display name (the pipeline name when empty).
         network: VPC network for the run, `projects/<number>/global/networks/<name>`.
+        encryption_spec_key_name: Cloud KMS key of the run (`projects/P/locations/L/keyRings/R/cryptoKeys/K`,
+            in `location`): the PipelineJob and what it creates are encrypted with it; the pipeline's
+            `KEY_PARAMETERS` default to it.
     """
 
     template_path: str
@@ -67,6 +75,7 @@ class Submission:
     enable_caching: bool | None = None
     display_name: str = ""
     network: str = ""
+    encryption_spec_key_name: str = ""
 
 
 def pipeline_parameters(template_path: str) -> dict[str, dict]:
@@ -186,7 +195,8 @@ def submission_parameters(submission: Submission) -> dict:
     """The parameter values that are sent: typed from the compiled YAML, plus what `machine_type` means.
 
     A `machine_type` (Vertex's training machine) becomes `training_cpu_limit` and `training_memory_limit`
-    (`embedpipe.vertex.training_resources`) unless those are given too; the parameters are otherwise sent as
+    (`embedpipe.vertex.training_resources`), and `training_machine_type` where the pipeline has it (the
+    CustomJob form), unless those are given too; the parameters are otherwise sent as
     given (`iterations` included: the fine-tune task resolves it against `train_steps`).
 
     Raises:
@@ -200,6 +210,8 @@ def submission_parameters(submission: Submission) -> dict:
         cpu, memory = training_resources(values["machine_type"])
         values.setdefault("training_cpu_limit", cpu)
         values.setdefault("training_memory_limit", memory)
+    if values.get("machine_type") and "training_machine_type" in declared:  # the CustomJob form names it
+        values.setdefault("training_machine_type", values["machine_type"])
     return values
 
 
@@ -232,7 +244,29 @@ def check_submission(submission: Submission) -> list[str]:
     for key, value in submission.labels.items():
         if not _LABEL.match(key) or not re.match(r"^[a-z0-9_-]{0,63}$", str(value)):
             problems.append(f"label {key}={value} is not a valid Vertex label (lowercase letters, digits, _ and -)")
+    if submission.encryption_spec_key_name:
+        key = _KMS_KEY.match(submission.encryption_spec_key_name)
+        if not key:
+            problems.append(
+                f"--encryption-spec-key-name {submission.encryption_spec_key_name!r} is not a Cloud KMS key name: "
+                "projects/P/locations/L/keyRings/R/cryptoKeys/K"
+            )
+        elif key["location"] != submission.location:
+            problems.append(
+                f"--encryption-spec-key-name is a key in {key['location']}, but the run is in {submission.location}: "
+                "Vertex AI takes a key of the run's region"
+            )
     return problems
+
+
+def with_encryption_key(submission: Submission) -> Submission:
+    """The submission with the run's CMEK key given to the `KEY_PARAMETERS` the pipeline declares and
+    `parameter_values` does not set (so one flag protects the run and the resources its steps create)."""
+    if not submission.encryption_spec_key_name or not Path(submission.template_path).is_file():
+        return submission
+    declared = pipeline_parameters(submission.template_path)
+    defaults = {name: submission.encryption_spec_key_name for name in KEY_PARAMETERS if name in declared}
+    return replace(submission, parameter_values={**defaults, **submission.parameter_values})
 
 
 def coerce_parameters(template_path: str, raw: dict) -> dict:
@@ -268,6 +302,7 @@ def submit(submission: Submission, *, aiplatform=None):
     Raises:
         ValueError: listing every problem, before any API call.
     """
+    submission = with_encryption_key(submission)
     problems = check_submission(submission)
     if problems:
         raise ValueError("cannot submit:\n  - " + "\n  - ".join(problems))
@@ -285,6 +320,7 @@ def submit(submission: Submission, *, aiplatform=None):
         labels=submission.labels or None,
         project=submission.project,
         location=submission.location,
+        encryption_spec_key_name=submission.encryption_spec_key_name or None,
     )
     job.submit(service_account=submission.service_account or None, network=submission.network or None)
     return job

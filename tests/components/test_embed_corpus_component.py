@@ -175,6 +175,18 @@ def test_dataflow_launch_builds_the_options_writes_gcp_resources_and_waits(tmp_p
     assert inputs["metrics"].metadata["documents_embedded"] == 5
 
 
+def test_the_kms_key_is_the_dataflow_job_s_cmek_key(tmp_path, monkeypatch):
+    from embedpipe.embed import job, task
+
+    monkeypatch.setattr(job, "resolve_input", lambda path, **kw: (path, "parquet"))
+    fake = FakeDataflowRunner()
+    key = "projects/my-project/locations/europe-west4/keyRings/ring/cryptoKeys/key"
+    task.embed_corpus_task(
+        **dataflow_inputs(tmp_path), runner="DataflowRunner", project="my-project", kms_key=key, beam_runner=fake
+    )
+    assert fake.options.view_as(GoogleCloudOptions).dataflow_kms_key == key
+
+
 def test_a_failed_dataflow_job_fails_the_task(tmp_path, monkeypatch):
     from embedpipe.embed import job, task
 

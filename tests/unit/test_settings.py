@@ -16,7 +16,7 @@ from embedpipe.embed.settings import (
 )
 from embedpipe.pipelines.embed_and_index import embed_and_index
 from embedpipe.pipelines.options import EMBED_ARGUMENTS
-from embedpipe.pipelines.tune_and_index import tune_and_index
+from embedpipe.pipelines.tune_and_index import tune_and_index, tune_and_index_custom_job
 
 KFP_TYPES = {str: "String", int: "Integer", bool: "Boolean", float: "Double"}
 
@@ -111,3 +111,18 @@ def test_dataflow_settings_refuse_what_dataflow_would():
         ).beam_args()
     streaming = DataflowSettings(project="p", temp_location="gs://b/t").beam_args(kind="embed-stream", streaming=True)
     assert streaming[-1] == "--streaming" and any(a.startswith("--job_name=embed-stream-") for a in streaming)
+
+
+def test_the_kms_key_is_a_dataflow_setting_from_pipeline_parameter_to_beam_option():
+    key = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k"
+    assert (
+        f"--dataflow_kms_key={key}" in DataflowSettings(project="p", temp_location="gs://b/t", kms_key=key).beam_args()
+    )
+    without = DataflowSettings(project="p", temp_location="gs://b/t").beam_args()
+    assert not any(a.startswith("--dataflow_kms_key") for a in without)
+    assert pipeline_arguments()["dataflow_kms_key"] == "kms_key" and EMBED_ARGUMENTS["dataflow_kms_key"] == "kms_key"
+    assert embed_corpus.component_spec.inputs["kms_key"].default == ""
+
+
+def test_the_custom_job_variant_wires_the_dataflow_parameters_too():
+    test_every_dataflow_pipeline_parameter_is_a_settings_field_wired_to_the_component(tune_and_index_custom_job)

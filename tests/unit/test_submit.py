@@ -97,3 +97,63 @@ def test_cli_reports_a_missing_template(tmp_path, capsys):
     argv = ["submit", str(tmp_path / "none.yaml"), "--project", "p", "--pipeline-root", "gs://b/r"]
     assert cli_main(argv) == 2
     assert "no such compiled pipeline" in capsys.readouterr().err
+
+
+KEY = "projects/my-project/locations/us-central1/keyRings/ring/cryptoKeys/key"
+
+
+def test_the_cmek_key_protects_the_run_and_fills_the_pipeline_s_key_parameters(template):
+    fake = FakeAiplatform()
+    submission = submit_module.Submission(
+        template_path=template,
+        project="my-project",
+        location="us-central1",
+        pipeline_root="gs://bucket/root",
+        parameter_values=required_parameters(template),
+        encryption_spec_key_name=KEY,
+    )
+    submit_module.submit(submission, aiplatform=fake)
+    (_, job_kwargs) = fake.calls[1]
+    assert job_kwargs["encryption_spec_key_name"] == KEY
+    parameters = job_kwargs["parameter_values"]
+    assert parameters["encryption_spec_key_name"] == KEY and parameters["dataflow_kms_key"] == KEY
+    # an explicit --param wins; without a key nothing is added
+    other = "projects/my-project/locations/us-central1/keyRings/ring/cryptoKeys/dataflow"
+    explicit = submit_module.with_encryption_key(
+        submit_module.Submission(
+            template, "p", "us-central1", "gs://b/r", {"dataflow_kms_key": other}, encryption_spec_key_name=KEY
+        )
+    )
+    assert explicit.parameter_values == {"encryption_spec_key_name": KEY, "dataflow_kms_key": other}
+    plain = submit_module.Submission(template, "p", "us-central1", "gs://b/r", {})
+    assert submit_module.with_encryption_key(plain) == plain
+
+
+@pytest.mark.parametrize(
+    "key, problem",
+    [
+        ("my-key", "is not a Cloud KMS key name"),
+        (
+            "projects/p/locations/europe-west4/keyRings/r/cryptoKeys/k",
+            "a key in europe-west4, but the run is in us-central1",
+        ),
+    ],
+)
+def test_a_cmek_key_vertex_would_refuse_is_reported_before_any_call(template, key, problem):
+    fake = FakeAiplatform()
+    submission = submit_module.Submission(
+        template, "p", "us-central1", "gs://b/r", required_parameters(template), encryption_spec_key_name=key
+    )
+    with pytest.raises(ValueError, match=problem):
+        submit_module.submit(submission, aiplatform=fake)
+    assert fake.calls == []
+
+
+def test_cli_passes_the_cmek_key(template, monkeypatch):
+    fake = FakeAiplatform()
+    real = submit_module.submit
+    monkeypatch.setattr(submit_module, "submit", lambda submission: real(submission, aiplatform=fake))
+    argv = ["submit", template, "--project", "p", "--pipeline-root", "gs://b/r", "--encryption-spec-key-name", KEY]
+    argv += [f"--param={name}={value}" for name, value in required_parameters(template).items()]
+    assert cli_main(argv) == 0
+    assert fake.calls[1][1]["encryption_spec_key_name"] == KEY

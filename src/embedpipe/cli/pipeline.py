@@ -163,6 +163,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         enable_caching=caching,
         display_name=args.display_name or request.get("display_name", ""),
         network=args.network or "",
+        encryption_spec_key_name=args.encryption_spec_key_name or "",
     )
     job = submit(submission)
     print(f"submitted {job.resource_name}\n{getattr(job, '_dashboard_uri', lambda: '')()}")
@@ -238,13 +239,20 @@ def add_submit_parser(sub: argparse._SubParsersAction) -> None:
         "runtimeConfig.parameterValues are the parameters (--param wins), its gcsOutputDirectory the pipeline root "
         "and its displayName the display name, where the flags do not give them",
     )
+    submit.add_argument(
+        "--encryption-spec-key-name",
+        metavar="KMS_KEY",
+        help="Cloud KMS key (CMEK) of the run, projects/P/locations/L/keyRings/R/cryptoKeys/K; also the default of "
+        "the pipeline parameters encryption_spec_key_name and dataflow_kms_key",
+    )
     submit.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
     submit.add_argument("--label", action="append", metavar="KEY=VALUE", help="Vertex label (repeatable)")
     submit.add_argument(
         "--caching",
         choices=["on", "off", "default"],
         default="default",
-        help="task caching (default: the pipeline's own)",
+        help="task caching (default: the pipeline's own, off for the tasks that read or write outside the run; "
+        "on forces it for every task)",
     )
     submit.add_argument("--display-name", help="run display name (default: from the file name)")
     submit.set_defaults(func=cmd_submit)

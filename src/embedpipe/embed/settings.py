@@ -1,7 +1,7 @@
 """The embedding job's options, each declared once: how the model runs, and where Dataflow runs it.
 
 `ModelSettings` (model, batch sizes, output size, device, precision, backend, GPU sharing, the secret of a
-gated model's token) and `DataflowSettings` (project, location, workers, GPUs, image) are frozen
+gated model's token) and `DataflowSettings` (project, location, workers, GPUs, KMS key, image) are frozen
 dataclasses. Their fields are the options' one name everywhere: the `embed_corpus` component's parameters,
 the flags of `embedpipe embed` and of the streaming job (`add_arguments`, underscores as dashes), the
 pipeline parameters (`dataflow_<field>`, `pipeline_arguments`) and the Beam options
@@ -177,6 +177,9 @@ class DataflowSettings:
         max_workers: Upper bound for autoscaling (0 = Dataflow's default).
         accelerator_type: GPU per worker, e.g. "nvidia-l4", "nvidia-tesla-t4" ("" = CPU workers).
         accelerator_count: GPUs per worker.
+        kms_key: Cloud KMS key (`projects/P/locations/L/keyRings/R/cryptoKeys/K`, in the job's region) that
+            encrypts the job's data at rest (CMEK; Beam's `--dataflow_kms_key`, "used in Dataflow state
+            operations (GBK, Streaming)"; "" = Google-managed). The gs:// temp folder keeps its bucket's key.
         dataflow_image: Worker image ("" = `embedpipe.images.DATAFLOW_IMAGE`, which has embedpipe, the
             pinned Beam and torch installed, so nothing is pip-installed on workers; Beam's
             `--sdk_container_image`).
@@ -193,6 +196,7 @@ class DataflowSettings:
     max_workers: int = _option(0, "autoscaling limit (0 = Dataflow default)", aliases=("--max_num_workers",))
     accelerator_type: str = _option("", "GPU per worker, e.g. nvidia-l4 ('' = CPU workers)")
     accelerator_count: int = _option(1, "GPUs per worker")
+    kms_key: str = _option("", "Cloud KMS key of the job (CMEK), projects/P/locations/L/keyRings/R/cryptoKeys/K")
     dataflow_image: str = _option(
         "",
         "worker image ('' = this version's embedpipe-dataflow)",
@@ -247,6 +251,7 @@ class DataflowSettings:
             "--subnetwork": self.subnetwork,
             "--machine_type": self.machine_type,
             "--max_num_workers": self.max_workers,
+            "--dataflow_kms_key": self.kms_key,
         }
         args += [f"{flag}={value}" for flag, value in optional.items() if value]
         if self.accelerator_type:
