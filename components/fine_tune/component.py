@@ -32,7 +32,9 @@ def fine_tune(
 
     MultipleNegativesRankingLoss with in-batch negatives and no duplicate texts in a batch; bf16 on GPUs
     that support it, fp32 on CPU. Checkpoints are written under the model folder, so a retried
-    (preempted) task resumes from the last one; they are deleted once the model is saved.
+    (preempted) task resumes from the last one; they are deleted once the model is saved. With more than
+    one GPU on the task (accelerator_count > 1), one process per GPU trains with DistributedDataParallel
+    (launched with torchrun), each taking `batch_size` pairs per step.
 
     Args:
         corpus: prepare_data's corpus (Parquet).
@@ -42,7 +44,7 @@ def fine_tune(
         base_model: "default" (packaged all-MiniLM-L6-v2), a hub id (google/embeddinggemma-300m), or a
             local or gs:// sentence-transformers folder.
         task_type: Vertex task type (RETRIEVAL_QUERY, ...); selects the prompts.
-        batch_size: Pairs per step (the in-batch negatives); above 64 the cached loss is used.
+        batch_size: Pairs per step and GPU (the in-batch negatives); above 64 the cached loss is used.
         train_steps: Optimiser steps (Vertex's `train_steps`, formerly `iterations`).
         learning_rate_multiplier: Times the base learning rate 2e-5.
         output_dimensionality: Embedding size of the tuned model (MatryoshkaLoss); 0 = the base model's.
@@ -58,6 +60,8 @@ def fine_tune(
         metrics: train_loss (last), train_loss_first, train_loss_min, train_loss_mean, validation_loss
             (with validation labels), train_steps, train_seconds, samples_per_second, dimension.
     """
+    import torch
+
     from embedpipe.fine_tune import FineTuneSettings
     from embedpipe.fine_tune import fine_tune as tune
     from embedpipe.reports import log_metrics
@@ -73,6 +77,8 @@ def fine_tune(
         max_seq_length=max_seq_length,
         mine_hard_negatives=hard_negatives,
         iterations=iterations,
+        # The GPUs Vertex gave the task (accelerator_count): one process each, DistributedDataParallel when > 1.
+        processes=max(1, torch.cuda.device_count()),
     )
     result = tune(
         corpus.path,

@@ -76,3 +76,25 @@ def test_component_fails_before_training_on_a_bad_task_type(tmp_path, inputs):
             **inputs, model=model, metrics=metrics, task_type="RETRIEVE", batch_size=8, train_steps=2
         )
     assert not Path(model.path, "model.safetensors").exists()
+
+
+def test_component_trains_with_one_process_per_visible_gpu(tmp_path, inputs, monkeypatch):
+    import torch
+
+    import embedpipe.fine_tune
+    from embedpipe.fine_tune import FineTuneResult
+
+    seen = []
+
+    def tune(corpus, queries, train_labels, output_dir, settings, **kwargs):
+        seen.append(settings)
+        metadata = {"base_model": "default", "task_type": "RETRIEVAL_QUERY", "dimension": 384, "prompts": {}}
+        return FineTuneResult(output_dir, {"train_steps": 2}, {**metadata, "train_steps": 2})
+
+    monkeypatch.setattr(embedpipe.fine_tune, "fine_tune", tune)
+    for gpus, processes in ((0, 1), (1, 1), (4, 4)):  # Vertex's accelerator_count, as the task sees it
+        monkeypatch.setattr(torch.cuda, "device_count", lambda gpus=gpus: gpus)
+        model = dsl.Model(name="model", uri=str(tmp_path / f"out-{gpus}" / "model"))
+        metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / f"out-{gpus}" / "metrics"))
+        fine_tune.python_func(**inputs, model=model, metrics=metrics, batch_size=8, train_steps=2)
+        assert seen[-1].processes == processes and seen[-1].batch_size == 8

@@ -1,5 +1,7 @@
 """fine_tune library: loss goes down, the saved model loads and embeds, prompts per task type, resume
-from a checkpoint, and every bad input fails before training. Small slices, a few CPU steps."""
+from a checkpoint (the last complete one), the arguments of a training process, and every bad input fails
+before training. Small slices, a few CPU steps. Killed processes and two DDP processes:
+test_fine_tune_processes.py."""
 
 import json
 import shutil
@@ -10,7 +12,16 @@ import pandas as pd
 import pytest
 from transformers import TrainerCallback
 
-from embedpipe.fine_tune import CHECKPOINTS_DIR, METADATA_FILE, FineTuneError, fine_tune, training_pairs
+from embedpipe.fine_tune import (
+    CHECKPOINTS_DIR,
+    METADATA_FILE,
+    FineTuneError,
+    FineTuneSettings,
+    fine_tune,
+    last_checkpoint,
+    training_pairs,
+)
+from embedpipe.fine_tune.distributed import worker_arguments, worker_parser
 from embedpipe.models import ModelLoadError, packaged_model_path
 from embedpipe.prompts import resolve_prompts
 
@@ -203,6 +214,30 @@ def test_a_restarted_run_resumes_from_the_last_checkpoint(prepared, tmp_path):
     assert [step for step, _ in result.metadata["loss_curve"]][-2:] == [3, 4]
 
 
+def test_the_last_checkpoint_is_the_newest_complete_one(tmp_path):
+    assert last_checkpoint(tmp_path) is None
+    folder = tmp_path / CHECKPOINTS_DIR
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_st'), (10, None), (12, '{"global_step": 8}')):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
+        if state is not None:  # trainer_state.json is the last file the Trainer writes
+            (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_checkpoint(tmp_path) == str(folder / "checkpoint-2")
+    (folder / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": 10}')
+    assert last_checkpoint(tmp_path) == str(folder / "checkpoint-10")
+
+
+def test_the_arguments_of_a_training_process_carry_every_setting(capsys):
+    settings = FineTuneSettings(task_type="question_answering", batch_size=4, iterations=3, processes=2, seed=1)
+    arguments = worker_arguments("c", "q", "t", "out", settings, validation_labels_path="v", base_model_path="/m")
+    parsed = worker_parser().parse_args(arguments)
+    assert parsed.settings == settings and (parsed.corpus, parsed.validation_labels) == ("c", "v")
+    assert parsed.base_model_path == "/m"
+    with pytest.raises(SystemExit):
+        worker_parser().parse_args([*arguments[:8], "--settings", '{"train_steps": -1}'])
+    assert "train_steps must be >= 1" in capsys.readouterr().err
+
+
 def test_iterations_is_the_older_name_of_train_steps(prepared, tmp_path):
     result = fine_tune(**prepared, output_dir=str(tmp_path / "it"), batch_size=8, iterations=1, **FAST)
     assert result.metrics["train_steps"] == 1
@@ -229,6 +264,9 @@ def not_a_sentence_transformers_model(tmp_path):
         (lambda tmp: {"batch_size": 500}, FineTuneError, "fewer than one batch of batch_size=500"),
         (lambda tmp: {"batch_size": 1}, FineTuneError, "batch_size must be >= 2"),
         (lambda tmp: {"train_steps": -3}, FineTuneError, "train_steps must be >= 1"),
+        (lambda tmp: {"processes": 0}, FineTuneError, "processes must be >= 1"),
+        (lambda tmp: {"processes": 64, "device": "cuda"}, FineTuneError, "processes=64, but .* GPUs are visible"),
+        (lambda tmp: {"processes": 2, "callbacks": [TrainerCallback()]}, FineTuneError, "callbacks run in one"),
     ],
     ids=[
         "missing-model",
@@ -238,6 +276,9 @@ def not_a_sentence_transformers_model(tmp_path):
         "too-few-pairs",
         "batch-of-one",
         "negative-steps",
+        "no-process",
+        "more-processes-than-gpus",
+        "callbacks-in-processes",
     ],
 )
 def test_bad_input_fails_clearly_before_training(prepared, tmp_path, change, error, message):

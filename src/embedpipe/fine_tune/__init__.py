@@ -9,7 +9,13 @@ Texts are formatted by `embedpipe.prompts` (the one place for prompts), exactly 
 embedding job and serving format them, so a query is trained the way it is later embedded.
 
 Everything that can be wrong with the inputs is checked before training starts. Checkpoints go to
-`<output_dir>/checkpoints`; a restarted run (a preempted Vertex task) resumes from the last one.
+`<output_dir>/checkpoints`; a restarted run (a preempted Vertex task, retried) resumes from the last
+complete one, with the optimiser, scheduler, RNG and data order where they were, and ends at the same step
+count as an uninterrupted run (with the same model, up to floating-point noise).
+
+On one machine with several GPUs, `FineTuneSettings(processes=N)` launches N processes with torchrun, one
+per GPU, that train together with DistributedDataParallel (`distributed`); one process (the default) trains
+exactly as before.
 
 Modules:
     settings: `FineTuneSettings` (the hyper-parameters, checked once), `FineTuneError`, the constants.
@@ -17,7 +23,9 @@ Modules:
     model: loading the base model through `embedpipe.models`; saving the tuned (truncated) model.
     trainer: the loss, the training arguments, the progress log, training and resuming.
     result: metrics and the `embedpipe_training.json` metadata (`FineTuneResult`).
-    run: `fine_tune`, the steps in order.
+    distributed: launching the processes of a multi-GPU run (torchrun) and what each one is.
+    run: `fine_tune`, the steps in order; `run_training`, the steps of one process.
+    __main__: `python -m embedpipe.fine_tune`, the command torchrun starts in each process.
 
 Example:
     >>> from embedpipe.fine_tune import FineTuneSettings, fine_tune                       # doctest: +SKIP

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedpipe.fine_tune.distributed import process_device
 from embedpipe.fine_tune.settings import (
     CHECKPOINTS_DIR,
     FineTuneError,
@@ -34,12 +35,15 @@ class BaseModel:
     dimension: int
 
 
-def load_base_model(settings: FineTuneSettings, *, gcs_client=None) -> BaseModel:
-    """Loads `settings.base_model` on `settings.device` (default: CUDA when there is one).
+def load_base_model(settings: FineTuneSettings, *, gcs_client=None, model_path: str = "") -> BaseModel:
+    """Loads `settings.base_model` on `settings.device` (default: CUDA when there is one; in a process of a
+    distributed run, its own GPU).
 
     Args:
         settings: The run's settings (`base_model`, `device`, `max_seq_length`, `hf_token_secret`).
         gcs_client: Storage client (or fake) for a `gs://` base model.
+        model_path: Where `settings.base_model` was already resolved to (by the launcher of a distributed
+            run); "" resolves it here.
 
     Returns:
         A BaseModel, with `max_seq_length` applied.
@@ -53,9 +57,9 @@ def load_base_model(settings: FineTuneSettings, *, gcs_client=None) -> BaseModel
     from embedpipe.models import ModelLoadError, default_device, resolve_model_path, use_hf_token
 
     # resolve_model_path checks a local or gs:// folder with models.check_model_folder.
-    model_path = resolve_model_path(settings.base_model, gcs_client=gcs_client)
+    model_path = model_path or resolve_model_path(settings.base_model, gcs_client=gcs_client)
     _require_modules_json(model_path, settings.base_model)
-    device = settings.device or default_device()
+    device = process_device(settings.device or default_device())
     try:
         with use_hf_token(settings.hf_token_secret):  # a gated hub model: its token for this load only
             model = SentenceTransformer(model_path, device=device)

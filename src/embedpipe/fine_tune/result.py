@@ -93,6 +93,7 @@ def build_result(
         "hard_negatives": bool(settings.mine_hard_negatives),
         "precision": precision,
         "device": base.device,
+        "processes": run.processes,
         "seed": settings.seed,
         "seconds": round(run.seconds, 2),
         "loss_curve": [[int(step), float(value)] for step, value in losses],
@@ -106,3 +107,13 @@ def write_metadata(result: FineTuneResult) -> Path:
     path = Path(result.model_dir) / METADATA_FILE
     path.write_text(json.dumps(result.metadata, indent=2, ensure_ascii=False), encoding="utf-8")
     return path
+
+
+def read_result(model_dir: str | Path) -> FineTuneResult:
+    """The FineTuneResult that `write_metadata` wrote to `<model_dir>/embedpipe_training.json`.
+
+    Raises:
+        FileNotFoundError: when the folder has no metadata (the run did not finish).
+    """
+    metadata = json.loads((Path(model_dir) / METADATA_FILE).read_text(encoding="utf-8"))
+    return FineTuneResult(str(model_dir), dict(metadata["metrics"]), metadata)

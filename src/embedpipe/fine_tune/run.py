@@ -1,16 +1,24 @@
-"""`fine_tune`: one run, as a sequence of named steps (each in the module that owns it)."""
+"""`fine_tune`: one run, as a sequence of named steps (each in the module that owns it).
+
+One process trains (`run_training`), unless `FineTuneSettings.processes` > 1: then `fine_tune` checks the
+inputs here and launches that many processes with torchrun, each running `run_training` as one rank of a
+DistributedDataParallel run (`embedpipe.fine_tune.distributed`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedpipe.fine_tune import distributed
 from embedpipe.fine_tune.data import formatted_pairs, read_training_data, training_set
-from embedpipe.fine_tune.model import load_base_model, output_dimension, save_model
-from embedpipe.fine_tune.result import FineTuneResult, build_result, write_metadata
-from embedpipe.fine_tune.settings import FineTuneSettings
+from embedpipe.fine_tune.model import BaseModel, load_base_model, output_dimension, save_model
+from embedpipe.fine_tune.result import METADATA_FILE, FineTuneResult, build_result, read_result, write_metadata
+from embedpipe.fine_tune.settings import FineTuneError, FineTuneSettings
 from embedpipe.fine_tune.trainer import (
     build_loss,
     build_trainer,
@@ -39,6 +47,11 @@ def fine_tune(
 ) -> FineTuneResult:
     """Fine-tunes a sentence-transformers model on the positive pairs of prepared train labels.
 
+    Run again with the same `output_dir` after being stopped (a preempted Vertex task), it resumes from the
+    last complete checkpoint and ends at the same step count. With `settings.processes` > 1 the inputs are
+    checked here (the model on the CPU), then that many torchrun processes train with
+    DistributedDataParallel, and the result is read back from the metadata rank 0 wrote.
+
     Args:
         corpus_path: Prepared corpus Parquet (`_id`, `title`, `text`).
         queries_path: Prepared queries Parquet (`_id`, `text`).
@@ -47,7 +60,7 @@ def fine_tune(
         settings: Hyper-parameters and options; default `FineTuneSettings()`.
         validation_labels_path: Validation labels Parquet; when it has rows, the validation loss is
             computed at every checkpoint and at the end. "" or an empty table: none.
-        callbacks: Extra `transformers.TrainerCallback`s.
+        callbacks: Extra `transformers.TrainerCallback`s (one process only: they cannot cross to others).
         gcs_client: Storage client (or fake) for a `gs://` base model.
         **options: Instead of `settings`: its fields as keywords (`batch_size=8, train_steps=2, ...`).
 
@@ -56,43 +69,88 @@ def fine_tune(
 
     Raises:
         FineTuneError / embedpipe.models.ModelLoadError: bad inputs, before any training.
+        RuntimeError: a training process of a distributed run failed (its error is in the log).
     """
     if settings is None:
         settings = FineTuneSettings(**options)
     elif options:
         raise TypeError(f"give settings or keyword options, not both (got {', '.join(sorted(options))})")
-
-    # Check everything that can be checked before anything is written.
-    data = read_training_data(
-        corpus_path, queries_path, train_labels_path, validation_labels_path, batch_size=settings.batch_size
+    paths = (corpus_path, queries_path, train_labels_path, output_dir)
+    if settings.processes > 1 and not distributed.launched():
+        if callbacks:
+            raise FineTuneError(f"callbacks run in one process only; give processes=1, not {settings.processes}")
+        return _launch(*paths, settings, validation_labels_path=validation_labels_path, gcs_client=gcs_client)
+    return run_training(
+        *paths, settings, validation_labels_path=validation_labels_path, callbacks=callbacks, gcs_client=gcs_client
     )
-    base = load_base_model(settings, gcs_client=gcs_client)
-    dimension = output_dimension(base, settings.output_dimensionality)
-    prompts = resolve_prompts(settings.task_type, base.model.prompts)
-    pairs, validation_pairs = formatted_pairs(data, prompts, batch_size=settings.batch_size)
+
+
+def run_training(
+    corpus_path: str,
+    queries_path: str,
+    train_labels_path: str,
+    output_dir: str,
+    settings: FineTuneSettings,
+    *,
+    validation_labels_path: str = "",
+    callbacks: Sequence[Any] = (),
+    gcs_client=None,
+    base_model_path: str = "",
+) -> FineTuneResult:
+    """Trains in this process: the whole run, or one rank of a launched one (rank 0 alone writes files).
+
+    Args:
+        corpus_path, queries_path, train_labels_path, output_dir, validation_labels_path, callbacks,
+            gcs_client: As `fine_tune`'s.
+        settings: The run's settings.
+        base_model_path: `settings.base_model` as the launcher resolved it (a `gs://` model copied once), or "".
+
+    Returns:
+        FineTuneResult with the model folder, metrics and metadata (written by rank 0 only).
+    """
+    # Check everything that can be checked before anything is written.
+    inputs = _checked_inputs(
+        corpus_path, queries_path, train_labels_path, validation_labels_path, settings, gcs_client, base_model_path
+    )
+    base, dimension, prompts = inputs.base, inputs.dimension, inputs.prompts
+
+    processes = distributed.world_size()
+    validation_pairs = inputs.validation_pairs
+    if processes > 1 and validation_pairs is not None and len(validation_pairs) < settings.batch_size:
+        # Each process evaluates full batches only (the loss gathers same-sized ones): none here.
+        log.warning(
+            "fine_tune: %d validation pairs, fewer than one batch of %d: no validation loss with %d processes",
+            len(validation_pairs),
+            settings.batch_size,
+            processes,
+        )
+        validation_pairs = None
 
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     dataset = training_set(
-        pairs,
+        inputs.pairs,
         validation_pairs,
-        corpus=data.corpus,
+        corpus=inputs.corpus,
         prompts=prompts,
         model=base.model,
         mine_hard_negatives=settings.mine_hard_negatives,
     )
-    loss = build_loss(base.model, settings, base.dimension, dimension)
+    loss = build_loss(base.model, settings, base.dimension, dimension, gather=processes > 1)
     precision = choose_precision(base.device)
-    args = training_arguments(settings, output, base.device, precision, validation=dataset.validation is not None)
+    args = training_arguments(
+        settings, output, base.device, precision, validation=dataset.validation is not None, processes=processes
+    )
     resume_from = last_checkpoint(output)
     trainer = build_trainer(base.model, args, loss, dataset, callbacks)
     log.info(
-        "fine_tune: %s on %d pairs, %s, %d steps of %d, lr %.2g, %s on %s%s",
+        "fine_tune: %s on %d pairs, %s, %d steps of %d%s, lr %.2g, %s on %s%s",
         settings.base_model,
         dataset.pairs,
         type(loss.ranking).__name__,
         settings.train_steps,
         settings.batch_size,
+        f" in each of {processes} processes (DistributedDataParallel)" if processes > 1 else "",
         args.learning_rate,
         precision,
         base.device,
@@ -100,7 +158,9 @@ def fine_tune(
     )
     run = train(trainer, resume_from)
 
-    save_model(base, output, dimension, keep_checkpoints=settings.keep_checkpoints)
+    writes = trainer.is_world_process_zero()
+    if writes:
+        save_model(base, output, dimension, keep_checkpoints=settings.keep_checkpoints)
     result = build_result(
         output,
         settings,
@@ -112,16 +172,86 @@ def fine_tune(
         pairs=dataset.pairs,
         precision=precision,
     )
-    write_metadata(result)
-    log.info(
-        "fine_tune: done, %d steps in %.0f s (%.1f samples/s), loss %.4f -> %.4f; model in %s",
-        run.global_step,
-        run.seconds,
-        run.samples_per_second,
-        result.metrics["train_loss_first"],
-        result.metrics["train_loss"],
-        output,
-    )
+    if writes:
+        write_metadata(result)
+        log.info(
+            "fine_tune: done, %d steps in %.0f s (%.1f samples/s), loss %.4f -> %.4f; model in %s",
+            run.global_step,
+            run.seconds,
+            run.samples_per_second,
+            result.metrics["train_loss_first"],
+            result.metrics["train_loss"],
+            output,
+        )
     del trainer
     release_device_memory(base.device)
     return result
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The checked inputs of a run: the base model, the sizes and prompts, the formatted pairs."""
+
+    base: BaseModel
+    dimension: int
+    prompts: Any
+    corpus: Any
+    pairs: Any
+    validation_pairs: Any
+
+
+def _checked_inputs(
+    corpus_path: str,
+    queries_path: str,
+    train_labels_path: str,
+    validation_labels_path: str,
+    settings: FineTuneSettings,
+    gcs_client,
+    base_model_path: str = "",
+) -> _Inputs:
+    data = read_training_data(
+        corpus_path, queries_path, train_labels_path, validation_labels_path, batch_size=settings.batch_size
+    )
+    base = load_base_model(settings, gcs_client=gcs_client, model_path=base_model_path)
+    dimension = output_dimension(base, settings.output_dimensionality)
+    prompts = resolve_prompts(settings.task_type, base.model.prompts)
+    pairs, validation_pairs = formatted_pairs(data, prompts, batch_size=settings.batch_size)
+    return _Inputs(base, dimension, prompts, data.corpus, pairs, validation_pairs)
+
+
+def _launch(
+    corpus_path: str,
+    queries_path: str,
+    train_labels_path: str,
+    output_dir: str,
+    settings: FineTuneSettings,
+    *,
+    validation_labels_path: str,
+    gcs_client,
+) -> FineTuneResult:
+    from embedpipe.models import default_device
+
+    distributed.check_processes(settings.processes, settings.device or default_device())
+    # The processes check again, but an error is clearest here, before torchrun starts anything.
+    checked = _checked_inputs(
+        corpus_path,
+        queries_path,
+        train_labels_path,
+        validation_labels_path,
+        dataclasses.replace(settings, device="cpu"),
+        gcs_client,
+    )
+    base_model_path = checked.base.path
+    del checked
+    arguments = distributed.worker_arguments(
+        corpus_path,
+        queries_path,
+        train_labels_path,
+        output_dir,
+        settings,
+        validation_labels_path=validation_labels_path,
+        base_model_path=base_model_path,
+    )
+    (Path(output_dir) / METADATA_FILE).unlink(missing_ok=True)  # what is read back must be this run's
+    distributed.run_processes(distributed.launch_command(settings.processes, arguments))
+    return read_result(output_dir)

@@ -45,7 +45,8 @@ class FineTuneSettings:
     Attributes:
         base_model: "default" (the packaged all-MiniLM-L6-v2), a local or `gs://` folder, or a hub id.
         task_type: Vertex task type; selects the prompts (see `embedpipe.prompts`).
-        batch_size: Pairs per step; the other documents of the batch are the in-batch negatives.
+        batch_size: Pairs per step (per process when `processes` > 1); the other documents of the step are the
+            in-batch negatives.
         train_steps: Optimiser steps (Vertex's name). None/0: `iterations`, else 100
             (`embedpipe.vertex.resolve_train_steps`: `train_steps` wins when both are given).
         learning_rate_multiplier: Times BASE_LEARNING_RATE (2e-5).
@@ -61,6 +62,9 @@ class FineTuneSettings:
         keep_checkpoints: Keep `checkpoints/` after a successful run (default: delete it).
         hf_token_secret: Secret Manager secret version (`projects/P/secrets/S/versions/V`) holding a Hugging
             Face token, for a gated base model; read when the model is loaded, never logged ("" = none).
+        processes: Training processes, one per GPU. 1: the calling process trains. More: `fine_tune` launches
+            that many with torchrun and trains with DistributedDataParallel, each process taking `batch_size`
+            pairs per step (see `embedpipe.fine_tune.distributed`).
         iterations: Older name of `train_steps` (init only); used when `train_steps` is not given.
 
     Raises:
@@ -83,6 +87,7 @@ class FineTuneSettings:
     device: str | None = None
     keep_checkpoints: bool = False
     hf_token_secret: str = ""
+    processes: int = 1
     iterations: InitVar[int | None] = None
 
     def __post_init__(self, iterations: int | None) -> None:
@@ -106,6 +111,8 @@ class FineTuneSettings:
             check_hf_token_secret(self.hf_token_secret)
         except ValueError as err:
             raise FineTuneError(str(err)) from None
+        if int(self.processes) < 1:
+            raise FineTuneError(f"processes must be >= 1 (one per GPU), got {self.processes}")
         output_dimensionality = int(self.output_dimensionality or 0)
         if output_dimensionality < 0:
             raise FineTuneError(f"output_dimensionality must be >= 0 (0 = the model's), got {output_dimensionality}")
@@ -114,6 +121,7 @@ class FineTuneSettings:
         object.__setattr__(self, "train_steps", int(train_steps))
         object.__setattr__(self, "output_dimensionality", output_dimensionality)
         object.__setattr__(self, "max_seq_length", int(self.max_seq_length or 0))
+        object.__setattr__(self, "processes", int(self.processes))
 
     @property
     def learning_rate(self) -> float:

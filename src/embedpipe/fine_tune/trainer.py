@@ -1,7 +1,12 @@
-"""The loss, the training arguments and the training run, with progress logs and checkpoints to resume from."""
+"""The loss, the training arguments and the training run, with progress logs and checkpoints to resume from.
+
+A checkpoint is complete once the Trainer has written its `trainer_state.json`, the last file it writes;
+a process killed while writing one leaves a folder without it, and `last_checkpoint` passes over it.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -45,13 +50,14 @@ class TrainingRun:
     """What a finished `train` reports.
 
     Attributes:
-        batch_size: Pairs per step.
+        batch_size: Pairs per step, in all processes together.
         global_step: The step count reached (including the steps of a resumed run).
         resumed_step: The step of the checkpoint resumed from (0: a fresh run).
         seconds: Wall time of this run's training.
         losses: (step, loss) of every logged step, the resumed run's included.
         mean_loss: The trainer's mean training loss.
         validation_loss: The final validation loss, or None without validation pairs.
+        processes: Processes that trained together (DistributedDataParallel when more than 1).
     """
 
     batch_size: int
@@ -61,6 +67,7 @@ class TrainingRun:
     losses: list[tuple[int, float]]
     mean_loss: float
     validation_loss: float | None = None
+    processes: int = 1
 
     @property
     def steps_run(self) -> int:
@@ -88,14 +95,38 @@ def choose_precision(device: str) -> str:
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest `checkpoint-N` folder under `<output_dir>/checkpoints`, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete `checkpoint-N` folder under `<output_dir>/checkpoints`, or None.
 
+    Complete: its `trainer_state.json` (written last) reads and says step N. A newer folder that a killed
+    process left half-written is passed over; the resumed run writes it again when it gets there.
+    """
     folder = Path(output_dir) / CHECKPOINTS_DIR
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    found = {}
+    for checkpoint in folder.glob("checkpoint-*") if folder.is_dir() else ():
+        step = checkpoint.name.rpartition("-")[2]
+        if checkpoint.is_dir() and step.isdigit():
+            found[int(step)] = checkpoint
+    complete = [step for step, checkpoint in found.items() if _complete(checkpoint, step)]
+    newest = max(complete, default=0)
+    stopped = sorted(found[step].name for step in found if step > newest)
+    if stopped:
+        log.warning("fine_tune: passing over %s, which a stopped run left incomplete", ", ".join(stopped))
+    return str(found[newest]) if complete else None
 
 
-def build_loss(model, settings: FineTuneSettings, full_dimension: int, dimension: int) -> TrainingLoss:
+def _complete(checkpoint: Path, step: int) -> bool:
+    # File names as transformers writes them (PREFIX_CHECKPOINT_DIR, TRAINER_STATE_NAME), without importing
+    # the Trainer, so that watching a running training (as the resume test does) costs nothing.
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return state.get("global_step") == step
+
+
+def build_loss(
+    model, settings: FineTuneSettings, full_dimension: int, dimension: int, *, gather: bool = False
+) -> TrainingLoss:
     """MultipleNegativesRankingLoss (cached for large batches), inside MatryoshkaLoss when `dimension` is set.
 
     Args:
@@ -103,6 +134,8 @@ def build_loss(model, settings: FineTuneSettings, full_dimension: int, dimension
         settings: The run's settings (`batch_size`, `cached_loss`).
         full_dimension: The model's embedding size.
         dimension: The size to train for, 0 for the full one; Matryoshka halves the full size down to it.
+        gather: Gather the embeddings of all processes of a distributed run, so that every pair of a step
+            is an in-batch negative of the others (as in one process given the whole step).
     """
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
@@ -111,9 +144,11 @@ def build_loss(model, settings: FineTuneSettings, full_dimension: int, dimension
     )
 
     ranking = (
-        CachedMultipleNegativesRankingLoss(model, mini_batch_size=CACHED_LOSS_MINI_BATCH_SIZE)
+        CachedMultipleNegativesRankingLoss(
+            model, mini_batch_size=CACHED_LOSS_MINI_BATCH_SIZE, gather_across_devices=gather
+        )
         if settings.use_cached_loss
-        else MultipleNegativesRankingLoss(model)
+        else MultipleNegativesRankingLoss(model, gather_across_devices=gather)
     )
     dims = [full_dimension]
     if not dimension:
@@ -124,7 +159,9 @@ def build_loss(model, settings: FineTuneSettings, full_dimension: int, dimension
     return TrainingLoss(MatryoshkaLoss(model, ranking, matryoshka_dims=dims), ranking, dims)
 
 
-def training_arguments(settings: FineTuneSettings, output: Path, device: str, precision: str, *, validation: bool):
+def training_arguments(
+    settings: FineTuneSettings, output: Path, device: str, precision: str, *, validation: bool, processes: int = 1
+):
     """SentenceTransformerTrainingArguments: AdamW with linear warm-up and decay, no duplicate texts in a
     batch, checkpoints (the last one kept) under `<output>/checkpoints`.
 
@@ -134,6 +171,8 @@ def training_arguments(settings: FineTuneSettings, output: Path, device: str, pr
         device: The model's device.
         precision: `choose_precision(device)`.
         validation: Whether there are validation pairs (then evaluated at every checkpoint).
+        processes: Processes of a distributed run (launched by torchrun; the Trainer reads the rest from
+            its environment). More than 1: full batches only, since the loss gathers same-sized ones.
     """
     from sentence_transformers.sentence_transformer.training_args import (
         BatchSamplers,
@@ -162,24 +201,33 @@ def training_arguments(settings: FineTuneSettings, output: Path, device: str, pr
         logging_steps=settings.logging_steps,
         report_to="none",
         dataloader_num_workers=0,
+        dataloader_drop_last=processes > 1,
         disable_tqdm=True,
     )
 
 
 def build_trainer(model, args, loss: TrainingLoss, data: TrainingSet, callbacks: Sequence[Any] = ()):
-    """A SentenceTransformerTrainer that logs progress (`fine_tune: step ...`) instead of printing it."""
+    """A SentenceTransformerTrainer that logs progress (`fine_tune: step ...`) instead of printing it, and
+    writes checkpoints from rank 0 only."""
     from sentence_transformers.sentence_transformer.trainer import (
         SentenceTransformerTrainer,
     )
     from transformers import PrinterCallback
 
-    trainer = SentenceTransformerTrainer(
+    class Trainer(SentenceTransformerTrainer):
+        def _save(self, output_dir=None, state_dict=None):
+            # transformers 5 calls _save in every process and leaves it to _save to check should_save;
+            # sentence-transformers' _save (6.2) does not, so every rank would write the same checkpoint files.
+            if self.args.should_save:
+                super()._save(output_dir, state_dict=state_dict)
+
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
         loss=loss.loss,
-        callbacks=[_progress_callback(args.per_device_train_batch_size), *callbacks],
+        callbacks=[_progress_callback(args.per_device_train_batch_size * args.world_size), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # our progress log says the same, once
     return trainer
@@ -201,13 +249,14 @@ def train(trainer, resume_from: str | None) -> TrainingRun:
         validation_loss = float(trainer.evaluate()["eval_loss"])
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
     return TrainingRun(
-        trainer.args.per_device_train_batch_size,
+        trainer.args.per_device_train_batch_size * trainer.args.world_size,
         trainer.state.global_step,
         resumed_step,
         seconds,
         losses,
         float(result.training_loss),
         validation_loss,
+        trainer.args.world_size,
     )
 
 
