@@ -36,6 +36,7 @@ LAYERS = [
         "embedpipe.storage",
         "embedpipe.threads",
         "embedpipe.validation",
+        "embedpipe.vertex",
     },
     # 1: the stage libraries
     {
@@ -120,6 +121,8 @@ def _layer(module: str) -> int:
     parts = module.split(".")
     for end in range(len(parts), 0, -1):
         prefix = ".".join(parts[:end])
+        if prefix == "embedpipe" and module != "embedpipe":
+            break  # the root package's layer is its own, not a default for new modules
         for index, layer in enumerate(LAYERS):
             if prefix in layer:
                 return index
