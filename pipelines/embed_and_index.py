@@ -41,6 +41,7 @@ def embed_and_index(
     dataflow_accelerator_type: str = "nvidia-l4",
     dataflow_accelerator_count: int = 1,
     dataflow_kms_key: str = "",
+    hf_token_secret: str = "",
     vector_target: str = "alloydb",
     database_uri: str = "",
     database_instance: str = "",
@@ -73,6 +74,9 @@ def embed_and_index(
         dataflow_accelerator_type: Dataflow worker GPU ("" = CPU workers).
         dataflow_accelerator_count: GPUs per Dataflow worker.
         dataflow_kms_key: Cloud KMS key of the Dataflow job (CMEK; "" = Google-managed).
+        hf_token_secret: Secret Manager secret version (`projects/P/secrets/S/versions/V`) holding a Hugging
+            Face token, for a gated model such as google/embeddinggemma-300m; read by the tasks that load the
+            model (fine-tune, evaluate, the Dataflow workers) at run time, never logged ("" = none).
         vector_target: "alloydb", "cloudsql", "postgres", "bigquery" or "vertex_vector_search".
         database_uri: Postgres URI (without password) for "postgres".
         database_instance: AlloyDB instance URI or Cloud SQL connection name.

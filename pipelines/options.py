@@ -13,6 +13,7 @@ EMBED_ARGUMENTS = {
     "chunk_overlap": "chunk_overlap",
     "output_dimensionality": "output_dimensionality",
     "embed_runner": "runner",
+    "hf_token_secret": "hf_token_secret",
     **pipeline_arguments(),
 }
 

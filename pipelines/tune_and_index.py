@@ -76,6 +76,7 @@ def tune_and_index(
     evaluation_cpu_limit: str = "8",
     evaluation_memory_limit: str = "32G",
     encryption_spec_key_name: str = "",
+    hf_token_secret: str = "",
     quality_margin: float = 0.0,
     index_with_base_model: bool = False,
     register_model: bool = True,
@@ -160,6 +161,9 @@ def tune_and_index(
             `location`) of the registered model, the endpoint and the fine-tune CustomJob ("" = Google-managed).
             The run's own tasks and artifacts take the PipelineJob's key (`embedpipe submit
             --encryption-spec-key-name`, which also fills this parameter and `dataflow_kms_key`).
+        hf_token_secret: Secret Manager secret version (`projects/P/secrets/S/versions/V`) holding a Hugging
+            Face token, for a gated model such as google/embeddinggemma-300m; read by the tasks that load the
+            model (fine-tune, evaluate, the Dataflow workers) at run time, never logged ("" = none).
         quality_margin: The tuned model must beat the base NDCG@10 by this much to be registered and used.
         index_with_base_model: When the tuned model does not pass the gate, index with the base model
             instead of stopping.
@@ -221,6 +225,7 @@ def tune_and_index(
         base_model=base_model_version_id,
         task_type=task_type,
         split="test",
+        hf_token_secret=hf_token_secret,
     ).set_display_name("evaluate-base")
     on_evaluation_machine(base_evaluation, parameters)
 
@@ -241,6 +246,7 @@ def tune_and_index(
             max_seq_length=max_seq_length,
             hard_negatives=hard_negatives,
             iterations=iterations,
+            hf_token_secret=hf_token_secret,
         )
         .set_display_name("fine-tune")
         .set_retry(**FINE_TUNE_RETRY)  # a preempted training resumes from its last checkpoint
@@ -256,6 +262,7 @@ def tune_and_index(
         task_type=task_type,
         split="test",
         margin=quality_margin,
+        hf_token_secret=hf_token_secret,
     ).set_display_name("evaluate-tuned-vs-base")
     on_evaluation_machine(comparison, parameters)
 

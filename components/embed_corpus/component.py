@@ -35,6 +35,7 @@ def embed_corpus(
     accelerator_count: int = 1,
     kms_key: str = "",
     dataflow_image: str = "",
+    hf_token_secret: str = "",
 ):
     """Embeds a corpus into Parquet vector shards with a Beam job (RunInference, our ModelHandler).
 

@@ -25,6 +25,7 @@ def evaluate(
     split: str = "test",
     margin: float = 0.0,
     batch_size: int = 32,
+    hf_token_secret: str = "",
 ) -> NamedTuple("EvaluateOutputs", tuned_is_better=bool, base_ndcg_at_10=float, tuned_ndcg_at_10=float):
     """Evaluates retrieval quality exactly as trec_eval scores it, for the base and (optionally) tuned model.
 
@@ -40,6 +41,8 @@ def evaluate(
         split: Name of the split, used in metric names (`test/base/ndcg@10`).
         margin: The tuned model passes the gate when its NDCG@10 >= base NDCG@10 + margin.
         batch_size: Texts per forward pass.
+        hf_token_secret: Secret Manager secret version (`projects/P/secrets/S/versions/V`) holding a Hugging
+            Face token, for a gated base model (google/embeddinggemma-300m); read at run time, never logged.
 
     Returns:
         metrics: `<split>/<base|tuned>/<ndcg|recall|precision>@<1,3,5,10,100>`, `mrr@10`, `map@100`,
@@ -68,6 +71,7 @@ def evaluate(
         margin=margin,
         batch_size=batch_size,
         reuse_embeddings=reuse_embeddings.path if reuse_embeddings is not None else "",
+        hf_token_secret=hf_token_secret,
         outputs=EvaluationOutputs(per_query.path, run_files.path, report.path, corpus_embeddings.path),
     )
     log_metrics(metrics, values)

@@ -27,6 +27,7 @@ def fine_tune(
     max_seq_length: int = 0,
     hard_negatives: bool = False,
     iterations: int = 0,
+    hf_token_secret: str = "",
 ):
     """Fine-tunes a sentence-transformers model on the positive (query, document) pairs of the train labels.
 
@@ -53,6 +54,8 @@ def fine_tune(
         hard_negatives: Mine one hard negative per pair from the corpus with the base model.
         iterations: The step count's name before Vertex template v1.1.3; used when `train_steps` is 0
             (`train_steps` wins when both are given: `embedpipe.vertex.resolve_train_steps`).
+        hf_token_secret: Secret Manager secret version (`projects/P/secrets/S/versions/V`) holding a Hugging
+            Face token, for a gated base model; read at run time, never logged.
 
     Returns:
         model: A sentence-transformers folder (safetensors) with `embedpipe_training.json`; metadata
@@ -77,6 +80,7 @@ def fine_tune(
         max_seq_length=max_seq_length,
         mine_hard_negatives=hard_negatives,
         iterations=iterations,
+        hf_token_secret=hf_token_secret,
         # The GPUs Vertex gave the task (accelerator_count): one process each, DistributedDataParallel when > 1.
         processes=max(1, torch.cuda.device_count()),
     )

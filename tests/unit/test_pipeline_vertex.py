@@ -198,3 +198,16 @@ def test_model_registry_versions_and_a_cpu_endpoint_by_default(compiled):
     deploy = found["model-deploy"][-1]["inputs"]
     assert root_parameter(spec, "model-deploy", "dedicated_resources_accelerator_type") == "endpoint_accelerator_type"
     assert "model" in deploy["artifacts"]  # the new model or the new version, whichever was registered
+
+
+@pytest.mark.parametrize("pipeline", [tune_and_index, tune_and_index_custom_job])
+def test_the_hf_token_secret_reaches_every_task_that_loads_a_model(compiled, pipeline):
+    spec = compiled[pipeline]
+    fine_tune = "fine-tune" if pipeline is tune_and_index else "fine-tune-custom-job"
+    for task in ("evaluate", "evaluate-2", fine_tune, "embed-corpus", "embed-corpus-2"):
+        assert root_parameter(spec, task, "hf_token_secret") == "hf_token_secret", task
+    assert spec["root"]["inputDefinitions"]["parameters"]["hf_token_secret"]["defaultValue"] == ""
+    spec = compiled[embed_and_index]
+    for name, path in tasks(spec).items():
+        if path[-1]["taskInfo"]["name"] in ("embed-corpus", "embed-changed"):
+            assert root_parameter(spec, name, "hf_token_secret") == "hf_token_secret", name
