@@ -61,3 +61,31 @@ def make_tiny_example_data(root: Path) -> Path:
     test.to_csv(root / "qrels" / "test.tsv", sep="\t", index=False)
     train.to_csv(root / "qrels" / "train.tsv", sep="\t", index=False)
     return root
+
+
+def prepare_short_scifact_mini(out: Path) -> dict[str, str]:
+    """scifact-mini prepared (Parquet corpus, queries, train labels: 132 pairs), texts cut to 40 words, in `out`.
+
+    Returns:
+        `fine_tune`'s path arguments: corpus_path, queries_path, train_labels_path.
+    """
+    import pandas as pd
+
+    from embedpipe.prepare import SPLITS, prepare_data
+
+    tables = prepare_data(
+        str(EXAMPLE_DATA / "corpus.jsonl"),
+        str(EXAMPLE_DATA / "queries.jsonl"),
+        str(EXAMPLE_DATA / "qrels" / "train.tsv"),
+        str(EXAMPLE_DATA / "qrels" / "test.tsv"),
+    )
+    labels = {split: str(out / f"{split}_labels.parquet") for split in SPLITS}
+    tables.write(str(out / "corpus.parquet"), str(out / "queries.parquet"), labels)
+    corpus = pd.read_parquet(out / "corpus.parquet")
+    corpus["text"] = corpus["text"].str.split().str[:40].str.join(" ")
+    corpus.to_parquet(out / "corpus.parquet")
+    return {
+        "corpus_path": str(out / "corpus.parquet"),
+        "queries_path": str(out / "queries.parquet"),
+        "train_labels_path": labels["train"],
+    }

@@ -24,6 +24,7 @@ from embedpipe.fine_tune import (
 from embedpipe.fine_tune.distributed import worker_arguments, worker_parser
 from embedpipe.models import ModelLoadError, packaged_model_path
 from embedpipe.prompts import resolve_prompts
+from tests.conftest import prepare_short_scifact_mini
 
 GEMMA_PROMPTS = {"query": "task: search result | query: ", "document": "title: none | text: "}
 FAST = dict(max_seq_length=48, seed=7)
@@ -32,26 +33,7 @@ FAST = dict(max_seq_length=48, seed=7)
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> dict[str, str]:
     """scifact-mini prepared once: Parquet corpus, queries and train labels (132 pairs), texts cut short."""
-    from embedpipe.prepare import SPLITS, prepare_data
-
-    data = Path(__file__).resolve().parents[2] / "examples" / "scifact-mini"
-    out = tmp_path_factory.mktemp("prepared")
-    prepared = prepare_data(
-        str(data / "corpus.jsonl"),
-        str(data / "queries.jsonl"),
-        str(data / "qrels" / "train.tsv"),
-        str(data / "qrels" / "test.tsv"),
-    )
-    paths = {split: str(out / f"{split}_labels.parquet") for split in SPLITS}
-    prepared.write(str(out / "corpus.parquet"), str(out / "queries.parquet"), paths)
-    corpus = pd.read_parquet(out / "corpus.parquet")
-    corpus["text"] = corpus["text"].str.split().str[:40].str.join(" ")
-    corpus.to_parquet(out / "corpus.parquet")
-    return {
-        "corpus_path": str(out / "corpus.parquet"),
-        "queries_path": str(out / "queries.parquet"),
-        "train_labels_path": paths["train"],
-    }
+    return prepare_short_scifact_mini(tmp_path_factory.mktemp("prepared"))
 
 
 @pytest.fixture(scope="module")

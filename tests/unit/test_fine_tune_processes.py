@@ -17,6 +17,7 @@ import pytest
 
 from embedpipe.fine_tune import CHECKPOINTS_DIR, METADATA_FILE, FineTuneSettings, fine_tune, last_checkpoint
 from embedpipe.fine_tune.distributed import worker_arguments
+from tests.conftest import prepare_short_scifact_mini
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scifact-mini"
 TINY = dict(batch_size=4, max_seq_length=24, seed=7)
@@ -27,25 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> dict[str, str]:
     """scifact-mini prepared once (132 train pairs), texts cut to 40 words."""
-    from embedpipe.prepare import SPLITS, prepare_data
-
-    out = tmp_path_factory.mktemp("prepared")
-    tables = prepare_data(
-        str(EXAMPLE / "corpus.jsonl"),
-        str(EXAMPLE / "queries.jsonl"),
-        str(EXAMPLE / "qrels" / "train.tsv"),
-        str(EXAMPLE / "qrels" / "test.tsv"),
-    )
-    labels = {split: str(out / f"{split}_labels.parquet") for split in SPLITS}
-    tables.write(str(out / "corpus.parquet"), str(out / "queries.parquet"), labels)
-    corpus = pd.read_parquet(out / "corpus.parquet")
-    corpus["text"] = corpus["text"].str.split().str[:40].str.join(" ")
-    corpus.to_parquet(out / "corpus.parquet")
-    return {
-        "corpus_path": str(out / "corpus.parquet"),
-        "queries_path": str(out / "queries.parquet"),
-        "train_labels_path": labels["train"],
-    }
+    return prepare_short_scifact_mini(tmp_path_factory.mktemp("prepared"))
 
 
 def fine_tune_command(prepared: dict[str, str], output: Path, settings: FineTuneSettings) -> list[str]:
