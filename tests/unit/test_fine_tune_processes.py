@@ -19,7 +19,6 @@ from embedpipe.fine_tune import CHECKPOINTS_DIR, METADATA_FILE, FineTuneSettings
 from embedpipe.fine_tune.distributed import worker_arguments
 from tests.conftest import prepare_short_scifact_mini
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scifact-mini"
 TINY = dict(batch_size=4, max_seq_length=24, seed=7)
 
 pytestmark = pytest.mark.slow
