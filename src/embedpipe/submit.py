@@ -18,6 +18,7 @@ on a fake of the SDK's `PipelineJob`.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -79,12 +80,22 @@ class Submission:
 
 
 def pipeline_parameters(template_path: str) -> dict[str, dict]:
-    """Returns the root input parameters a compiled pipeline declares (name -> spec)."""
+    """Returns the root input parameters a compiled pipeline declares (name -> spec).
+
+    The YAML is parsed once per file version (a compiled pipeline takes about half a second to parse, and one
+    submission asks several times); a recompiled file is read again.
+    """
+    path = Path(template_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{template_path}: no such compiled pipeline; run `python compile.py` first")
+    return dict(_declared_parameters(str(path.resolve()), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _declared_parameters(path: str, mtime_ns: int) -> dict[str, dict]:
     import yaml
 
-    if not Path(template_path).is_file():
-        raise FileNotFoundError(f"{template_path}: no such compiled pipeline; run `python compile.py` first")
-    spec = yaml.safe_load(Path(template_path).read_text(encoding="utf-8"))
+    spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     return spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
 
 
