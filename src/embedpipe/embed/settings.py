@@ -20,7 +20,7 @@ import argparse
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -63,10 +63,6 @@ def from_mapping(settings: type[T], values: Mapping[str, Any] | argparse.Namespa
 
 def _names(settings: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(settings))
-
-
-def _defaults(settings: type) -> dict[str, Any]:
-    return {f.name: f.default for f in fields(settings) if f.default is not MISSING}
 
 
 @dataclass(frozen=True)
