@@ -26,11 +26,11 @@ Pub/Sub cannot be reached from where this was developed: the tests replace `Read
 Example:
     >>> config = prepare_stream_config(subscription="projects/my-project/subscriptions/docs",  # doctest: +SKIP
     ...                                database_uri="postgresql://localhost/db", table="docs")
+    >>> from embedpipe.embed.settings import DataflowSettings
     >>> dataflow = DataflowSettings(project="my-project", location="us-central1", temp_location="gs://b/tmp")
     >>> run_stream(config, dataflow.beam_args(kind="embed-stream", streaming=True))  # doctest: +SKIP
 """
 
-from embedpipe.embed.settings import DataflowSettings  # noqa: F401 - for the example above
 from embedpipe.embed.streaming.cli import config_and_args_from_argv, main
 from embedpipe.embed.streaming.config import StreamConfig, check_source, prepare_stream_config, prepare_vector_table
 from embedpipe.embed.streaming.messages import parse_message
