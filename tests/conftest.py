@@ -10,6 +10,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The fuzz tier (tests/fuzz, marker `fuzz`): the same number of Hypothesis cases in every run, no example
+# database written into the work tree, no per-example deadline (a shared 2-core machine is noisy); the closing
+# note of an issue quotes the counts that `pytest tests/fuzz --hypothesis-show-statistics` prints.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "embedpipe",
+        max_examples=int(os.environ.get("EMBEDPIPE_FUZZ_EXAMPLES", "200")),
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile("embedpipe")
+except ImportError:  # the dev extra installs it; the tier's tests import it themselves and fail loudly
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_DATA = REPO / "examples" / "scifact-mini"
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
