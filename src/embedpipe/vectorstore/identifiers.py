@@ -6,6 +6,7 @@ instead of being quoted into a strange but valid table name.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from psycopg import sql
@@ -50,3 +51,15 @@ def derived_name(table: str, suffix: str) -> str:
     """A related object's name (index, staging table): `<table>_<suffix>`, kept within 63 characters."""
     _, base = split_table_name(table)
     return check_identifier(f"{base[: 63 - len(suffix) - 1]}_{suffix}", "derived name")
+
+
+def unique_derived_name(table: str, suffix: str) -> str:
+    """Like `derived_name`, but two tables never share a name: when `<table>_<suffix>` would be cut to fit
+    63 bytes, the cut name carries 8 hex digits of a hash of the full table name (Postgres would otherwise
+    truncate two long names that share a prefix to the same one)."""
+    schema, base = split_table_name(table)
+    name = f"{base}_{suffix}"
+    if len(name) <= 63:
+        return check_identifier(name, "derived name")
+    digest = hashlib.blake2b(f"{schema or ''}.{base}".encode(), digest_size=4).hexdigest()
+    return check_identifier(f"{base[: 63 - len(suffix) - len(digest) - 2]}_{digest}_{suffix}", "derived name")

@@ -1,21 +1,25 @@
 """Writing vectors into PostgreSQL + pgvector: the table Beam's AlloyDB writer uses, loaded fast and safely.
 
-Table: `id TEXT PRIMARY KEY, embedding VECTOR(n)` (`HALFVEC(n)` above 2,000 dimensions, the most an
-HNSW index takes for `vector`), `content TEXT, metadata JSONB`.
+One upload is one transaction, retried whole when a re-run can cure the failure (a dropped connection,
+a deadlock, a serialization failure: `transactions.run_transaction`), so the table holds either all of
+an upload or none of it:
 
-One upload is one transaction, retried whole on a new connection when the connection drops, so the
-table holds either all of an upload or none of it:
+1. rows are checked before connecting (`rows.validate_batch`: ids, NaN/inf and zero vectors, text
+   PostgreSQL refuses, JSON);
+2. a missing extension, schema or table is created under an exclusive advisory lock per object, so
+   concurrent first uploads do not race in the catalog; an existing table's dimension is checked;
+3. a new table is loaded with binary COPY directly; an existing one (under the table's shared advisory
+   lock) through a temporary staging table (COPY) and one `INSERT ... ON CONFLICT (id) DO UPDATE` that
+   skips unchanged rows and takes row locks in id order, so concurrent upserts do not deadlock;
+4. an upsert that adds or changes a large part of the table (`IndexSettings.rebuild_fraction`) drops
+   the vector index and builds it again in the transaction instead of inserting row by row into it;
+5. a missing HNSW (or IVFFlat) index is built, found in the catalog by column and access method
+   (`schema`), with `maintenance_work_mem` raised for this transaction only.
 
-1. rows are checked (ids, NaN/inf, dimension, JSON) before connecting;
-2. the extension and table are created if missing, an existing table's dimension is checked;
-3. a new table is loaded with binary COPY directly; an existing one through a temporary staging table
-   (COPY) and one `INSERT ... ON CONFLICT (id) DO UPDATE` that skips unchanged rows;
-4. an HNSW (or IVFFlat) index with cosine / inner-product / L2 ops is built if missing, with
-   `maintenance_work_mem` raised for this transaction only (the build is where the time goes).
-
-Deletes are one transaction too: rows by id (`delete`), or documents with their chunk rows
-(`delete_documents`, what the streaming job applies). Every statement that changes a pgvector table is
-here (reads are in `search`), so the jobs that write run no SQL of their own.
+A database error caused by a row's values is reported with that row's id (`db_errors`), never as a
+driver traceback. Deletes are one transaction too: rows by id (`delete`), or documents with their chunk
+rows (`delete_documents`, what the streaming job applies). Every statement that changes a pgvector
+table is here or in `schema` (reads are in `search`), so the jobs that write run no SQL of their own.
 
 Example:
     >>> from embedpipe.vectorstore import PgVectorWriter, read_parquet_vectors   # doctest: +SKIP
@@ -27,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,56 +38,23 @@ from typing import Any
 
 from psycopg import sql
 
-from embedpipe.validation import DataValidationError, Problem
+from embedpipe.vectorstore import schema
+from embedpipe.vectorstore.db_errors import (
+    batch_error,
+    copy_line,
+    is_database_error,
+    is_row_error,
+    row_error,
+)
 from embedpipe.vectorstore.identifiers import derived_name, split_table_name, table_identifier
 from embedpipe.vectorstore.rows import VectorBatch, validate_batch
-from embedpipe.vectorstore.sessions import Session, is_connection_lost
+from embedpipe.vectorstore.schema import METRICS, IndexSettings, parse_column_type
+from embedpipe.vectorstore.sessions import Session
+from embedpipe.vectorstore.transactions import advisory_lock, lock_key, run_transaction, table_lock_key
+
+__all__ = ["METRICS", "IndexSettings", "PgVectorWriter", "WriteResult", "parse_column_type"]
 
 log = logging.getLogger(__name__)
-
-#: Above this many dimensions the column is HALFVEC (pgvector indexes `vector` up to 2,000 dimensions).
-HALFVEC_ABOVE = 2000
-INDEX_KINDS = ("hnsw", "ivfflat", "none")
-#: metric -> (operator used by search, operator class suffix)
-METRICS = {"cosine": ("<=>", "cosine_ops"), "ip": ("<#>", "ip_ops"), "l2": ("<->", "l2_ops")}
-_MEMORY = re.compile(r"^\d+\s*(kB|MB|GB)$")
-_COLUMN_TYPE = re.compile(r"^(vector|halfvec)\((\d+)\)$")
-
-
-@dataclass
-class IndexSettings:
-    """The vector index built after loading (if the table does not have one yet).
-
-    Attributes:
-        kind: "hnsw" (default), "ivfflat" or "none".
-        metric: "cosine" (default; embedpipe's vectors are normalized), "ip" or "l2".
-        m: HNSW links per node.
-        ef_construction: HNSW build-time candidate list size.
-        lists: IVFFlat lists (0 = rows/1000, or sqrt(rows) above a million, as pgvector advises).
-        maintenance_work_mem: Memory for the build, set for this transaction only. An HNSW graph that
-            does not fit is built much more slowly (the server's default is 64MB).
-        parallel_workers: `max_parallel_maintenance_workers` for the build (None = the server's).
-    """
-
-    kind: str = "hnsw"
-    metric: str = "cosine"
-    m: int = 16
-    ef_construction: int = 64
-    lists: int = 0
-    maintenance_work_mem: str = "1GB"
-    parallel_workers: int | None = None
-
-    def check(self) -> IndexSettings:
-        if self.kind not in INDEX_KINDS:
-            raise ValueError(f"index kind {self.kind!r} is not one of {INDEX_KINDS}")
-        if self.metric not in METRICS:
-            raise ValueError(f"index metric {self.metric!r} is not one of {tuple(METRICS)}")
-        if not _MEMORY.match(self.maintenance_work_mem or ""):
-            raise ValueError(f"maintenance_work_mem {self.maintenance_work_mem!r} must look like 512MB or 2GB")
-        for name in ("m", "ef_construction", "lists"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"index {name} must be a non-negative integer")
-        return self
 
 
 @dataclass
@@ -117,20 +87,6 @@ class WriteResult:
         }
 
 
-def column_type(dimension: int) -> str:
-    """`vector(n)`, or `halfvec(n)` above HALFVEC_ABOVE dimensions."""
-    return f"{'halfvec' if dimension > HALFVEC_ABOVE else 'vector'}({int(dimension)})"
-
-
-def parse_column_type(text: str) -> tuple[str, int]:
-    match = _COLUMN_TYPE.match(text or "")
-    if not match:
-        raise DataValidationError(
-            [Problem("database", None, "embedding", f"column type {text!r} is not vector(n) or halfvec(n)")]
-        )
-    return match.group(1), int(match.group(2))
-
-
 def _as_connect(connect) -> Callable[[], Any]:
     if callable(connect):
         return connect
@@ -144,12 +100,14 @@ def _as_connect(connect) -> Callable[[], Any]:
 class PgVectorWriter:
     """Writes VectorBatches into one pgvector table; deletes rows by id, or whole documents with their chunks.
 
+    Several writers (threads, processes, machines) may write one table at once, a new one included.
+
     Args:
         connect: A Postgres URI, a `ConnectionSettings`, or a function returning a new connection
             (psycopg or pg8000); called again for each retry.
         table: `table` or `schema.table`; validated (a name like `x; DROP TABLE y` is refused).
         index: The index to build if missing (IndexSettings(kind="none") for none).
-        retries: New connections tried after a dropped one (the whole transaction is re-run).
+        retries: Re-runs of a transaction after a dropped connection, a deadlock or a serialization failure.
         backoff: Seconds before the first retry; doubled each time.
         sleep: Waits between retries (tests pass a fake).
     """
@@ -173,196 +131,209 @@ class PgVectorWriter:
         self.backoff = backoff
         self.sleep = sleep
 
-    # -- transactions -------------------------------------------------------------------------
     def run_transaction(self, work: Callable[[Session], Any]) -> tuple[Any, int]:
-        """Runs `work(session)` in one transaction; on a dropped connection, again on a new one.
-
-        Returns:
-            (work's result, attempts).
-        """
-        attempt = 0
-        while True:
-            attempt += 1
-            session = None
-            try:
-                session = Session(self.connect())
-                result = work(session)
-                session.commit()
-                return result, attempt
-            except Exception as err:
-                if session is not None:
-                    session.rollback()
-                if attempt > self.retries or not is_connection_lost(err):
-                    raise
-                delay = self.backoff * 2 ** (attempt - 1)
-                log.warning(
-                    "connection lost (%s); retrying the whole transaction in %.1f s (attempt %d of %d)",
-                    type(err).__name__,
-                    delay,
-                    attempt + 1,
-                    self.retries + 1,
-                )
-                self.sleep(delay)
-            finally:
-                if session is not None:
-                    session.close()
+        """Runs `work(session)` in one transaction, re-run when that can cure a failure. Returns (result, attempts)."""
+        return run_transaction(self.connect, work, retries=self.retries, backoff=self.backoff, sleep=self.sleep)
 
     # -- schema -----------------------------------------------------------------------------
-    def _regclass_text(self, session: Session) -> str:
-        return session.render(self.ident)
-
     def existing_column_type(self, session: Session) -> str | None:
         """`vector(384)` / `halfvec(3072)` of the table's embedding column, or None if there is no table."""
-        rows = session.execute(
-            "SELECT c.oid IS NOT NULL, (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-            "WHERE a.attrelid = c.oid AND a.attname = 'embedding' AND NOT a.attisdropped) "
-            "FROM (SELECT to_regclass(%s)::oid AS oid) c",
-            (self._regclass_text(session),),
-        )
-        exists, kind = rows[0]
-        if exists and kind is None:
-            raise DataValidationError(
-                [Problem(self.table, None, "embedding", "the table exists but has no embedding column")]
-            )
-        return kind
+        return schema.existing_column_type(session, self.table)
 
     def ensure_extension(self, session: Session) -> None:
-        if not session.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'"):
-            session.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        session.register_vector()
+        if not schema.has_extension(session):
+            advisory_lock(session, lock_key("extension", "vector"))
+            schema.create_extension(session)
 
-    def ensure_table(self, session: Session, dimension: int) -> tuple[str, bool]:
-        """Creates the table if missing; checks an existing one's dimension. Returns (column type, created)."""
+    def lock_for_write(self, session: Session, dimension: int) -> tuple[str, bool]:
+        """Takes the table's advisory lock (exclusive to create it, shared to upsert into it), creating the
+        table if missing; checks an existing one's dimension. Returns (column type, created)."""
         self.ensure_extension(session)
+        key = table_lock_key(session, self.table)
         existing = self.existing_column_type(session)
         if existing is None:
-            if dimension <= 0:
-                raise DataValidationError(
-                    [Problem(self.table, None, "embedding", "no rows to infer the dimension from")]
-                )
-            kind = column_type(dimension)
-            schema, _ = split_table_name(self.table)
-            if schema:
-                session.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            session.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY, embedding {} , content TEXT, metadata JSONB)"
-                ).format(self.ident, sql.SQL(kind))
-            )
-            return kind, True
-        _, existing_dim = parse_column_type(existing)
-        if dimension and existing_dim != dimension:
-            raise DataValidationError(
-                [
-                    Problem(
-                        self.table,
-                        None,
-                        "embedding",
-                        f"the table holds {existing_dim}-dimensional vectors; these have {dimension} "
-                        "(a different model? write to another table)",
-                    )
-                ]
-            )
+            advisory_lock(session, key)
+            existing = self.existing_column_type(session)  # another writer may have created it meanwhile
+            if existing is None:
+                schema_name, _ = split_table_name(self.table)
+                if schema_name:
+                    advisory_lock(session, lock_key("schema", schema_name))
+                return schema.create_table(session, self.table, dimension), True
+        else:
+            advisory_lock(session, key, shared=True)
+        schema.check_dimension(self.table, existing, dimension)
         return existing, False
 
     def index_name(self) -> str:
-        return derived_name(self.table, f"embedding_{self.index.kind}")
+        return schema.index_name(self.table, self.index)
 
-    def ensure_index(self, session: Session, kind: str, rows: int) -> str:
-        """Builds the configured index if the table has none of that name; returns its name or ""."""
-        settings = self.index
-        if settings.kind == "none":
+    def ensure_index(self, session: Session, kind: str, rows: int, *, locked: bool = True) -> str:
+        """Builds the configured index if the table has none of that access method on `embedding`.
+
+        Args:
+            locked: Whether the session holds the table's exclusive advisory lock already; if not it is
+                taken (only when the index is missing) and the catalog looked at again.
+
+        Returns:
+            The new index's name, or "".
+        """
+        if self.index.kind == "none" or schema.vector_indexes(session, self.table, (self.index.kind,)):
             return ""
-        name = self.index_name()
-        schema, _ = split_table_name(self.table)
-        qualified = sql.Identifier(schema, name) if schema else sql.Identifier(name)
-        if session.execute("SELECT to_regclass(%s) IS NOT NULL", (session.render(qualified),))[0][0]:
-            return ""
-        session.execute(
-            sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(settings.maintenance_work_mem))
-        )
-        if settings.parallel_workers is not None:
-            session.execute(
-                sql.SQL("SET LOCAL max_parallel_maintenance_workers = {}").format(
-                    sql.Literal(int(settings.parallel_workers))
-                )
-            )
-        ops = sql.SQL(f"{kind.split('(')[0]}_{METRICS[settings.metric][1]}")
-        if settings.kind == "hnsw":
-            options = sql.SQL("m = {}, ef_construction = {}").format(
-                sql.Literal(settings.m), sql.Literal(settings.ef_construction)
-            )
-        else:
-            lists = settings.lists or (max(1, rows // 1000) if rows <= 1_000_000 else int(rows**0.5))
-            options = sql.SQL("lists = {}").format(sql.Literal(lists))
-        session.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING {} (embedding {}) WITH ({})").format(
-                sql.Identifier(name), self.ident, sql.SQL(settings.kind), ops, options
-            )
-        )
-        return name
+        if not locked:
+            advisory_lock(session, table_lock_key(session, self.table))
+        return schema.build_index(session, self.table, self.index, kind, rows)
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, batch: VectorBatch) -> WriteResult:
         """Upserts every row of `batch` (one row per id, latest values) in one transaction.
 
         Raises:
-            DataValidationError: bad ids/vectors/metadata, or a dimension the table does not have;
-                nothing is written.
+            DataValidationError: bad ids/vectors/metadata, a dimension the table does not have, or a row
+                the database refused (named by its id); nothing is written.
+            VectorStoreError: the database refused the write for another reason; nothing is written.
         """
         validate_batch(batch)
         started = time.monotonic()
 
         def work(session: Session) -> WriteResult:
-            kind, created = self.ensure_table(session, batch.dimension)
+            kind, created = self.lock_for_write(session, batch.dimension)
             result = WriteResult(self.table, len(batch), created_table=created)
-            if len(batch):
-                rows = _copy_rows(batch)
-                if created:  # nothing to conflict with (ids are unique): straight into the table
-                    session.copy_rows(self.ident, rows, kind.split("(")[0])
-                    result.inserted = len(batch)
-                else:
-                    result.inserted, result.updated = self._upsert_through_staging(session, rows, kind)
-                    result.unchanged = len(batch) - result.inserted - result.updated
-            result.index_built = self.ensure_index(session, kind, len(batch))
+            if len(batch) and created:  # nothing to conflict with (ids are unique): straight into the table
+                session.copy_rows(self.ident, _copy_rows(batch), kind.split("(")[0])
+                result.inserted = len(batch)
+            elif len(batch):
+                self._load_staging(session, batch, kind)
+                rebuild = self._indexes_to_rebuild(session, len(batch))
+                schema.drop_indexes(session, rebuild)
+                result.inserted, result.updated = self._upsert_from_staging(session)
+                result.unchanged = len(batch) - result.inserted - result.updated
+                result.index_built = schema.recreate_indexes(session, rebuild, self.index)
+            built = self.ensure_index(session, kind, len(batch), locked=created)
+            result.index_built = ", ".join(name for name in (result.index_built, built) if name)
             return result
 
-        result, attempts = self.run_transaction(work)
+        try:
+            result, attempts = self.run_transaction(work)
+        except Exception as err:
+            if not is_database_error(err):
+                raise
+            raise self._explain(err, batch) from None
         result.attempts = attempts
         result.seconds = time.monotonic() - started
         log.info(
-            "wrote %d rows to %s in %.2f s (%d inserted, %d updated, %d unchanged)",
+            "wrote %d rows to %s in %.2f s (%d inserted, %d updated, %d unchanged%s)",
             result.rows,
             self.table,
             result.seconds,
             result.inserted,
             result.updated,
             result.unchanged,
+            f"; index {result.index_built} built" if result.index_built else "",
         )
         return result
 
-    def _upsert_through_staging(self, session: Session, rows: Iterable[tuple], kind: str) -> tuple[int, int]:
-        staging = sql.Identifier(derived_name(self.table, "staging"))
+    def _staging(self) -> sql.Identifier:
+        return sql.Identifier(derived_name(self.table, "staging"))
+
+    def _load_staging(self, session: Session, batch: VectorBatch, kind: str) -> None:
+        staging = self._staging()
         session.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {} (id TEXT, embedding {}, content TEXT, metadata JSONB) ON COMMIT DROP"
             ).format(staging, sql.SQL(kind))
         )
-        session.copy_rows(staging, rows, kind.split("(")[0])
+        session.copy_rows(staging, _copy_rows(batch), kind.split("(")[0])
+
+    def _indexes_to_rebuild(self, session: Session, rows: int) -> list[tuple]:
+        """The vector indexes to drop and build again: when this upsert adds or changes so many rows that
+        inserting them one by one into the index would take longer than a bulk build."""
+        fraction = self.index.rebuild_fraction
+        if not fraction or rows < schema.REBUILD_MIN_ROWS:
+            return []
+        table_rows = schema.estimated_rows(session, self.table)
+        if rows < fraction * table_rows:
+            return []
+        changed = session.execute(
+            sql.SQL(
+                "SELECT count(*) FROM {staging} s LEFT JOIN {target} t ON t.id = s.id WHERE t.id IS NULL"
+                " OR (t.embedding, t.content, t.metadata) IS DISTINCT FROM (s.embedding, s.content, s.metadata)"
+            ).format(staging=self._staging(), target=self.ident)
+        )[0][0]
+        if changed < max(schema.REBUILD_MIN_ROWS, fraction * (table_rows + changed)):
+            return []
+        indexes = schema.vector_indexes(session, self.table)
+        if indexes:  # exclusive: no other writer meets the table without its index
+            advisory_lock(session, table_lock_key(session, self.table))
+            indexes = schema.vector_indexes(session, self.table)
+            log.info(
+                "%d of %d rows added or changed in %s: rebuilding %s instead of inserting into it",
+                changed,
+                table_rows,
+                self.table,
+                ", ".join(name for _, name, _ in indexes),
+            )
+        return indexes
+
+    def _upsert_from_staging(self, session: Session) -> tuple[int, int]:
         counts = session.execute(
             sql.SQL(
                 "WITH written AS ("
                 " INSERT INTO {target} AS t (id, embedding, content, metadata)"
-                " SELECT id, embedding, content, metadata FROM {staging}"
+                # id order: concurrent upserts take their row locks in the same order (no deadlock)
+                " SELECT id, embedding, content, metadata FROM {staging} ORDER BY id"
                 " ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, content = EXCLUDED.content,"
                 " metadata = EXCLUDED.metadata"
                 # unchanged rows are left alone: a re-run rewrites (and re-indexes) nothing
                 " WHERE (t.embedding, t.content, t.metadata) IS DISTINCT FROM (EXCLUDED.embedding, EXCLUDED.content, EXCLUDED.metadata)"
                 " RETURNING (xmax = 0) AS inserted)"
                 " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
-            ).format(target=self.ident, staging=staging)
+            ).format(target=self.ident, staging=self._staging())
         )
         return int(counts[0][0]), int(counts[0][1])
+
+    def _explain(self, err: BaseException, batch: VectorBatch) -> Exception:
+        """The database error as a message naming the row (found by loading into an empty copy of the table)."""
+        log.debug("write to %s failed", self.table, exc_info=err)
+        if not is_row_error(err):
+            return batch_error(self.table, len(batch), err)
+        line, column = copy_line(err)
+        if line is None or not 1 <= line <= len(batch):
+            found = self._find_failing_row(batch)
+            if found is None:
+                return batch_error(self.table, len(batch), err)
+            line, column, err = found
+        row = line - 1
+        return row_error(self.table, batch.source, row, batch.ids[row], column, err)
+
+    def _find_failing_row(self, batch: VectorBatch) -> tuple[int, str | None, BaseException] | None:
+        """COPYs the rows into an empty temporary copy of the table (its column types, defaults and check
+        constraints); COPY then names the line it failed on. Nothing is kept."""
+
+        def probe(session: Session) -> tuple[int, str | None, BaseException] | None:
+            kind = self.existing_column_type(session) or schema.column_type(batch.dimension)
+            session.execute(
+                sql.SQL("CREATE TEMP TABLE embedpipe_probe (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+                    self.ident
+                )
+            )
+            try:
+                session.copy_rows(sql.Identifier("embedpipe_probe"), _copy_rows(batch), kind.split("(")[0])
+            except Exception as err:  # noqa: BLE001 - the error we are looking for
+                line, column = copy_line(err)
+                return (line, column, err) if line is not None and 1 <= line <= len(batch) else None
+            return None
+
+        session = None
+        try:
+            session = Session(self.connect())
+            return probe(session)
+        except Exception:  # noqa: BLE001 - the diagnosis is best effort; the original error is reported
+            log.debug("could not find the failing row", exc_info=True)
+            return None
+        finally:
+            if session is not None:
+                session.rollback()
+                session.close()
 
     def delete(self, ids: Sequence[str]) -> int:
         """Deletes the rows with these ids (one transaction); returns how many were deleted."""
@@ -376,8 +347,10 @@ class PgVectorWriter:
             return int(
                 session.execute(
                     sql.SQL(
-                        "WITH gone AS (DELETE FROM {} WHERE id = ANY(%s) RETURNING 1) SELECT count(*) FROM gone"
-                    ).format(self.ident),
+                        # rows locked in id order, as upserts lock them: the two do not deadlock
+                        "WITH gone AS (DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE id = ANY(%s)"
+                        " ORDER BY id FOR UPDATE) RETURNING 1) SELECT count(*) FROM gone"
+                    ).format(t=self.ident),
                     (ids,),
                 )[0][0]
             )
@@ -402,10 +375,10 @@ class PgVectorWriter:
             if self.existing_column_type(session) is None:
                 return 0
             query = sql.SQL(
-                "WITH gone AS (DELETE FROM {} WHERE (id = ANY(%s::text[]) OR (metadata->>'document_id' = ANY(%s::text[])"
-                " AND starts_with(id, (metadata->>'document_id') || %s))) AND NOT (id = ANY(%s::text[])) RETURNING 1)"
-                " SELECT count(*) FROM gone"
-            ).format(self.ident)
+                "WITH gone AS (DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE (id = ANY(%s::text[])"
+                " OR (metadata->>'document_id' = ANY(%s::text[]) AND starts_with(id, (metadata->>'document_id') || %s)))"
+                " AND NOT (id = ANY(%s::text[])) ORDER BY id FOR UPDATE) RETURNING 1) SELECT count(*) FROM gone"
+            ).format(t=self.ident)
             ids = [str(i) for i in doc_ids]
             return int(session.execute(query, (ids, ids, chunk_separator, [str(i) for i in keep_ids]))[0][0])
 

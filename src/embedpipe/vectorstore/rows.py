@@ -207,10 +207,65 @@ def write_parquet_vectors(batch: VectorBatch, path: str | Path) -> Path:
     return path
 
 
-def validate_batch(batch: VectorBatch, *, dimension: int | None = None, max_problems: int = 20) -> None:
-    """Raises DataValidationError listing the bad rows (empty/duplicate id, NaN/inf, wrong dimension, bad JSON).
+#: The longest id the primary key's btree index takes (Postgres refuses index entries over 2,704 bytes).
+MAX_ID_BYTES = 2700
 
-    Nothing is written when this fails: writers call it first. Rows are numbered from 0 in the upload.
+
+def text_problem(value: str) -> str | None:
+    """Why PostgreSQL would refuse this text (a NUL character, or not encodable as UTF-8), or None."""
+    if "\x00" in value:
+        return "contains a NUL character (\\x00), which PostgreSQL text cannot hold"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"is not valid Unicode ({err.reason} at character {err.start})"
+    return None
+
+
+def _json_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON (PostgreSQL's jsonb refuses it)")
+
+
+def _json_problem(value) -> str | None:
+    """What jsonb would refuse inside parsed JSON: NUL characters or unpaired surrogates in strings."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if (problem := text_problem(key)) is not None:
+                    return f"key {key!r} {problem}"
+                stack.append(inner)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and (problem := text_problem(item)) is not None:
+            return f"value {item[:40]!r} {problem}"
+    return None
+
+
+def _vector_problems(embeddings: np.ndarray) -> dict[int, str]:
+    """Rows whose vector PostgreSQL would store but cannot score: NaN/inf values, or a zero or overflowing norm.
+
+    pgvector sums squares in float32, so a vector of tiny values has norm 0 there (cosine distance NaN),
+    and one of huge values an infinite norm; both are refused like an all-zero vector.
+    """
+    finite = np.isfinite(embeddings).all(axis=1)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        squares = np.einsum("ij,ij->i", embeddings, embeddings, dtype=np.float32)
+    problems = {int(row): "contains NaN or inf" for row in np.nonzero(~finite)[0]}
+    for row in np.nonzero(finite & (squares == 0))[0].tolist():
+        problems[row] = "is a zero vector (every value 0 or too small): it has no direction to search by"
+    for row in np.nonzero(finite & ~np.isfinite(squares))[0].tolist():
+        problems[row] = "has values too large for float32 arithmetic (its length overflows)"
+    return dict(sorted(problems.items()))
+
+
+def validate_batch(batch: VectorBatch, *, dimension: int | None = None, max_problems: int = 20) -> None:
+    """Raises DataValidationError listing the bad rows, each with its id; nothing is written when this fails.
+
+    Refused: an empty, duplicate or too long id; NaN/inf, zero or overflowing vectors; a wrong dimension;
+    text with NUL characters or invalid Unicode; metadata that is not a JSON object PostgreSQL's jsonb
+    takes (NaN, NUL, unpaired surrogates). Rows are numbered from 0 in the upload.
     """
     problems = ProblemCollector(max_problems)
     source = batch.source
@@ -222,6 +277,12 @@ def validate_batch(batch: VectorBatch, *, dimension: int | None = None, max_prob
     for row, ident in enumerate(batch.ids):
         if ident is None or not str(ident).strip():
             problems.add(source, None, "id", f"row {row}: id is empty")
+        elif (problem := text_problem(ident)) is not None:
+            problems.add(source, None, "id", f"row {row} (id {ident!r}): id {problem}")
+        elif len(ident.encode("utf-8")) > MAX_ID_BYTES:
+            problems.add(
+                source, None, "id", f"row {row} (id {ident[:40]!r}...): id is longer than {MAX_ID_BYTES} bytes"
+            )
         elif ident in seen:
             problems.add(
                 source, None, "id", f"row {row}: id {ident!r} is a duplicate of row {seen[ident]} (one row per id)"
@@ -229,16 +290,21 @@ def validate_batch(batch: VectorBatch, *, dimension: int | None = None, max_prob
         else:
             seen[ident] = row
     if len(batch):
-        finite = np.isfinite(batch.embeddings).all(axis=1)
-        for row in np.nonzero(~finite)[0].tolist():
-            problems.add(source, None, "embedding", f"row {row} (id {batch.ids[row]!r}): contains NaN or inf")
+        for row, problem in _vector_problems(batch.embeddings).items():
+            problems.add(source, None, "embedding", f"row {row} (id {batch.ids[row]!r}): {problem}")
+    for row, content in enumerate(batch.contents):
+        if content is not None and (problem := text_problem(content)) is not None:
+            problems.add(source, None, "content", f"row {row} (id {batch.ids[row]!r}): {problem}")
     for row, meta in enumerate(batch.metadata):
         if meta is None or meta == "":
             continue
         try:
-            value = json.loads(meta)
+            value = json.loads(meta, parse_constant=_json_constant)
         except json.JSONDecodeError as err:
             problems.add(source, None, "metadata", f"row {row} (id {batch.ids[row]!r}): not JSON ({err.msg})")
+            continue
+        except ValueError as err:
+            problems.add(source, None, "metadata", f"row {row} (id {batch.ids[row]!r}): {err}")
             continue
         if not isinstance(value, dict):
             problems.add(
@@ -247,6 +313,8 @@ def validate_batch(batch: VectorBatch, *, dimension: int | None = None, max_prob
                 "metadata",
                 f"row {row} (id {batch.ids[row]!r}): must be a JSON object, got {type(value).__name__}",
             )
+        elif (problem := text_problem(meta) or _json_problem(value)) is not None:
+            problems.add(source, None, "metadata", f"row {row} (id {batch.ids[row]!r}): {problem}")
     problems.raise_if_any()
 
 

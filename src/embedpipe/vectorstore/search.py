@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 
-from embedpipe.vectorstore.postgres import METRICS, PgVectorWriter, parse_column_type
+from embedpipe.vectorstore.postgres import PgVectorWriter
+from embedpipe.vectorstore.schema import METRICS, parse_column_type
 
 
 @dataclass
