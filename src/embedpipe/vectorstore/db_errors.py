@@ -16,6 +16,8 @@ from embedpipe.validation import DataValidationError, Problem
 _COPY_LINE = re.compile(r"COPY \S+, line (\d+)(?:, column (\w+))?")
 #: SQLSTATE classes of errors caused by one row's values: data exception, integrity, program limit.
 ROW_ERROR_CLASSES = ("22", "23", "54")
+#: The temporary empty copy of the table the writer loads into to find a failing row.
+PROBE_TABLE = "embedpipe_probe"
 
 
 class VectorStoreError(ValueError):
@@ -67,16 +69,15 @@ def _said(err: BaseException) -> str:
     fields = error_fields(err)
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     message = (fields["message"] or first_line).strip()
-    if fields["detail"]:
+    if fields["detail"] and not fields["detail"].startswith("Failing row contains"):  # the row's values: long
         message += f" ({fields['detail'].strip()})"
     return f"the database refused it: {message} [SQLSTATE {fields['sqlstate'] or '?'}]"
 
 
 def row_error(table: str, source: str, row: int, ident: str, column: str | None, err: BaseException):
     """A DataValidationError naming the row's id (and column) for a database error caused by that row."""
-    return DataValidationError(
-        [Problem(source, None, column, f"row {row} (id {ident!r}), table {table}: {_said(err)}")]
-    )
+    said = _said(err).replace(f'"{PROBE_TABLE}"', f'"{table}"')
+    return DataValidationError([Problem(source, None, column, f"row {row} (id {ident!r}), table {table}: {said}")])
 
 
 def batch_error(table: str, rows: int, err: BaseException) -> VectorStoreError:

@@ -40,6 +40,7 @@ from psycopg import sql
 
 from embedpipe.vectorstore import schema
 from embedpipe.vectorstore.db_errors import (
+    PROBE_TABLE,
     batch_error,
     copy_line,
     is_database_error,
@@ -259,7 +260,7 @@ class PgVectorWriter:
                 " OR (t.embedding, t.content, t.metadata) IS DISTINCT FROM (s.embedding, s.content, s.metadata)"
             ).format(staging=self._staging(), target=self.ident)
         )[0][0]
-        if changed < max(schema.REBUILD_MIN_ROWS, fraction * (table_rows + changed)):
+        if changed < max(schema.REBUILD_MIN_ROWS, fraction * table_rows):
             return []
         indexes = schema.vector_indexes(session, self.table)
         if indexes:  # exclusive: no other writer meets the table without its index
@@ -312,12 +313,12 @@ class PgVectorWriter:
         def probe(session: Session) -> tuple[int, str | None, BaseException] | None:
             kind = self.existing_column_type(session) or schema.column_type(batch.dimension)
             session.execute(
-                sql.SQL("CREATE TEMP TABLE embedpipe_probe (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
-                    self.ident
+                sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+                    sql.Identifier(PROBE_TABLE), self.ident
                 )
             )
             try:
-                session.copy_rows(sql.Identifier("embedpipe_probe"), _copy_rows(batch), kind.split("(")[0])
+                session.copy_rows(sql.Identifier(PROBE_TABLE), _copy_rows(batch), kind.split("(")[0])
             except Exception as err:  # noqa: BLE001 - the error we are looking for
                 line, column = copy_line(err)
                 return (line, column, err) if line is not None and 1 <= line <= len(batch) else None
