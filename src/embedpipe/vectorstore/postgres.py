@@ -51,7 +51,13 @@ from embedpipe.vectorstore.identifiers import derived_name, split_table_name, ta
 from embedpipe.vectorstore.rows import VectorBatch, validate_batch
 from embedpipe.vectorstore.schema import METRICS, IndexSettings, parse_column_type
 from embedpipe.vectorstore.sessions import Session
-from embedpipe.vectorstore.transactions import advisory_lock, lock_key, run_transaction, table_lock_key
+from embedpipe.vectorstore.transactions import (
+    advisory_lock,
+    lock_key,
+    run_transaction,
+    stop_with_client,
+    table_lock_key,
+)
 
 __all__ = ["METRICS", "IndexSettings", "PgVectorWriter", "WriteResult", "parse_column_type"]
 
@@ -134,7 +140,12 @@ class PgVectorWriter:
 
     def run_transaction(self, work: Callable[[Session], Any]) -> tuple[Any, int]:
         """Runs `work(session)` in one transaction, re-run when that can cure a failure. Returns (result, attempts)."""
-        return run_transaction(self.connect, work, retries=self.retries, backoff=self.backoff, sleep=self.sleep)
+
+        def guarded(session: Session):
+            stop_with_client(session)
+            return work(session)
+
+        return run_transaction(self.connect, guarded, retries=self.retries, backoff=self.backoff, sleep=self.sleep)
 
     # -- schema -----------------------------------------------------------------------------
     def existing_column_type(self, session: Session) -> str | None:

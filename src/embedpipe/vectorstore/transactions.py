@@ -65,6 +65,23 @@ def advisory_lock(session: Session, key: int, *, shared: bool = False) -> None:
     session.execute(f"SELECT {function}(%s)", (key,))
 
 
+#: How often the server checks, during a long statement, that the client is still there (PostgreSQL 14+).
+CLIENT_CHECK_INTERVAL = "1s"
+
+
+def stop_with_client(session: Session) -> None:
+    """Makes the server abort this transaction soon after its client dies (`client_connection_check_interval`).
+
+    Without it a killed writer's statement runs on to its end (an upsert into an HNSW-indexed table: many
+    minutes), holding the row locks its re-run then waits for; benchmarks/README.md (upsert_recovery).
+    """
+    session.execute(
+        "SELECT set_config('client_connection_check_interval', %s, true)"
+        " WHERE current_setting('server_version_num')::int >= 140000",
+        (CLIENT_CHECK_INTERVAL,),
+    )
+
+
 def run_transaction(
     connect: Callable[[], Any],
     work: Callable[[Session], Any],
