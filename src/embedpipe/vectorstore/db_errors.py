@@ -2,16 +2,26 @@
 
 `rows.validate_batch` refuses what PostgreSQL is known to refuse before anything is sent. What still
 fails on the server (a column type of someone else's table, a check constraint, a limit) arrives as a
-raw driver error; the writer passes it here. When COPY names the line, the row is known at once;
-otherwise the writer finds it (`postgres.PgVectorWriter` re-loads the rows into an empty copy of the
-table, where COPY names the line).
+raw driver error; the writer passes it to `explain`. When COPY names the line, the row is known at
+once; otherwise `find_failing_row` loads the rows into an empty copy of the table, where COPY names it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
+from typing import Any
+
+from psycopg import sql
 
 from embedpipe.validation import DataValidationError, Problem
+from embedpipe.vectorstore import schema
+from embedpipe.vectorstore.identifiers import table_identifier
+from embedpipe.vectorstore.rows import VectorBatch, database_rows
+from embedpipe.vectorstore.sessions import Session
+
+log = logging.getLogger(__name__)
 
 _COPY_LINE = re.compile(r"COPY \S+, line (\d+)(?:, column (\w+))?")
 #: SQLSTATE classes of errors caused by one row's values: data exception, integrity, program limit.
@@ -90,3 +100,58 @@ def batch_error(table: str, rows: int, err: BaseException) -> VectorStoreError:
             "(id TEXT PRIMARY KEY, embedding VECTOR(n), content TEXT, metadata JSONB)?"
         )
     return VectorStoreError(f"writing {rows} row(s) to table {table} failed: {_said(err)}{hint}")
+
+
+def explain(err: BaseException, table: str, batch: VectorBatch, connect: Callable[[], Any]) -> Exception:
+    """The database error of writing `batch` as a message for people, naming the row where one is to blame.
+
+    Args:
+        err: What the driver raised.
+        table: The table written.
+        batch: The rows written, in the order they were sent.
+        connect: A new connection, to find the row when the error does not say (`find_failing_row`).
+    """
+    log.debug("write to %s failed", table, exc_info=err)
+    if not is_row_error(err):
+        return batch_error(table, len(batch), err)
+    line, column = copy_line(err)
+    if line is None or not 1 <= line <= len(batch):
+        found = find_failing_row(table, batch, connect)
+        if found is None:
+            return batch_error(table, len(batch), err)
+        line, column, err = found
+    row = line - 1
+    return row_error(table, batch.source, row, batch.ids[row], column, err)
+
+
+def find_failing_row(
+    table: str, batch: VectorBatch, connect: Callable[[], Any]
+) -> tuple[int, str | None, BaseException] | None:
+    """COPYs the rows into an empty temporary copy of the table (its column types, defaults and check
+    constraints); COPY then names the line it failed on. Nothing is kept (the transaction is rolled back).
+
+    Returns:
+        (1-based line, column, the error), or None when the copy took every row.
+    """
+    session = None
+    try:
+        session = Session(connect())
+        kind = schema.existing_column_type(session, table) or schema.column_type(batch.dimension)
+        session.execute(
+            sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+                sql.Identifier(PROBE_TABLE), table_identifier(table)
+            )
+        )
+        try:
+            session.copy_rows(sql.Identifier(PROBE_TABLE), database_rows(batch), kind.split("(")[0])
+        except Exception as err:  # noqa: BLE001 - the error we are looking for
+            line, column = copy_line(err)
+            return (line, column, err) if line is not None and 1 <= line <= len(batch) else None
+        return None
+    except Exception:  # noqa: BLE001 - the diagnosis is best effort; the original error is reported
+        log.debug("could not find the failing row", exc_info=True)
+        return None
+    finally:
+        if session is not None:
+            session.rollback()
+            session.close()

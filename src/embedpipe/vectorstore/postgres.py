@@ -32,23 +32,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg import sql
 
 from embedpipe.vectorstore import schema
-from embedpipe.vectorstore.db_errors import (
-    PROBE_TABLE,
-    batch_error,
-    copy_line,
-    is_database_error,
-    is_row_error,
-    row_error,
-)
+from embedpipe.vectorstore.db_errors import batch_error, explain, is_database_error
 from embedpipe.vectorstore.identifiers import derived_name, split_table_name, table_identifier
-from embedpipe.vectorstore.rows import VectorBatch, validate_batch
+from embedpipe.vectorstore.rows import VectorBatch, database_rows, validate_batch
 from embedpipe.vectorstore.schema import METRICS, IndexSettings, parse_column_type
 from embedpipe.vectorstore.sessions import Session
 from embedpipe.vectorstore.transactions import (
@@ -195,6 +188,25 @@ class PgVectorWriter:
             advisory_lock(session, table_lock_key(session, self.table))
         return schema.build_index(session, self.table, self.index, kind, rows)
 
+    def prepare(self, dimension: int) -> str:
+        """Creates the table and its index if missing, or checks an existing table's dimension (one
+        transaction, under the same locks as `write`); what a streaming job runs before any worker writes.
+
+        Returns:
+            The name of the index built, or "".
+        """
+
+        def work(session: Session) -> str:
+            kind, created = self.lock_for_write(session, dimension)
+            return self.ensure_index(session, kind, 0, locked=created)
+
+        try:
+            return self.run_transaction(work)[0]
+        except Exception as err:
+            if not is_database_error(err):
+                raise
+            raise batch_error(self.table, 0, err) from None
+
     # -- writing ----------------------------------------------------------------------------
     def write(self, batch: VectorBatch) -> WriteResult:
         """Upserts every row of `batch` (one row per id, latest values) in one transaction.
@@ -211,7 +223,7 @@ class PgVectorWriter:
             kind, created = self.lock_for_write(session, batch.dimension)
             result = WriteResult(self.table, len(batch), created_table=created)
             if len(batch) and created:  # nothing to conflict with (ids are unique): straight into the table
-                session.copy_rows(self.ident, _copy_rows(batch), kind.split("(")[0])
+                session.copy_rows(self.ident, database_rows(batch), kind.split("(")[0])
                 result.inserted = len(batch)
             elif len(batch):
                 self._load_staging(session, batch, kind)
@@ -229,7 +241,7 @@ class PgVectorWriter:
         except Exception as err:
             if not is_database_error(err):
                 raise
-            raise self._explain(err, batch) from None
+            raise explain(err, self.table, batch, self.connect) from None
         result.attempts = attempts
         result.seconds = time.monotonic() - started
         log.info(
@@ -254,7 +266,7 @@ class PgVectorWriter:
                 "CREATE TEMP TABLE {} (id TEXT, embedding {}, content TEXT, metadata JSONB) ON COMMIT DROP"
             ).format(staging, sql.SQL(kind))
         )
-        session.copy_rows(staging, _copy_rows(batch), kind.split("(")[0])
+        session.copy_rows(staging, database_rows(batch), kind.split("(")[0])
 
     def _indexes_to_rebuild(self, session: Session, rows: int) -> list[tuple]:
         """The vector indexes to drop and build again: when this upsert adds or changes so many rows that
@@ -302,50 +314,6 @@ class PgVectorWriter:
             ).format(target=self.ident, staging=self._staging())
         )
         return int(counts[0][0]), int(counts[0][1])
-
-    def _explain(self, err: BaseException, batch: VectorBatch) -> Exception:
-        """The database error as a message naming the row (found by loading into an empty copy of the table)."""
-        log.debug("write to %s failed", self.table, exc_info=err)
-        if not is_row_error(err):
-            return batch_error(self.table, len(batch), err)
-        line, column = copy_line(err)
-        if line is None or not 1 <= line <= len(batch):
-            found = self._find_failing_row(batch)
-            if found is None:
-                return batch_error(self.table, len(batch), err)
-            line, column, err = found
-        row = line - 1
-        return row_error(self.table, batch.source, row, batch.ids[row], column, err)
-
-    def _find_failing_row(self, batch: VectorBatch) -> tuple[int, str | None, BaseException] | None:
-        """COPYs the rows into an empty temporary copy of the table (its column types, defaults and check
-        constraints); COPY then names the line it failed on. Nothing is kept."""
-
-        def probe(session: Session) -> tuple[int, str | None, BaseException] | None:
-            kind = self.existing_column_type(session) or schema.column_type(batch.dimension)
-            session.execute(
-                sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
-                    sql.Identifier(PROBE_TABLE), self.ident
-                )
-            )
-            try:
-                session.copy_rows(sql.Identifier(PROBE_TABLE), _copy_rows(batch), kind.split("(")[0])
-            except Exception as err:  # noqa: BLE001 - the error we are looking for
-                line, column = copy_line(err)
-                return (line, column, err) if line is not None and 1 <= line <= len(batch) else None
-            return None
-
-        session = None
-        try:
-            session = Session(self.connect())
-            return probe(session)
-        except Exception:  # noqa: BLE001 - the diagnosis is best effort; the original error is reported
-            log.debug("could not find the failing row", exc_info=True)
-            return None
-        finally:
-            if session is not None:
-                session.rollback()
-                session.close()
 
     def delete(self, ids: Sequence[str]) -> int:
         """Deletes the rows with these ids (one transaction); returns how many were deleted."""
@@ -400,10 +368,3 @@ class PgVectorWriter:
         return int(
             self.run_transaction(lambda s: s.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident)))[0][0][0]
         )
-
-
-def _copy_rows(batch: VectorBatch) -> Iterable[tuple]:
-    # jsonb in binary COPY is a version byte (1) and the JSON text; metadata is already checked JSON text
-    return (
-        (ident, embedding, content, None if not meta else meta) for ident, embedding, content, meta in batch.rows()
-    )

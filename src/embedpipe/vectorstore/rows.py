@@ -243,19 +243,26 @@ def _json_problem(value) -> str | None:
     return None
 
 
+#: Below this no value's square is a normal float32 (it may be flushed to 0): the vector has no length.
+TINY_VALUE = 1.1e-19
+#: Above this squared length float32 sums may overflow (pgvector sums squares in float32).
+HUGE_SQUARED_NORM = 1e38
+
+
 def _vector_problems(embeddings: np.ndarray) -> dict[int, str]:
     """Rows whose vector PostgreSQL would store but cannot score: NaN/inf values, or a zero or overflowing norm.
 
-    pgvector sums squares in float32, so a vector of tiny values has norm 0 there (cosine distance NaN),
-    and one of huge values an infinite norm; both are refused like an all-zero vector.
+    pgvector sums squares in float32: a vector of tiny values has norm 0 there (cosine distance NaN, as
+    for an all-zero vector), one of huge values an infinite norm (NaN again). Both are refused.
     """
     finite = np.isfinite(embeddings).all(axis=1)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        squares = np.einsum("ij,ij->i", embeddings, embeddings, dtype=np.float32)
+    values = np.where(np.isfinite(embeddings), embeddings, 0).astype(np.float64)
+    largest = np.abs(values).max(axis=1) if values.shape[1] else np.zeros(len(values))
+    squares = np.einsum("ij,ij->i", values, values)
     problems = {int(row): "contains NaN or inf" for row in np.nonzero(~finite)[0]}
-    for row in np.nonzero(finite & (squares == 0))[0].tolist():
+    for row in np.nonzero(finite & (largest < TINY_VALUE))[0].tolist():
         problems[row] = "is a zero vector (every value 0 or too small): it has no direction to search by"
-    for row in np.nonzero(finite & ~np.isfinite(squares))[0].tolist():
+    for row in np.nonzero(finite & (squares > HUGE_SQUARED_NORM))[0].tolist():
         problems[row] = "has values too large for float32 arithmetic (its length overflows)"
     return dict(sorted(problems.items()))
 
@@ -316,6 +323,12 @@ def validate_batch(batch: VectorBatch, *, dimension: int | None = None, max_prob
         elif (problem := text_problem(meta) or _json_problem(value)) is not None:
             problems.add(source, None, "metadata", f"row {row} (id {batch.ids[row]!r}): {problem}")
     problems.raise_if_any()
+
+
+def database_rows(batch: VectorBatch) -> Iterable[tuple]:
+    """(id, embedding, content, metadata) tuples as the store loads them (empty metadata is NULL)."""
+    # jsonb in binary COPY is a version byte (1) and the JSON text; metadata is already checked JSON text
+    return ((ident, embedding, content, meta or None) for ident, embedding, content, meta in batch.rows())
 
 
 def batches_of(batch: VectorBatch, size: int) -> Iterable[VectorBatch]:

@@ -179,13 +179,7 @@ def prepare_vector_table(config: StreamConfig) -> None:
     """Creates the table and its index if missing, or checks an existing table's dimension (before any worker writes)."""
     from embedpipe.vectorstore import PgVectorWriter
 
-    writer = PgVectorWriter(config.database, config.table)
-
-    def work(session):
-        kind, _ = writer.ensure_table(session, config.dimension)
-        writer.ensure_index(session, kind, 0)
-
-    writer.run_transaction(work)
+    PgVectorWriter(config.database, config.table).prepare(config.dimension)
 
 
 __all__ = ["StreamConfig", "check_source", "prepare_stream_config", "prepare_vector_table"]
