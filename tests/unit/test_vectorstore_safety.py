@@ -295,7 +295,7 @@ def test_retry_loop_is_bounded_and_leaves_other_errors_alone():
     assert slept == []
 
 
-def test_large_upsert_rebuilds_the_index_small_one_inserts(pg_uri, table):
+def test_large_upsert_rebuilds_the_index_small_one_inserts(pg_uri, table, caplog):
     n = 1200
     ids = [f"d{i}" for i in range(n)]
     index = IndexSettings(m=8, ef_construction=32)
@@ -310,13 +310,33 @@ def test_large_upsert_rebuilds_the_index_small_one_inserts(pg_uri, table):
     assert (small.updated, small.index_built) == (50, "")
     unchanged = writer.write(batch_of(ids, seed=1))  # the first values again: 1,150 rows unchanged
     assert unchanged.index_built == "" and unchanged.updated == 50
-    changed = batch_of(ids, seed=3, label="big")
-    big = writer.write(changed)
-    assert (big.updated, big.index_built) == (n, name)
+    changed = batch_of(ids[100:] + [f"new{i}" for i in range(100)], seed=3, label="big")
+    with caplog.at_level(logging.INFO, logger="embedpipe.vectorstore.rebuild"):
+        big = writer.write(changed)
+    assert (big.inserted, big.updated, big.unchanged, big.index_built) == (100, n - 100, 0, name)
+    assert any("table rewritten" in r.message for r in caplog.records)
     with psycopg.connect(pg_uri) as conn:
         assert (
             conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (name,)).fetchone()[0] == definition
         )
+        rows = dict(conn.execute(f'SELECT id, content FROM "{table}"').fetchall())
     assert vector_indexes(pg_uri, table) == [(name, "hnsw")]
-    hit = search_vector(pg_uri, changed.embeddings[123], table=table, k=1)[0]
+    assert len(rows) == n + 100  # the 100 rows the upsert left alone survived the rewrite
+    assert rows["d5"] == "v d5" and rows["d105"] == "big d105" and rows["new7"] == "big new7"
+    hit = search_vector(pg_uri, changed.embeddings[23], table=table, k=1)[0]
     assert hit.id == "d123" and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_large_upsert_into_a_table_with_other_columns_updates_in_place(pg_uri, table, caplog):
+    ids = [f"d{i}" for i in range(1100)]
+    writer = PgVectorWriter(pg_uri, table, index=IndexSettings(m=8, ef_construction=32))
+    writer.write(batch_of(ids, seed=1))
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE \"{table}\" ADD COLUMN note TEXT DEFAULT 'kept'")
+    with caplog.at_level(logging.INFO, logger="embedpipe.vectorstore.rebuild"):
+        result = writer.write(batch_of(ids, seed=2, label="again"))
+    assert result.updated == 1100 and result.index_built
+    assert any("updated in place" in r.message for r in caplog.records)
+    with psycopg.connect(pg_uri) as conn:
+        assert conn.execute(f'SELECT DISTINCT note, left(content, 5) FROM "{table}"').fetchall() == [("kept", "again")]
+    assert len(vector_indexes(pg_uri, table)) == 1

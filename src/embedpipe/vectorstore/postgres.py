@@ -12,7 +12,8 @@ an upload or none of it:
    lock) through a temporary staging table (COPY) and one `INSERT ... ON CONFLICT (id) DO UPDATE` that
    skips unchanged rows and takes row locks in id order, so concurrent upserts do not deadlock;
 4. an upsert that adds or changes a large part of the table (`IndexSettings.rebuild_fraction`) drops
-   the vector index and builds it again in the transaction instead of inserting row by row into it;
+   the vector index and builds it again in the transaction instead of inserting row by row into it,
+   rewriting the table where that is safe so the build sees live rows only (`rebuild`);
 5. a missing HNSW (or IVFFlat) index is built, found in the catalog by column and access method
    (`schema`), with `maintenance_work_mem` raised for this transaction only.
 
@@ -41,6 +42,7 @@ from psycopg import sql
 from embedpipe.vectorstore import schema
 from embedpipe.vectorstore.db_errors import batch_error, explain, is_database_error
 from embedpipe.vectorstore.identifiers import derived_name, split_table_name, table_identifier
+from embedpipe.vectorstore.rebuild import plan_rebuild, rewrite_table
 from embedpipe.vectorstore.rows import VectorBatch, database_rows, validate_batch
 from embedpipe.vectorstore.schema import METRICS, IndexSettings, parse_column_type
 from embedpipe.vectorstore.sessions import Session
@@ -227,11 +229,18 @@ class PgVectorWriter:
                 result.inserted = len(batch)
             elif len(batch):
                 self._load_staging(session, batch, kind)
-                rebuild = self._indexes_to_rebuild(session, len(batch))
-                schema.drop_indexes(session, rebuild)
-                result.inserted, result.updated = self._upsert_from_staging(session)
+                rebuild = plan_rebuild(session, self.table, self._staging(), self.index, len(batch))
+                if rebuild is None:
+                    result.inserted, result.updated = self._upsert_from_staging(session)
+                else:
+                    schema.drop_indexes(session, rebuild.indexes)
+                    if rebuild.rewrite:
+                        rewrite_table(session, self.table, self._staging())
+                        result.inserted, result.updated = rebuild.inserted, rebuild.updated
+                    else:
+                        result.inserted, result.updated = self._upsert_from_staging(session)
+                    result.index_built = schema.recreate_indexes(session, rebuild.indexes, self.index)
                 result.unchanged = len(batch) - result.inserted - result.updated
-                result.index_built = schema.recreate_indexes(session, rebuild, self.index)
             built = self.ensure_index(session, kind, len(batch), locked=created)
             result.index_built = ", ".join(name for name in (result.index_built, built) if name)
             return result
@@ -267,36 +276,6 @@ class PgVectorWriter:
             ).format(staging, sql.SQL(kind))
         )
         session.copy_rows(staging, database_rows(batch), kind.split("(")[0])
-
-    def _indexes_to_rebuild(self, session: Session, rows: int) -> list[tuple]:
-        """The vector indexes to drop and build again: when this upsert adds or changes so many rows that
-        inserting them one by one into the index would take longer than a bulk build."""
-        fraction = self.index.rebuild_fraction
-        if not fraction or rows < schema.REBUILD_MIN_ROWS:
-            return []
-        table_rows = schema.estimated_rows(session, self.table)
-        if rows < fraction * table_rows:
-            return []
-        changed = session.execute(
-            sql.SQL(
-                "SELECT count(*) FROM {staging} s LEFT JOIN {target} t ON t.id = s.id WHERE t.id IS NULL"
-                " OR (t.embedding, t.content, t.metadata) IS DISTINCT FROM (s.embedding, s.content, s.metadata)"
-            ).format(staging=self._staging(), target=self.ident)
-        )[0][0]
-        if changed < max(schema.REBUILD_MIN_ROWS, fraction * table_rows):
-            return []
-        indexes = schema.vector_indexes(session, self.table)
-        if indexes:  # exclusive: no other writer meets the table without its index
-            advisory_lock(session, table_lock_key(session, self.table))
-            indexes = schema.vector_indexes(session, self.table)
-            log.info(
-                "%d of %d rows added or changed in %s: rebuilding %s instead of inserting into it",
-                changed,
-                table_rows,
-                self.table,
-                ", ".join(name for _, name, _ in indexes),
-            )
-        return indexes
 
     def _upsert_from_staging(self, session: Session) -> tuple[int, int]:
         counts = session.execute(
