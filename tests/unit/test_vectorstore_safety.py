@@ -340,3 +340,20 @@ def test_large_upsert_into_a_table_with_other_columns_updates_in_place(pg_uri, t
     with psycopg.connect(pg_uri) as conn:
         assert conn.execute(f'SELECT DISTINCT note, left(content, 5) FROM "{table}"').fetchall() == [("kept", "again")]
     assert len(vector_indexes(pg_uri, table)) == 1
+
+
+def test_a_rewrite_that_fails_leaves_the_old_rows_and_index(pg_uri, table, monkeypatch):
+    ids = [f"d{i}" for i in range(1100)]
+    writer = PgVectorWriter(pg_uri, table, index=IndexSettings(m=8, ef_construction=32))
+    writer.write(batch_of(ids, seed=1))
+    before = vector_indexes(pg_uri, table)
+
+    def fail(*args, **kwargs):  # after the TRUNCATE and the refill, before the index is built again
+        raise RuntimeError("killed while building the index")
+
+    monkeypatch.setattr("embedpipe.vectorstore.schema.recreate_indexes", fail)
+    with pytest.raises(RuntimeError, match="killed"):
+        writer.write(batch_of(ids, seed=2, label="lost"))
+    assert vector_indexes(pg_uri, table) == before
+    with psycopg.connect(pg_uri) as conn:
+        assert conn.execute(f'SELECT count(*), min(content) FROM "{table}"').fetchone() == (1100, "v d0")

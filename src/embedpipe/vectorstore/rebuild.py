@@ -110,6 +110,9 @@ def rewrite_table(session: Session, table: str, staging: sql.Identifier) -> None
     them again afterwards.
     """
     target = table_identifier(table)
+    # before reading the rows to keep: a delete that has not committed yet (deletes take no advisory
+    # lock) would otherwise come back to life in the refill
+    session.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(target))
     session.execute(
         sql.SQL(
             "INSERT INTO {staging} (id, embedding, content, metadata) SELECT t.id, t.embedding, t.content,"
