@@ -357,3 +357,17 @@ def test_a_rewrite_that_fails_leaves_the_old_rows_and_index(pg_uri, table, monke
     assert vector_indexes(pg_uri, table) == before
     with psycopg.connect(pg_uri) as conn:
         assert conn.execute(f'SELECT count(*), min(content) FROM "{table}"').fetchone() == (1100, "v d0")
+
+
+def test_search_refuses_a_zero_query_and_skips_zero_rows_written_before(pg_uri, table):
+    PgVectorWriter(pg_uri, table).write(batch_of([f"d{i}" for i in range(5)]))
+    with psycopg.connect(pg_uri, autocommit=True) as conn:  # as an older writer could store it
+        conn.execute(f"INSERT INTO \"{table}\" (id, embedding) VALUES ('zero', '[0,0,0,0,0,0,0,0]')")
+    with pytest.raises(ValueError, match="all zeros"):
+        search_vector(pg_uri, np.zeros(8), table=table)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        search_vector(pg_uri, np.full(8, np.nan), table=table)
+    hits = search_vector(pg_uri, unit_vectors(1, seed=7)[0], table=table, k=10)
+    assert sorted(h.id for h in hits) == [f"d{i}" for i in range(5)]
+    assert all(not np.isnan(h.score) for h in hits)
+    assert len(search_vector(pg_uri, np.ones(8), table=table, k=10, metric="l2")) == 6  # zero is fine for l2

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 from psycopg import sql
 
 from embedpipe.vectorstore.postgres import PgVectorWriter
+from embedpipe.vectorstore.rows import TINY_VALUE
 from embedpipe.vectorstore.schema import METRICS, parse_column_type
 
 
@@ -72,6 +74,10 @@ def search_vector(
     reader = PgVectorWriter(connect, table, index=None)
     operator = sql.SQL(METRICS[metric][0])
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if not np.isfinite(vector).all():
+        raise ValueError("the query vector contains NaN or inf")
+    if metric == "cosine" and (not vector.size or np.abs(vector).max() < TINY_VALUE):
+        raise ValueError("the query vector is all zeros: it has no direction to compare by cosine")
     conditions, params = [], []
     for key, value in (where or {}).items():
         conditions.append(sql.SQL("metadata->>%s = %s"))
@@ -102,7 +108,12 @@ def search_vector(
             where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
         )
         rows = session.execute(query, [literal, *params, literal, k])
-        return [SearchHit(str(r[0]), _score(metric, float(r[1])), r[2], _json_value(r[3])) for r in rows]
+        # a zero vector stored before writers refused them has no cosine distance (NaN): never a hit
+        return [
+            SearchHit(str(r[0]), _score(metric, float(r[1])), r[2], _json_value(r[3]))
+            for r in rows
+            if r[1] is not None and not math.isnan(float(r[1]))
+        ]
 
     # relaxed_order may return rows slightly out of order: sort the k we got
     hits = reader.run_transaction(work)[0]
