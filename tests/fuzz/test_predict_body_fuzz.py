@@ -9,15 +9,16 @@ import json
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from embedpipe.prompts import TASK_TYPES, resolve_prompts
 from embedpipe.serving import PredictError, PredictRequest, ServingConfig, ServingLimits, create_app, parse_request
 
 DIMENSION = 384
-# Small limits, so the 413 and the character refusal are reachable with small examples.
-LIMITS = ServingLimits(max_body_bytes=20_000, max_instances=8, max_characters=300, deadline_s=60)
+# Small limits, so the 413 and the character refusal are reachable with small examples (the body limit still
+# lets 100,000 levels of `[` reach the JSON parser).
+LIMITS = ServingLimits(max_body_bytes=400_000, max_instances=8, max_characters=300, deadline_s=60)
 KEYS = ["instances", "parameters", "content", "task_type", "title", "autoTruncate", "outputDimensionality"]
 
 surrogates = st.integers(0xD800, 0xDFFF).map(chr)
@@ -90,20 +91,25 @@ def encoded(body) -> bytes:
     return json.dumps(body, allow_nan=True).encode()  # ensure_ascii: a lone surrogate travels as \ud800
 
 
+def nested(depth: int, objects: bool) -> bytes:
+    opening, closing = (b'{"instances":', b"}") if objects else (b"[", b"]")
+    return opening * depth + b"1" + closing * depth
+
+
+def with_dimension(number: bytes) -> bytes:
+    return b'{"instances":[{"content":"a"}],"parameters":{"outputDimensionality":' + number + b"}}"
+
+
 raw_bodies = st.one_of(
     valid_bodies().map(encoded),
     broken_bodies().map(encoded),
     json_values.map(encoded),
     st.binary(max_size=200),
-    st.integers(1, 200_000).map(lambda depth: b"[" * depth + b"]" * depth),
-    st.integers(1, 6000).map(
-        lambda digits: b'{"instances":[{"content":"a"}],"parameters":{"outputDimensionality":' + b"9" * digits + b"}}"
-    ),
-    st.sampled_from([b"1e400", b"-1e400", b"NaN", b"Infinity"]).map(
-        lambda number: b'{"instances":[{"content":"a"}],"parameters":{"outputDimensionality":' + number + b"}}"
-    ),
+    st.builds(nested, st.sampled_from([500, 999, 1_000, 5_000, 100_000]) | st.integers(1, 200_000), st.booleans()),
+    st.integers(1, 6000).map(lambda digits: with_dimension(b"9" * digits)),
+    st.sampled_from([b"1e400", b"-1e400", b"NaN", b"Infinity", b"1e-400", b"256.0"]).map(with_dimension),
     texts.map(lambda text: encoded({"instances": [{"content": "ok"}, {"content": "x" + text}]})),
-    st.integers(250, 30_000).map(lambda size: encoded({"instances": [{"content": "w " * size}]})),
+    st.integers(250, 250_000).map(lambda size: encoded({"instances": [{"content": "w " * size}]})),
     valid_bodies().map(lambda body: encoded(body)[:-1]),
 )
 
@@ -136,7 +142,16 @@ def client():
         yield running
 
 
+# The fault-injection review's cases run in every run, whatever Hypothesis draws.
 @given(raw_bodies)
+@example(nested(100_000, objects=False))
+@example(nested(1_000, objects=True))
+@example(with_dimension(b"1e400"))
+@example(with_dimension(b"9" * 5000))
+@example(with_dimension(b"9" * 4000))
+@example(b'{"instances":[{"content":"ok"},{"content":"x \\ud800"}]}')
+@example(b'{"instances":[{"content":"a \xff"}]}')
+@example(encoded({"instances": [{"content": "w " * 250_000}]}))
 def test_the_app_answers_4xx_with_a_json_error_or_a_valid_200_never_5xx(client, raw):
     response = client.post("/predict", content=raw, headers={"Content-Type": "application/json"})
     assert response.status_code in (200, 400, 413), (response.status_code, response.text[:300])
