@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import socket
@@ -70,6 +71,10 @@ def summarise(latencies: list[float], wall: float, errors: int = 0, samples: lis
     }
 
 
+#: One sequence number per malformed request over all rounds, so the kinds take turns across rounds.
+MALFORMED_SENT = itertools.count()
+
+
 def load_round(port: int, texts: list[str], clients: int, seconds: float, bad_percent: float = 0.0) -> dict:
     """N clients on keep-alive connections for `seconds`; every (100 / bad_percent)-th request is malformed.
 
@@ -92,7 +97,7 @@ def load_round(port: int, texts: list[str], clients: int, seconds: float, bad_pe
         i = offset
         while time.monotonic() < stop_at:
             number = next(counter)
-            kind = kinds[(number // bad_every) % len(kinds)] if bad_every and number % bad_every == 0 else None
+            kind = kinds[next(MALFORMED_SENT) % len(kinds)] if bad_every and number % bad_every == 0 else None
             if kind is None:
                 body = json.dumps({"instances": [{"content": texts[i % len(texts)]}]}).encode()
             else:
@@ -138,6 +143,24 @@ def load_round(port: int, texts: list[str], clients: int, seconds: float, bad_pe
         t.join()
     wall = time.monotonic() - started
     return summarise(latencies, wall, errors[0], samples, server_errors=server_errors[0], malformed=malformed)
+
+
+def malformed_costs(port: int, repeats: int = 5) -> dict:
+    """Median milliseconds to answer each malformed kind alone (one request at a time, fresh connections)."""
+    costs = {}
+    for kind, body in sorted(MALFORMED.items()):
+        times = []
+        for _ in range(repeats):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            started = time.perf_counter()
+            connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            times.append(time.perf_counter() - started)
+            connection.close()
+            assert 400 <= response.status < 500, (kind, response.status)
+        costs[kind] = round(1000 * statistics.median(times), 1)
+    return costs
 
 
 def direct_round(model, texts: list[str], seconds: float) -> dict:
@@ -188,6 +211,8 @@ def main(argv=None) -> int:
         from embedpipe.models import load_model
 
         model = load_model("default", device="cpu")
+        costs = malformed_costs(port)
+        print("malformed requests alone (median ms): " + ", ".join(f"{k} {v}" for k, v in costs.items()), flush=True)
         results = {"server": [], "mixed": [], "direct": []}
         for r in range(args.rounds):
             a = load_round(port, texts, args.clients, args.seconds)
@@ -232,6 +257,11 @@ def main(argv=None) -> int:
         "mixed_errors": sum(x["errors"] for x in results["mixed"]),
         "mixed_malformed_sent": sum(sum(x["malformed"].values()) for x in results["mixed"]),
         "mixed_malformed_kinds": len(set().union(*(x["malformed"] for x in results["mixed"]))),
+        # each round's M against the A just before it: the pairs share the machine's load at the time
+        "mixed_vs_clean_p99_paired": round(
+            statistics.median(m["p99_ms"] / a["p99_ms"] for a, m in zip(results["server"], results["mixed"])), 2
+        ),
+        "malformed_alone_ms": costs,
         "direct_requests_per_s": round(median("direct", "requests_per_s"), 1),
         "direct_p50_ms": round(median("direct", "p50_ms"), 1),
     }
@@ -246,7 +276,8 @@ def main(argv=None) -> int:
     )
     print(
         f"mixed ({args.bad_percent} % malformed): valid p99 {figures['mixed_p99_ms']} ms vs clean "
-        f"{figures['server_p99_ms']} ms -> {figures['mixed_vs_clean_p99']}x; {figures['mixed_5xx']} 5xx, "
+        f"{figures['server_p99_ms']} ms -> {figures['mixed_vs_clean_p99']}x (paired by round "
+        f"{figures['mixed_vs_clean_p99_paired']}x); {figures['mixed_5xx']} 5xx, "
         f"{figures['mixed_malformed_sent']} malformed sent ({figures['mixed_malformed_kinds']} kinds)"
     )
     print(json.dumps(figures))
