@@ -44,7 +44,7 @@ json_values = st.recursive(
 @st.composite
 def valid_instances(draw):
     task_type = draw(st.sampled_from([None, "", *TASK_TYPES, "DEFAULT"]))
-    instance = {"content": draw(st.text(min_size=1, max_size=60).filter(str.strip))}
+    instance = {"content": draw(st.text(min_size=1, max_size=30).filter(str.strip))}
     if task_type is not None:
         instance["task_type"] = task_type
     if task_type == "RETRIEVAL_DOCUMENT" and draw(st.booleans()):
@@ -54,7 +54,7 @@ def valid_instances(draw):
 
 @st.composite
 def valid_bodies(draw):
-    body = {"instances": draw(st.lists(valid_instances(), min_size=1, max_size=LIMITS.max_instances))}
+    body = {"instances": draw(st.lists(valid_instances(), min_size=1, max_size=4))}
     parameters = draw(
         st.fixed_dictionaries(
             {},
@@ -109,6 +109,7 @@ raw_bodies = st.one_of(
     st.integers(1, 6000).map(lambda digits: with_dimension(b"9" * digits)),
     st.sampled_from([b"1e400", b"-1e400", b"NaN", b"Infinity", b"1e-400", b"256.0"]).map(with_dimension),
     texts.map(lambda text: encoded({"instances": [{"content": "ok"}, {"content": "x" + text}]})),
+    st.integers(1, 2 * LIMITS.max_instances).map(lambda count: encoded({"instances": [{"content": "a"}] * count})),
     st.integers(250, 250_000).map(lambda size: encoded({"instances": [{"content": "w " * size}]})),
     valid_bodies().map(lambda body: encoded(body)[:-1]),
 )
