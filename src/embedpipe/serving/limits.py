@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -58,8 +59,10 @@ class ServingLimits:
     def __post_init__(self):
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"{spec.name} ({spec.metadata['env']}) must be a positive number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ValueError(
+                    f"{spec.name} ({spec.metadata['flag']}, ${spec.metadata['env']}) must be a positive finite number, got {value!r}"
+                )
 
     @classmethod
     def from_env(

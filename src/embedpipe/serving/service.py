@@ -105,7 +105,8 @@ class EmbeddingService:
         for i, (text, ids) in enumerate(zip(texts, encoded["input_ids"])):
             counts.append(len(ids))
             # offsets[keep] is a token of the text itself (only the last one is special), its start a boundary
-            cut.append(text[: encoded["offset_mapping"][i][keep][0]] if offsets and len(ids) > keep + 1 else text)
+            start = encoded["offset_mapping"][i][keep][0] if offsets and len(ids) > keep + 1 else 0
+            cut.append(text[:start] if start > 0 else text)
         return counts, cut
 
     def predict(self, body, deadline: float | None = None) -> dict:
