@@ -261,6 +261,7 @@ def test_a_bad_limit_names_its_variable(monkeypatch):
     with pytest.raises(ValueError, match="EMBEDPIPE_SERVING_MAX_BODY_BYTES must be a positive number, got '1.5MB'"):
         ServingLimits.from_env()
     with pytest.raises(
-        ValueError, match=r"max_instances \(--max-instances, \$EMBEDPIPE_SERVING_MAX_INSTANCES\) must be a positive finite"
+        ValueError,
+        match=r"max_instances \(--max-instances, \$EMBEDPIPE_SERVING_MAX_INSTANCES\) must be a positive finite",
     ):
         ServingLimits(max_instances=0)
