@@ -20,9 +20,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     Returns:
         The exit status, 0.
     """
-    from embedpipe.serving import serve
+    from embedpipe.serving import ServingLimits, serve
 
-    serve(args.model, host=args.host, port=args.port, hf_token_secret=args.hf_token_secret)
+    limits = ServingLimits.from_arguments(args)
+    serve(args.model, host=args.host, port=args.port, hf_token_secret=args.hf_token_secret, limits=limits)
     return 0
 
 
@@ -101,6 +102,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="Secret Manager secret version (projects/P/secrets/S/versions/V) holding a Hugging Face token for a "
         "gated model (default: $EMBEDPIPE_HF_TOKEN_SECRET)",
     )
+    from embedpipe.serving.limits import ServingLimits  # the standard library only
+
+    ServingLimits.add_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
 

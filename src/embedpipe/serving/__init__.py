@@ -21,13 +21,16 @@ RETRIEVAL_DOCUMENT; null or "" is no title, as Vertex clients send it). `paramet
 that many leading dimensions, re-normalised. `billableCharacterCount` counts the characters of the
 instances' `content` as Vertex bills them: Unicode code points, white space excluded.
 
-Bad requests get a 400 whose message names the instance and the field; health answers 503 until the model is
-loaded. A gated hub model's token is read from Secret Manager at start (`EMBEDPIPE_HF_TOKEN_SECRET`).
+Bad requests get a 400 whose message names the instance and the field (413 for a body over
+`ServingLimits.max_body_bytes`, 504 past the request's deadline; never a 500 or a traceback); one text the
+model cannot encode fails its own request only. Health answers 503 until the model is loaded. A gated hub model's token is read from Secret Manager at start (`EMBEDPIPE_HF_TOKEN_SECRET`).
 
 Modules:
     request: `parse_request` (a body checked and formatted into a `PredictRequest`), `PredictError`,
         `billable_characters`.
-    service: `EmbeddingService` (one loaded model answering bodies), `MicroBatcher`.
+    limits: `ServingLimits` (body bytes, instances, characters, deadline; env variables and flags).
+    batcher: `MicroBatcher` (concurrent requests encoded together, each failing alone), `DeadlineExceeded`.
+    service: `EmbeddingService` (one loaded model answering bodies).
     app: `ServingConfig` (the `AIP_*` variables), `create_app` (FastAPI), `serve` (uvicorn).
 
 Example (local):
@@ -36,6 +39,8 @@ Example (local):
 """
 
 from embedpipe.serving.app import ServingConfig, create_app, serve
+from embedpipe.serving.batcher import DeadlineExceeded, ItemFailed, MicroBatcher
+from embedpipe.serving.limits import ServingLimits
 from embedpipe.serving.request import (
     DEFAULT_TASK_TYPE,
     MAX_INSTANCES,
@@ -44,16 +49,19 @@ from embedpipe.serving.request import (
     billable_characters,
     parse_request,
 )
-from embedpipe.serving.service import EmbeddingService, MicroBatcher
+from embedpipe.serving.service import EmbeddingService
 
 __all__ = [
     "DEFAULT_TASK_TYPE",
     "MAX_INSTANCES",
+    "DeadlineExceeded",
     "EmbeddingService",
+    "ItemFailed",
     "MicroBatcher",
     "PredictError",
     "PredictRequest",
     "ServingConfig",
+    "ServingLimits",
     "billable_characters",
     "create_app",
     "parse_request",

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from embedpipe.prompts import TASK_TYPES, Prompts, check_task_type
+from embedpipe.serving.limits import ServingLimits
 
-#: Most instances one request may carry (textembedding-gecko's limit).
-MAX_INSTANCES = 250
+#: Most instances one request may carry by default (textembedding-gecko's limit; `ServingLimits`).
+MAX_INSTANCES = ServingLimits().max_instances
 DEFAULT_TASK_TYPE = "RETRIEVAL_QUERY"
 
 
@@ -58,13 +59,17 @@ def billable_characters(text: str) -> int:
     return sum(1 for char in text if not char.isspace())
 
 
-def parse_request(body, *, dimension: int, prompts: Callable[[str], Prompts]) -> PredictRequest:
+def parse_request(
+    body, *, dimension: int, prompts: Callable[[str], Prompts], limits: ServingLimits | None = None
+) -> PredictRequest:
     """Checks a gecko-style request body, as Vertex's text-embedding `predict` accepts it.
 
     Args:
         body: The parsed JSON body: `{"instances": [{"content", "task_type"?, "title"?}], "parameters"?}`.
         dimension: The model's embedding dimension (the most `outputDimensionality` may ask for).
         prompts: The prompts of a task type (upper-cased, one `embedpipe.prompts` knows) for this model.
+        limits: Most instances and characters per instance (default: `ServingLimits()`), checked before any
+            text is formatted.
 
     Returns:
         The PredictRequest.
@@ -77,8 +82,9 @@ def parse_request(body, *, dimension: int, prompts: Callable[[str], Prompts]) ->
     instances = body.get("instances")
     if not isinstance(instances, list) or not instances:
         raise PredictError("'instances' must be a non-empty list of objects with a 'content' string")
-    if len(instances) > MAX_INSTANCES:
-        raise PredictError(f"too many instances: {len(instances)}; at most {MAX_INSTANCES} per request")
+    limits = limits or ServingLimits()
+    if len(instances) > limits.max_instances:
+        raise PredictError(f"too many instances: {len(instances)}; at most {limits.max_instances} per request")
     auto_truncate, output_dimensionality = _parameters(body.get("parameters"), dimension)
     texts, characters = [], 0
     for i, instance in enumerate(instances):
@@ -91,6 +97,12 @@ def parse_request(body, *, dimension: int, prompts: Callable[[str], Prompts]) ->
         title = instance.get("title")
         if title is not None and not isinstance(title, str):
             raise PredictError(f"instances[{i}].title must be a string, got {type(title).__name__}")
+        for name, text in (("content", content), ("title", title or "")):
+            if len(text) > limits.max_characters:
+                raise PredictError(
+                    f"instances[{i}].{name} is {len(text)} characters, more than the {limits.max_characters} "
+                    "one instance may have; split the text"
+                )
         title = (title or "").strip()
         if title and task_type != "RETRIEVAL_DOCUMENT":
             raise PredictError(
@@ -120,7 +132,7 @@ def _task_type(task_type, index: int) -> str:
     try:
         return check_task_type(task_type)
     except ValueError:
-        raise PredictError(f"instances[{index}].task_type {task_type!r} is unknown; {expected}") from None
+        raise PredictError(f"instances[{index}].task_type {_shown(task_type)} is unknown; {expected}") from None
 
 
 def _parameters(parameters, dimension: int) -> tuple[bool, int | None]:
@@ -134,13 +146,21 @@ def _parameters(parameters, dimension: int) -> tuple[bool, int | None]:
     if auto_truncate is None:
         auto_truncate = True
     if not isinstance(auto_truncate, bool):
-        raise PredictError(f"parameters.autoTruncate must be true or false, got {auto_truncate!r}")
+        raise PredictError(f"parameters.autoTruncate must be true or false, got {_shown(auto_truncate)}")
     size = parameters.get("outputDimensionality")
     if isinstance(size, float) and size.is_integer():
         size = int(size)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= dimension):
         raise PredictError(
             f"parameters.outputDimensionality must be an integer from 1 to {dimension} (the model's dimension), "
-            f"got {size!r}"
+            f"got {_shown(size)}"
         )
     return auto_truncate, size
+
+
+def _shown(value, limit: int = 40) -> str:
+    """A value as an error message quotes it: its repr, cut short (a 4000-digit number is not echoed)."""
+    if isinstance(value, int) and value.bit_length() > 3 * limit:  # str() of a huge int is slow, or refused
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

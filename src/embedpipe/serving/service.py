@@ -1,67 +1,25 @@
 """The model side of the endpoint: one loaded model, its prompts, and micro-batching of concurrent requests.
 
-`EmbeddingService.predict` takes a request body and returns the gecko-shaped answer; `MicroBatcher` lets the
-texts of concurrent requests be encoded together, in one thread.
+`EmbeddingService.predict` takes a request body and returns the gecko-shaped answer. The request's own
+thread checks the body, counts its tokens and cuts each text to what the model reads of it; only that goes
+to the `MicroBatcher`, so a long text costs its own request the tokenizing, not every client waiting behind
+it (benchmarks/README.md, serving_load).
 """
 
 from __future__ import annotations
 
+import copy
 import queue
-import threading
+import time
 from dataclasses import dataclass, field
 
 from embedpipe.prompts import Prompts, resolve_prompts
+from embedpipe.serving.batcher import DeadlineExceeded, ItemFailed, MicroBatcher
+from embedpipe.serving.limits import ServingLimits
 from embedpipe.serving.request import PredictError, PredictRequest, parse_request
 
-
-class MicroBatcher:
-    """Encodes the texts of concurrent requests together, in one background thread.
-
-    Requests that arrive while a batch is being encoded wait and are encoded as the next batch (up to
-    `max_texts` texts), so under load the model sees batches instead of one text at a time, and torch
-    never runs two encodes at once on the same cores. Token counting runs here too: a Hugging Face fast
-    tokenizer must not be called from two threads at once ("Already borrowed").
-
-    `encode_fn(texts)` returns (vectors, token_counts); `encode(texts)` returns the same for one request.
-    """
-
-    def __init__(self, encode_fn, max_texts: int = 64):
-        self.encode_fn = encode_fn
-        self.max_texts = max_texts
-        self.pending: queue.Queue = queue.Queue()
-        threading.Thread(target=self._run, name="embedpipe-batcher", daemon=True).start()
-
-    def encode(self, texts: list[str]):
-        slot: dict = {"done": threading.Event()}
-        self.pending.put((texts, slot))
-        slot["done"].wait()
-        if "error" in slot:
-            raise slot["error"]
-        return slot["result"]
-
-    def _run(self) -> None:
-        while True:
-            batch = [self.pending.get()]
-            count = len(batch[0][0])
-            while count < self.max_texts:
-                try:
-                    item = self.pending.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(item)
-                count += len(item[0])
-            try:
-                vectors, counts = self.encode_fn([text for texts, _ in batch for text in texts])
-            except Exception as err:  # every waiting request gets the error
-                for _, slot in batch:
-                    slot["error"] = err
-                    slot["done"].set()
-                continue
-            start = 0
-            for texts, slot in batch:
-                slot["result"] = (vectors[start : start + len(texts)], counts[start : start + len(texts)])
-                start += len(texts)
-                slot["done"].set()
+#: Tokens kept past the model's maximum when a text is cut, so the tokens it reads are those of the whole text.
+CUT_MARGIN_TOKENS = 32
 
 
 @dataclass
@@ -77,15 +35,19 @@ class EmbeddingService:
 
     model: object
     batch_size: int = 32
+    limits: ServingLimits = field(default_factory=ServingLimits)
     _prompts: dict[str, Prompts] = field(default_factory=dict)
     _batcher: MicroBatcher | None = None
+    # Copies of the tokenizer for counting in request threads: a Hugging Face fast tokenizer must not be
+    # called from two threads at once ("Already borrowed"), and the model's own one belongs to the batcher.
+    _tokenizers: queue.LifoQueue = field(default_factory=queue.LifoQueue)
+    _tokenizer: object = None
 
     def __post_init__(self):
         from embedpipe.models import encode
 
-        self._batcher = MicroBatcher(
-            lambda texts: (encode(self.model, texts, batch_size=self.batch_size), self.token_counts(texts))
-        )
+        self._tokenizer = copy.deepcopy(self.model.tokenizer)  # copied before the batcher first uses it
+        self._batcher = MicroBatcher(lambda texts: encode(self.model, texts, batch_size=self.batch_size))
 
     @property
     def dimension(self) -> int:
@@ -104,22 +66,64 @@ class EmbeddingService:
 
     def parse(self, body) -> PredictRequest:
         """Checks a request body and formats its texts with their task types' prompts (see `parse_request`)."""
-        return parse_request(body, dimension=self.dimension, prompts=self.prompts)
+        return parse_request(body, dimension=self.dimension, prompts=self.prompts, limits=self.limits)
 
     def token_counts(self, texts: list[str]) -> list[int]:
-        encoded = self.model.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        """Each text's tokens, special tokens included (`statistics.token_count`)."""
+        return self.measure(texts)[0]
 
-    def predict(self, body) -> dict:
+    def measure(self, texts: list[str]) -> tuple[list[int], list[str]]:
+        """Each text's token count, and the text cut a little past the model's maximum (what it reads of it).
+
+        Raises:
+            PredictError: naming the instance whose text the tokenizer refuses.
+        """
+        try:
+            tokenizer = self._tokenizers.get_nowait()
+        except queue.Empty:
+            tokenizer = copy.deepcopy(self._tokenizer)
+        try:
+            offsets = bool(getattr(tokenizer, "is_fast", False))
+            try:
+                encoded = tokenizer(
+                    texts, add_special_tokens=True, truncation=False, return_offsets_mapping=offsets, verbose=False
+                )
+            except Exception:
+                for index, text in enumerate(texts):
+                    try:
+                        tokenizer([text], add_special_tokens=True, truncation=False, verbose=False)
+                    except Exception as err:
+                        raise PredictError(
+                            f"instances[{index}].content cannot be tokenized (with its prompt and title): "
+                            f"{type(err).__name__}: {err}"
+                        ) from None
+                raise
+        finally:
+            self._tokenizers.put(tokenizer)
+        keep = self.max_seq_length + CUT_MARGIN_TOKENS
+        counts, cut = [], []
+        for i, (text, ids) in enumerate(zip(texts, encoded["input_ids"])):
+            counts.append(len(ids))
+            # offsets[keep] is a token of the text itself (only the last one is special), its start a boundary
+            start = encoded["offset_mapping"][i][keep][0] if offsets and len(ids) > keep + 1 else 0
+            cut.append(text[:start] if start > 0 else text)
+        return counts, cut
+
+    def predict(self, body, deadline: float | None = None) -> dict:
         """Answers one request body.
+
+        Args:
+            body: The parsed JSON body.
+            deadline: `time.monotonic()` by which to answer (None: no deadline).
 
         Raises:
             PredictError: for a request that must be answered 400.
+            DeadlineExceeded: when the deadline passed before the model answered.
         """
         import numpy as np
 
         request = self.parse(body)
-        vectors, counts = self._batcher.encode(request.texts)
+        counts, texts = self.measure(request.texts)
         limit = self.max_seq_length
         if not request.auto_truncate:
             too_long = [i for i, n in enumerate(counts) if n > limit]
@@ -130,6 +134,13 @@ class EmbeddingService:
                     f"instances[{first}].content is {counts[first]} tokens with its prompt, more than the model's "
                     f"{limit}, and parameters.autoTruncate is false{others}: shorten it or allow truncation"
                 )
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded("the request's deadline passed before it reached the model; retry later")
+        try:
+            vectors = self._batcher.encode(texts, deadline)
+        except ItemFailed as err:
+            where = "the request's instances" if err.index is None else f"instances[{err.index}].content"
+            raise PredictError(f"{where} could not be encoded: {err}") from None
         dimension = request.output_dimensionality
         if dimension is not None and dimension < vectors.shape[1]:
             vectors = vectors[:, :dimension]
