@@ -76,7 +76,8 @@ def _string_field(value, file, number, name, problems, *, required: bool) -> str
     if name == "_id" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # BEIR files written by some tools carry numeric ids
     if not isinstance(value, str):
-        problems.add(file, number, name, f"must be a string, got {type(value).__name__} {json.dumps(value)[:40]}")
+        shown = json.dumps(value, default=lambda item: getattr(item, "literal", "?"))[:40]
+        problems.add(file, number, name, f"must be a string, got {type(value).__name__} {shown}")
         return None
     if required and not value.strip():
         problems.add(file, number, name, f"is empty; give a non-empty string '{name}'")
