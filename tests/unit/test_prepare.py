@@ -274,6 +274,13 @@ MALFORMED |= {
         None,
         "nested 65 levels deep; at most 64",
     ),
+    "corpus _id an object with NaN": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": {"n": [NaN]}, "text": "t"}\n',
+        5,
+        "_id",
+        'must be a string, got dict {"n": ["NaN"]}',
+    ),
     "corpus _id with whitespace": (
         "corpus",
         jsonl(CORPUS) + '{"_id": " d9", "text": "t"}\n',
