@@ -101,14 +101,15 @@ def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
     For outputs that belong together (`prepare`'s Parquet files): everything is written (staged) first,
     and only then are the staged files renamed into place, the old ones moved aside; if a rename fails,
     the ones already done are undone. So a failure while writing, or while renaming, leaves the previous
-    set as it was, and a new set appears only complete.
+    set as it was.
 
     Why not one folder swapped in: KFP gives every output artifact its own path (siblings in the task's
     folder, beside files KFP writes itself), so there is no folder of ours to swap; and Cloud Storage FUSE
-    (`/gcs/...` on Vertex) renames a file as one copy and delete but does not rename folders by default.
-    Renaming files works on both. A process killed in the middle of the renames (milliseconds locally) can
-    leave a mix; on KFP that task then fails, so no later task reads its outputs, and a retry rewrites
-    the whole set.
+    (`/gcs/...` on Vertex) renames a file as one copy and delete but a folder only up to its
+    `--rename-dir-limit` descendants (0 by default, on buckets without hierarchical namespace). Renaming
+    files works on both. Only while the renames run (milliseconds locally, a copy per file on FUSE) can a
+    reader see some new files beside old ones, and so can a process killed then; on KFP no task reads an
+    output before its task has succeeded, and a retry rewrites the whole set.
 
     Args:
         paths: The outputs, all different.
