@@ -1,12 +1,14 @@
 """`prepare_data` on generated corpus, queries and labels: a clear input error, or output that round-trips.
 
-Lines are mostly valid records, with faults mixed in: random JSON values, NaN and Infinity, NUL characters,
-lone surrogates (escaped, and raw as invalid UTF-8), ids with surrounding whitespace, huge and over-long
-numbers, deep nesting, invalid UTF-8 bytes, wrong types, missing fields, broken TSV cells.
+A dataset is clean, has one faulty line, or many; a faulty line has one fault: random JSON values, NaN and
+Infinity, NUL characters, lone surrogates (escaped, and raw as invalid UTF-8), ids with surrounding
+whitespace, huge and over-long numbers, deep nesting, invalid UTF-8 bytes, wrong types, missing fields,
+broken TSV cells and scores.
 
 Property: `prepare_data` either raises `DataValidationError` whose every problem names its file (and line,
-when it is about a line), or returns data that `write` stores as Parquet equal to what a plain reading of
-the input gives, with no NUL, lone surrogate or non-finite number in it. Nothing else may be raised.
+when it is about a line) and which reports every line that must be rejected, or returns data that `write`
+stores as Parquet equal to what a plain reading of the input gives, with no NUL, lone surrogate, non-finite
+number or over-deep nesting in it. Nothing else may be raised.
 """
 
 import json
