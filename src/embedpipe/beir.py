@@ -104,7 +104,8 @@ def _metadata(value, file, number, problems) -> dict | None:
         return value
     more = sum(1 for _ in found)
     path, message = first
-    problems.add(file, number, path, message + (f" (and {more:,} more such values in 'metadata')" if more else ""))
+    others = f" (and {more:,} more such value{'s' * (more > 1)} in 'metadata')" if more else ""
+    problems.add(file, number, path, message + others)
     return None
 
 
