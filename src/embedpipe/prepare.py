@@ -10,7 +10,7 @@ Example:
     400
 
 Everything is validated before anything is written; problems are reported all at once
-(`embedpipe.validation.DataValidationError`). Outputs are written atomically.
+(`embedpipe.validation.DataValidationError`). The outputs are written as one set (`PreparedData.write`).
 
 Vertex AI's dataset size requirements for tuning (`embedpipe.vertex.DATASET_LIMITS`: 9 to 10,000 queries,
 9 to 500,000 documents, at least 3 query ids per label file and 9 across all splits, fewer than 500,000
@@ -63,7 +63,11 @@ class PreparedData:
         label_paths: dict[str, str],
         report_path: str | None = None,
     ) -> None:
-        """Writes Parquet files (and the Markdown report), each atomically.
+        """Writes the Parquet files (and the Markdown report) as one set: all of them replace the old set, or none.
+
+        Every file is written beside its target first; only when all are written are they renamed into
+        place (`embedpipe.storage.atomic_paths`, which says why this works for local and `/gcs/` paths).
+        A failure part-way leaves the previous set as it was; writing the same data again gives the same files.
 
         Args:
             corpus_path: Where to write the corpus Parquet file.
@@ -73,11 +77,12 @@ class PreparedData:
         """
         outputs = [(corpus_path, self.corpus), (queries_path, self.queries)]
         outputs += [(label_paths[split], self.labels[split]) for split in SPLITS if split in label_paths]
-        for path, frame in outputs:
-            with storage.atomic_path(path) as tmp:
+        paths = [path for path, _ in outputs] + ([report_path] if report_path else [])
+        with storage.atomic_paths(paths) as staged:
+            for (_, frame), tmp in zip(outputs, staged):
                 frame.to_parquet(tmp, index=False)
-        if report_path:
-            storage.write_text_atomic(report_path, self.report())
+            if report_path:
+                staged[-1].write_text(self.report(), encoding="utf-8")
 
     def report(self) -> str:
         """Returns a short Markdown report: counts, length distributions, warnings."""

@@ -33,6 +33,7 @@ LAYERS = [
         "embedpipe.metrics",
         "embedpipe.models",
         "embedpipe.prompts",
+        "embedpipe.storable",
         "embedpipe.storage",
         "embedpipe.threads",
         "embedpipe.validation",

@@ -192,6 +192,126 @@ MALFORMED = {
     "labels empty file": ("train", "query-id\tcorpus-id\tscore\n", None, None, "has no labels"),
 }
 
+# What the outputs cannot store (issue 16): each is a problem on its line and field, never a traceback.
+DEEP = "[" * 100_000 + "]" * 100_000
+MALFORMED |= {
+    "corpus NaN in metadata": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": "d9", "text": "t", "metadata": {"score": NaN}}\n',
+        5,
+        "metadata.score",
+        "NaN is not a JSON number",
+    ),
+    "corpus -Infinity in a metadata list": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": "d9", "text": "t", "metadata": {"a b": [1, -Infinity]}}\n',
+        5,
+        'metadata["a b"][1]',
+        "-Infinity is not a JSON number",
+    ),
+    "corpus float overflow": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": "d9", "text": "t", "metadata": {"x": 1e400}}\n',
+        5,
+        "metadata.x",
+        "out of the range of a 64-bit float",
+    ),
+    "corpus 5000-digit integer": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": "d9", "text": "t", "metadata": {"n": ' + "7" * 5000 + "}}\n",
+        5,
+        "metadata.n",
+        "a number of 5,000 characters",
+    ),
+    "corpus 5000-digit numeric _id": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": ' + "7" * 5000 + ', "text": "t"}\n',
+        5,
+        "_id",
+        "a number of 5,000 characters",
+    ),
+    "corpus NUL in text": ("corpus", jsonl(CORPUS) + '{"_id": "d9", "text": "a\\u0000b"}\n', 5, "text", "NUL"),
+    "corpus NUL in title": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": "d9", "title": "\\u0000", "text": "t"}\n',
+        5,
+        "title",
+        "NUL character (\\u0000) at character 1",
+    ),
+    "corpus NUL in _id": ("corpus", jsonl(CORPUS) + '{"_id": "d\\u00009", "text": "t"}\n', 5, "_id", "NUL"),
+    "corpus NUL in a metadata key": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": "d9", "text": "t", "metadata": {"k": {"a\\u0000": 1}}}\n',
+        5,
+        "metadata.k",
+        'key "a\\u0000" contains a NUL',
+    ),
+    "corpus NUL in a metadata value": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": "d9", "text": "t", "metadata": {"k": ["ok", "\\u0000"]}}\n',
+        5,
+        "metadata.k[1]",
+        "NUL",
+    ),
+    "corpus lone surrogate": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": "d9", "text": "x\\ud800"}\n',
+        5,
+        "text",
+        "lone surrogate (\\ud800) at character 2",
+    ),
+    "corpus deep nesting": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": "d9", "text": "t", "metadata": {"x": ' + DEEP + "}}\n",
+        5,
+        None,
+        "nested 100,002 levels deep",
+    ),
+    "corpus nesting past the limit": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": "d9", "text": "t", "metadata": ' + "[" * 64 + "]" * 64 + "}\n",
+        5,
+        None,
+        "nested 65 levels deep; at most 64",
+    ),
+    "corpus _id an object with NaN": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": {"n": [NaN]}, "text": "t"}\n',
+        5,
+        "_id",
+        'must be a string, got dict {"n": ["NaN"]}',
+    ),
+    "corpus _id with whitespace": (
+        "corpus",
+        jsonl(CORPUS) + '{"_id": " d9", "text": "t"}\n',
+        5,
+        "_id",
+        "' d9' has surrounding whitespace",
+    ),
+    "queries _id with whitespace": (
+        "queries",
+        jsonl(QUERIES) + '{"_id": "q9\\t", "text": "t"}\n',
+        6,
+        "_id",
+        "surrounding whitespace",
+    ),
+    "queries NUL in text": ("queries", jsonl(QUERIES) + '{"_id": "q9", "text": "\\u0000"}\n', 6, "text", "NUL"),
+    "queries Infinity in metadata": (
+        "queries",
+        jsonl(QUERIES) + '{"_id": "q9", "text": "t", "metadata": {"w": Infinity}}\n',
+        6,
+        "metadata.w",
+        "Infinity",
+    ),
+    "labels query id with whitespace": ("train", TRAIN + "q1 \td2\t1\n", 5, "query-id", "'q1 ' has surrounding"),
+    "labels corpus id with whitespace": ("train", TRAIN + "q1\t d2\t1\n", 5, "corpus-id", "surrounding whitespace"),
+    "labels NUL in an id": ("train", TRAIN + "q1\td\x002\t1\n", 5, "corpus-id", "NUL character"),
+    "labels score past int64": ("train", TRAIN + f"q1\td2\t{2**63}\n", 5, "score", "larger than a 64-bit integer"),
+    "labels score 10^30": ("train", TRAIN + f"q1\td2\t{10**30}\n", 5, "score", "larger than a 64-bit integer"),
+    "labels 5000-digit score": ("train", TRAIN + "q1\td2\t" + "9" * 5000 + "\n", 5, "score", "(5,000 characters)"),
+    "labels 5000-digit negative score": ("train", TRAIN + "q1\td2\t-" + "9" * 5000 + "\n", 5, "score", "negative"),
+}
+
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_input_names_file_line_and_field_and_writes_nothing(tmp_path, case, capsys):
@@ -239,3 +359,46 @@ def test_failed_rewrite_keeps_the_previous_output(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_values_at_the_limits_are_kept_and_round_trip(tmp_path):
+    metadata = {
+        "big": 2**70,
+        "pi": 3.25,
+        "deep": json.loads("[" * 60 + "]" * 60),
+        "brackets in a string": "[" * 500,
+        "emoji": "\U0001f600",  # json.dumps writes it as the escaped pair \ud83d\ude00
+        "key with spaces": None,
+    }
+    # "\ud83d\ude00" as an escaped surrogate pair is one valid character, not a lone surrogate.
+    line = '{"_id": "d9", "text": "pair: \\ud83d\\ude00", "metadata": ' + json.dumps(metadata) + "}\n"
+    paths = write_dataset(tmp_path / "data", corpus=jsonl(CORPUS) + line, train=TRAIN + f"q1\td9\t{2**63 - 1}\n")
+    prepared = run_prepare(paths)
+    prepared.write(str(tmp_path / "c.parquet"), str(tmp_path / "q.parquet"), {"train": str(tmp_path / "t.parquet")})
+    corpus = pd.read_parquet(tmp_path / "c.parquet").set_index("_id")
+    assert corpus.loc["d9", "text"] == "pair: \U0001f600"
+    assert json.loads(corpus.loc["d9", "metadata"]) == metadata
+    train = pd.read_parquet(tmp_path / "t.parquet")
+    assert train["score"].max() == 2**63 - 1 and str(train["score"].dtype) == "int64"
+
+
+def test_every_unstorable_line_is_reported_and_a_field_counts_the_rest(tmp_path):
+    bad = [
+        '{"_id": "d5", "text": "\\u0000"}',
+        '{"_id": "d6 ", "text": "t"}',
+        '{"_id": "d7", "text": "t", "metadata": {"a": [NaN, NaN, Infinity], "b": "\\ud800"}}',
+    ]
+    paths = write_dataset(tmp_path, corpus=jsonl(CORPUS) + "\n".join(bad) + "\n")
+    with pytest.raises(DataValidationError) as info:
+        run_prepare(paths)
+    found = [(p.line, p.field) for p in info.value.problems if p.file == paths["corpus"]]
+    assert found == [(5, "text"), (6, "_id"), (7, "metadata.a[0]")]
+    assert "(and 3 more such values in 'metadata')" in info.value.problems[2].message
+
+
+def test_labels_no_longer_strip_ids_so_a_padded_id_is_named(tmp_path):
+    """Changed by issue 16: ' q1' used to be stripped silently; ids are now matched exactly everywhere."""
+    paths = write_dataset(tmp_path, train=TRAIN + " q1\td2\t1\n")
+    with pytest.raises(DataValidationError) as info:
+        run_prepare(paths)
+    assert f"{paths['train']}:5: field 'query-id': ' q1' has surrounding whitespace" in str(info.value)
