@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The flags that take a Postgres connection string (`run`, `embed`, `stream`: --database-uri; `search`: --db).
+CONNECTION_FLAGS = ("database_uri", "db")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one `embedpipe` command: the console script `embedpipe` and `python -m embedpipe.cli`.
 
@@ -65,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         for flag in ("model", "tuned_model"):  # a Vertex AI model id is answered before any work
             if isinstance(getattr(args, flag, None), str):
                 check_open_model(getattr(args, flag), parameter="--" + flag.replace("_", "-"))
+        for flag in CONNECTION_FLAGS:  # a password in clear is refused before any work, never echoed
+            if isinstance(getattr(args, flag, None), str) and getattr(args, flag):
+                from embedpipe.vectorstore.conninfo import check_no_password
+
+                check_no_password(getattr(args, flag), what="--" + flag.replace("_", "-"))
         return args.func(args)
     except (DataValidationError, FileNotFoundError, ValueError) as err:  # ModelLoadError is a ValueError
         print(f"embedpipe {args.command}: {err}", file=sys.stderr)

@@ -133,6 +133,10 @@ def prepare_config(
     from embedpipe.models import model_prompts, use_hf_token
     from embedpipe.prompts import resolve_prompts
 
+    if database_uri:  # before any other work: the workers would carry a password in clear, and logs show it
+        from embedpipe.vectorstore.conninfo import check_no_password
+
+        check_no_password(database_uri, what="database_uri")
     settings = (ModelSettings(model=model) if isinstance(model, str) else model).checked()
     docs.check_chunking(chunk_tokens, chunk_overlap)
     if database_uri:

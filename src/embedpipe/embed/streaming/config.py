@@ -121,6 +121,10 @@ def prepare_stream_config(
         parse_topic(dead_letter_topic)
     if not database_uri and connection is None:
         raise ValueError("give database_uri (or connection settings) for the vector database to write to")
+    if database_uri and connection is None:  # a password goes in connection's password_env / password_secret
+        from embedpipe.vectorstore.conninfo import check_no_password
+
+        check_no_password(database_uri, what="database_uri")
     split_table_name(table)
     docs.check_chunking(chunk_tokens, chunk_overlap)
     settings = (ModelSettings(model=model) if isinstance(model, str) else model).checked()
