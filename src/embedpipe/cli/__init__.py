@@ -51,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
 CONNECTION_FLAGS = ("database_uri", "db")
 
 
+def _refuse_passwords(argv: list[str]) -> None:
+    """Refuses a connection flag with a password in clear from the raw arguments, before the parser is built
+    (building it imports Beam for `embed`/`stream`: seconds); `main` checks the parsed flags again."""
+    from embedpipe.vectorstore.conninfo import check_no_password
+
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in CONNECTION_FLAGS:
+        early.add_argument("--" + flag.replace("_", "-"), dest=flag, default="")
+    known, _ = early.parse_known_args(argv)
+    for flag in CONNECTION_FLAGS:
+        if getattr(known, flag):
+            check_no_password(getattr(known, flag), what="--" + flag.replace("_", "-"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one `embedpipe` command: the console script `embedpipe` and `python -m embedpipe.cli`.
 
@@ -61,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         The command's exit status; 2, with the reason on stderr, when the data, a file or a value is wrong
         (argparse also exits with 2 on a bad flag).
     """
+    from embedpipe.vectorstore.conninfo import ConnectionConfigError
+
+    try:
+        _refuse_passwords(sys.argv[1:] if argv is None else argv)
+    except ConnectionConfigError as err:
+        print(f"embedpipe: {err}", file=sys.stderr)
+        return 2
     from embedpipe.models import check_open_model
     from embedpipe.validation import DataValidationError
 

@@ -69,6 +69,8 @@ def parse_connection_string(text: str, *, what: str = "database_uri") -> Connect
     if not text or not text.strip():
         return ConnectionString(text or "")
     try:
+        if "\x00" in text:  # libpq reads a C string: it would stop there and see none of what follows
+            raise ValueError("it holds a NUL character")
         params = conninfo_to_dict(text)
     except Exception as err:  # noqa: BLE001 - psycopg raises ProgrammingError, libpq's message inside
         raise ConnectionConfigError(
@@ -151,11 +153,16 @@ def _parses_to(text: str, expected: dict) -> bool:
 
 
 def _unquoted(err: BaseException) -> str:
-    """libpq's message without the quoted piece of the string it names (that piece may be the password),
-    unless that piece is "=" or one of libpq's parameter names."""
+    """libpq's message, cut before the piece of the string it quotes (that piece may hold the password); a
+    quoted piece is kept only where the whole message is a known form and the piece is a parameter name."""
     message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    known = _keywords() | {"="}
-    return re.sub(r'"([^"]*)"?', lambda m: m.group(0) if m.group(1) in known else '"…"', message)
+    named = re.fullmatch(r'missing "=" after "([a-z_]+)" in connection info string', message)
+    if named and named.group(1) in _keywords():
+        return message
+    if message.startswith('missing "=" after'):
+        return 'missing "=" after a parameter name in connection info string'
+    head, quote, _ = message.partition('"')
+    return head.rstrip(" :") + (" (the part quoted is not shown)" if quote else "")
 
 
 def _keywords() -> set[str]:

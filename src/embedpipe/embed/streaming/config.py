@@ -110,8 +110,11 @@ def prepare_stream_config(
     from embedpipe.embed.handler import load_encoder
     from embedpipe.models import ModelLoadError, model_prompts, use_hf_token
     from embedpipe.prompts import resolve_prompts
+    from embedpipe.vectorstore.conninfo import check_no_password
     from embedpipe.vectorstore.identifiers import split_table_name
 
+    if database_uri and connection is None:  # first: a password goes in connection's password_env / _secret
+        check_no_password(database_uri, what="database_uri")
     check_source(subscription, topic)
     if dead_letter_topic:
         if not _TOPIC.match(dead_letter_topic):
@@ -121,10 +124,6 @@ def prepare_stream_config(
         parse_topic(dead_letter_topic)
     if not database_uri and connection is None:
         raise ValueError("give database_uri (or connection settings) for the vector database to write to")
-    if database_uri and connection is None:  # a password goes in connection's password_env / password_secret
-        from embedpipe.vectorstore.conninfo import check_no_password
-
-        check_no_password(database_uri, what="database_uri")
     split_table_name(table)
     docs.check_chunking(chunk_tokens, chunk_overlap)
     settings = (ModelSettings(model=model) if isinstance(model, str) else model).checked()
