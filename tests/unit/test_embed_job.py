@@ -257,3 +257,27 @@ def test_job_writes_into_the_vector_store_and_deletes_stale_rows(tmp_path, pg_ur
     in_database = stored("embed_job_test")
     assert in_database == second["content"].to_dict()  # the table holds exactly this run's rows
     assert not any(i.startswith((removed["_id"] + "#", shortened["_id"] + "#1")) for i in in_database)
+
+
+def test_over_the_dead_letter_limits_the_database_is_left_as_it_was(tmp_path, pg_uri):
+    import psycopg
+
+    def stored():
+        with psycopg.connect(pg_uri) as conn:
+            return dict(conn.execute('SELECT id, content FROM "embed_job_limits"').fetchall())
+
+    rows = slice_of_corpus(tmp_path / "corpus.jsonl", 4)
+    config = dict(database_uri=pg_uri, table="embed_job_limits")
+    run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run1"), **config))
+    before = stored()
+    assert sorted(before) == sorted(r["_id"] for r in rows)
+    changed = [dict(rows[0], text="an edited text"), *rows[2:]]  # one edited, one removed, and 2 bad lines
+    lines = [json.dumps(r) for r in changed] + ["{broken", json.dumps({"_id": "no text"})]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(TooManyDeadLetters, match="2 of 5 records read"):
+        run_job(
+            prepare_config(
+                str(tmp_path / "corpus.jsonl"), str(tmp_path / "run2"), previous=str(tmp_path / "run1"), **config
+            )
+        )
+    assert stored() == before  # no upsert of the edited document, no delete of the removed one
