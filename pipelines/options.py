@@ -11,6 +11,8 @@ EMBED_ARGUMENTS = {
     "task_type": "task_type",
     "chunk_tokens": "chunk_tokens",
     "chunk_overlap": "chunk_overlap",
+    "max_dead_letter_share": "max_dead_letter_share",
+    "max_dead_letters": "max_dead_letters",
     "output_dimensionality": "output_dimensionality",
     "embed_runner": "runner",
     "hf_token_secret": "hf_token_secret",

@@ -93,6 +93,8 @@ def tune_and_index(
     index_corpus_path: str = "",
     chunk_tokens: int = 0,
     chunk_overlap: int = 0,
+    max_dead_letter_share: float = 0.1,
+    max_dead_letters: int = -1,
     embed_runner: str = "DataflowRunner",
     dataflow_temp_location: str = "",
     dataflow_service_account: str = "",
@@ -184,6 +186,9 @@ def tune_and_index(
         index_corpus_path: The corpus to embed and index, if not the labelled one (JSONL or Parquet).
         chunk_tokens: Split documents into chunks of this many tokens (0 = whole documents).
         chunk_overlap: Tokens shared by neighbouring chunks.
+        max_dead_letter_share: The embedding task fails, writing no vectors, when more than this share of
+            the corpus records are dead letters (kept in the vectors' `_dead_letters/`; 1 = never).
+        max_dead_letters: The same by count (-1 = no limit by count).
         embed_runner: "DataflowRunner", or "DirectRunner" to embed inside the task.
         dataflow_temp_location: `gs://` temp folder of the Dataflow job ("" = beside the artifacts).
         dataflow_service_account: Dataflow worker service account.

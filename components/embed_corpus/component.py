@@ -19,6 +19,8 @@ def embed_corpus(
     task_type: str = "RETRIEVAL_DOCUMENT",
     chunk_tokens: int = 0,
     chunk_overlap: int = 0,
+    max_dead_letter_share: float = 0.1,
+    max_dead_letters: int = -1,
     batch_size: int = 32,
     output_dimensionality: int = 0,
     backend: str = "torch",
@@ -53,6 +55,9 @@ def embed_corpus(
         task_type: Vertex task type; selects the document prompt (e.g. EmbeddingGemma's "title: ... | text: ").
         chunk_tokens: Split documents into chunks of this many tokens (0 = one vector per document).
         chunk_overlap: Tokens shared by neighbouring chunks; chunk ids are `docid#n`.
+        max_dead_letter_share: The task fails after the job ran, with the counts, when more than this share
+            of the records read became dead letters; no vectors are written then (1 = never).
+        max_dead_letters: The same by count (-1 = no limit by count).
         batch_size: Texts per forward pass.
         output_dimensionality: Keep this many leading dimensions, re-normalised (0 = all).
         backend: "torch", or "onnx-int8" for CPU workers: the model is quantized to int8 when the job starts

@@ -44,6 +44,9 @@ _KMS_KEY = re.compile(r"^projects/[^/]+/locations/(?P<location>[^/]+)/keyRings/[
 #: Pipeline parameters that take the run's CMEK key unless `--param` sets them: the resources the pipeline's
 #: steps create outside the run (Model Registry, endpoint, fine-tune CustomJob; the Dataflow job).
 KEY_PARAMETERS = ("encryption_spec_key_name", "dataflow_kms_key")
+#: Pipeline parameters holding a Postgres connection string: refused with a password in clear (Vertex keeps
+#: parameter values in the run's record and UI).
+CONNECTION_PARAMETERS = ("database_uri",)
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,19 @@ def _vertex_problems(declared: dict, values: dict) -> list[str]:
     return problems
 
 
+def _connection_problems(values: dict) -> list[str]:
+    from embedpipe.vectorstore.conninfo import ConnectionConfigError, check_no_password
+
+    problems = []
+    for name in CONNECTION_PARAMETERS:
+        if isinstance(values.get(name), str) and values[name]:
+            try:
+                check_no_password(values[name], what=f"parameter {name!r}")
+            except ConnectionConfigError as err:
+                problems.append(str(err))
+    return problems
+
+
 def submission_parameters(submission: Submission) -> dict:
     """The parameter values that are sent: typed from the compiled YAML, plus what `machine_type` means.
 
@@ -233,7 +249,7 @@ def check_submission(submission: Submission) -> list[str]:
         return [f"{submission.template_path}: no such compiled pipeline; run `python compile.py` first"]
     declared = pipeline_parameters(submission.template_path)
     values, type_problems = _typed_values(submission.template_path, submission.parameter_values)
-    problems += type_problems + _vertex_problems(declared, values)
+    problems += type_problems + _vertex_problems(declared, values) + _connection_problems(values)
     for name in submission.parameter_values:
         if name not in declared:
             problems.append(

@@ -144,3 +144,32 @@ def test_gcp_resources_is_gcpc_s_format():
     assert parsed.resources[0].resource_uri == (
         "https://dataflow.googleapis.com/v1b3/projects/p/locations/us-central1/jobs/2026-01-01_00_00_00-123"
     )
+
+
+def test_a_line_that_is_not_utf8_is_a_dead_letter_naming_file_and_line():
+    dead = docs.parse_json_line(b'{"_id": "d1", "text": "caf\xe9"}', "gs://b/corpus.jsonl:7")
+    assert docs.is_dead_letter(dead) and dead.source == "gs://b/corpus.jsonl:7"
+    assert dead.reason.startswith("gs://b/corpus.jsonl:7: not valid UTF-8 (")
+    assert "byte 0xe9 at byte 27 of the line" in dead.reason
+    assert dead.record == '{"_id": "d1", "text": "caf\\xe9"}' and dead.to_dict()["source"] == "gs://b/corpus.jsonl:7"
+    bad_json = docs.parse_json_line(b"{nope", "c.jsonl:3")
+    assert bad_json.source == "c.jsonl:3" and bad_json.reason.startswith("invalid JSON")
+    good = docs.parse_json_line('{"_id": "d1", "text": "café"}'.encode(), "c.jsonl:1")
+    assert not docs.is_dead_letter(good) and good.text == "café"
+    assert "source" not in docs.parse_json_line("{nope").to_dict()  # read otherwise (streaming): no source
+
+
+def test_numbered_lines_count_every_line_and_skip_blank_ones(tmp_path):
+    import gzip
+    from types import SimpleNamespace
+
+    from embedpipe.embed.reading import numbered_lines
+
+    content = b'{"a": 1}\r\n\n   \n{"b": "\xff"}\n{"c": 3}'
+    plain, packed = tmp_path / "c.jsonl", tmp_path / "c.jsonl.gz"
+    plain.write_bytes(content)
+    packed.write_bytes(gzip.compress(content))
+    expected = [(":1", b'{"a": 1}'), (":4", b'{"b": "\xff"}'), (":5", b'{"c": 3}')]
+    for path, opener in ((plain, open), (packed, gzip.open)):
+        readable = SimpleNamespace(metadata=SimpleNamespace(path=str(path)), open=lambda p=path, o=opener: o(p, "rb"))
+        assert list(numbered_lines(readable)) == [(str(path) + n, line) for n, line in expected]

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedpipe.embed.job import prepare_config, run_job
-from embedpipe.embed.settings import ModelSettings
+from embedpipe.embed.job import TooManyDeadLetters, prepare_config, run_job
+from embedpipe.embed.settings import DeadLetterLimits, ModelSettings
 from embedpipe.models import ModelLoadError, load_model
 
 pytestmark = pytest.mark.slow
@@ -153,7 +153,9 @@ def test_bad_documents_are_counted_dead_letters_never_silently_dropped(tmp_path)
         "",
     ]
     (tmp_path / "corpus.jsonl").write_text("\n".join(lines) + "\n")
-    result = run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "out")))
+    # 5 of 8 records are dead letters: over the default limit (10 %), which this test lifts to see them all.
+    limits = DeadLetterLimits(max_dead_letter_share=1.0)
+    result = run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "out"), dead_letters=limits))
     assert result.metrics["dead_letters"] == 5 and result.metrics["documents_embedded"] == 3
     assert result.metrics["documents_read"] == 8
     assert sorted(read_vectors(tmp_path / "out").index) == sorted(r["_id"] for r in good)
@@ -170,6 +172,41 @@ def test_bad_documents_are_counted_dead_letters_never_silently_dropped(tmp_path)
         "id 'twice' appears 2 times in the corpus",
         "invalid JSON: Expecting property name enclosed in double quotes at column 2",
     ]
+    sources = {d["reason"].split(":")[0]: d.get("source", "") for d in dead}
+    assert sources["invalid JSON"] == f"{tmp_path / 'corpus.jsonl'}:6"  # read line by line: file and line named
+
+
+def test_too_many_dead_letters_fail_the_job_after_it_ran_with_the_counts_and_write_no_vectors(tmp_path):
+    good = slice_of_corpus(tmp_path / "good.jsonl", 6)
+    lines = [json.dumps(r).encode() for r in good[:3]]
+    lines += ['{"_id": "latin1", "text": "caf\xe9"}'.encode("latin-1"), b"", b"{broken"]  # lines 4, 5 (blank), 6
+    lines += [json.dumps(r).encode() for r in good[3:]]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(b"\n".join(lines) + b"\n")
+    config = prepare_config(
+        str(corpus), str(tmp_path / "out"), dead_letters=DeadLetterLimits(max_dead_letter_share=0.2)
+    )
+    with pytest.raises(TooManyDeadLetters) as failed:
+        run_job(config)
+    message = str(failed.value)
+    assert "2 of 8 records read (25.0%) are dead letters, over max_dead_letter_share 0.2" in message
+    assert "no vectors were written" in message and "_dead_letters" in message
+    assert (failed.value.metrics["documents_read"], failed.value.metrics["dead_letters"]) == (8, 2)
+    out = tmp_path / "out"
+    assert not list(out.glob("vectors*"))  # nothing that could be read as the job's (complete) output
+    dead = {
+        json.loads(line)["source"]: json.loads(line)["reason"]
+        for f in (out / "_dead_letters").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+    }
+    assert sorted(dead) == [f"{corpus}:4", f"{corpus}:6"]
+    assert dead[f"{corpus}:4"].startswith(f"{corpus}:4: not valid UTF-8 (") and "byte 0xe9" in dead[f"{corpus}:4"]
+    # Within the limits the same corpus is embedded, the bad lines still dead letters.
+    result = run_job(
+        prepare_config(str(corpus), str(tmp_path / "out2"), dead_letters=DeadLetterLimits(max_dead_letter_share=0.25))
+    )
+    assert (result.metrics["documents_embedded"], result.metrics["dead_letters"]) == (6, 2)
+    assert sorted(read_vectors(tmp_path / "out2").index) == sorted(r["_id"] for r in good)
 
 
 def test_a_model_folder_that_does_not_load_is_a_clear_error(tmp_path):
@@ -220,3 +257,27 @@ def test_job_writes_into_the_vector_store_and_deletes_stale_rows(tmp_path, pg_ur
     in_database = stored("embed_job_test")
     assert in_database == second["content"].to_dict()  # the table holds exactly this run's rows
     assert not any(i.startswith((removed["_id"] + "#", shortened["_id"] + "#1")) for i in in_database)
+
+
+def test_over_the_dead_letter_limits_the_database_is_left_as_it_was(tmp_path, pg_uri):
+    import psycopg
+
+    def stored():
+        with psycopg.connect(pg_uri) as conn:
+            return dict(conn.execute('SELECT id, content FROM "embed_job_limits"').fetchall())
+
+    rows = slice_of_corpus(tmp_path / "corpus.jsonl", 4)
+    config = dict(database_uri=pg_uri, table="embed_job_limits")
+    run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run1"), **config))
+    before = stored()
+    assert sorted(before) == sorted(r["_id"] for r in rows)
+    changed = [dict(rows[0], text="an edited text"), *rows[2:]]  # one edited, one removed, and 2 bad lines
+    lines = [json.dumps(r) for r in changed] + ["{broken", json.dumps({"_id": "no text"})]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(TooManyDeadLetters, match="2 of 5 records read"):
+        run_job(
+            prepare_config(
+                str(tmp_path / "corpus.jsonl"), str(tmp_path / "run2"), previous=str(tmp_path / "run1"), **config
+            )
+        )
+    assert stored() == before  # no upsert of the edited document, no delete of the removed one

@@ -9,6 +9,7 @@ import pytest
 from embedpipe.components import embed_corpus
 from embedpipe.embed.settings import (
     DataflowSettings,
+    DeadLetterLimits,
     ModelSettings,
     add_arguments,
     from_mapping,
@@ -18,10 +19,10 @@ from embedpipe.pipelines.embed_and_index import embed_and_index
 from embedpipe.pipelines.options import EMBED_ARGUMENTS
 from embedpipe.pipelines.tune_and_index import tune_and_index, tune_and_index_custom_job
 
-KFP_TYPES = {str: "String", int: "Integer", bool: "Boolean", float: "Double"}
+KFP_TYPES = {str: "String", int: "Integer", bool: "Boolean", float: "Float"}
 
 
-@pytest.mark.parametrize("settings", [ModelSettings, DataflowSettings])
+@pytest.mark.parametrize("settings", [ModelSettings, DataflowSettings, DeadLetterLimits])
 def test_the_component_s_parameters_are_the_settings_fields_with_their_defaults(settings):
     inputs = embed_corpus.component_spec.inputs
     shared = [f for f in fields(settings) if f.name in inputs]
@@ -126,3 +127,34 @@ def test_the_kms_key_is_a_dataflow_setting_from_pipeline_parameter_to_beam_optio
 
 def test_the_custom_job_variant_wires_the_dataflow_parameters_too():
     test_every_dataflow_pipeline_parameter_is_a_settings_field_wired_to_the_component(tune_and_index_custom_job)
+
+
+@pytest.mark.parametrize("pipeline", [tune_and_index, embed_and_index])
+def test_the_dead_letter_limits_are_pipeline_parameters_wired_to_the_component(pipeline):
+    parameters = inspect.signature(pipeline.pipeline_func).parameters
+    inputs = embed_corpus.component_spec.inputs
+    for option in fields(DeadLetterLimits):
+        assert parameters[option.name].default == option.default, option.name
+        assert EMBED_ARGUMENTS[option.name] == option.name and option.name in inputs
+
+
+def test_dead_letter_limits_flags_checks_and_the_message_with_the_counts():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, DeadLetterLimits)
+    limits = from_mapping(
+        DeadLetterLimits, parser.parse_args(["--max-dead-letter-share", "0.25", "--max_dead_letters", "3"])
+    )
+    assert limits == DeadLetterLimits(max_dead_letter_share=0.25, max_dead_letters=3)
+    assert limits.exceeded(2, 8) == ""  # 25 %, 2 <= 3: within
+    assert limits.exceeded(3, 8) == "3 of 8 records read (37.5%) are dead letters, over max_dead_letter_share 0.25"
+    assert limits.exceeded(4, 100) == "4 of 100 records read (4.0%) are dead letters, over max_dead_letters 3"
+    assert DeadLetterLimits().exceeded(0, 0) == "" and DeadLetterLimits().exceeded(1, 10) == ""
+    assert "over max_dead_letter_share 0.1" in DeadLetterLimits().exceeded(2, 10)
+    assert DeadLetterLimits(max_dead_letter_share=1.0).exceeded(10, 10) == ""
+    for bad, error in [
+        (DeadLetterLimits(max_dead_letter_share=1.5), "between 0 and 1"),
+        (DeadLetterLimits(max_dead_letter_share=-0.1), "between 0 and 1"),
+        (DeadLetterLimits(max_dead_letters=-2), "max_dead_letters must be"),
+    ]:
+        with pytest.raises(ValueError, match=error):
+            bad.checked()

@@ -157,3 +157,22 @@ def test_cli_passes_the_cmek_key(template, monkeypatch):
     argv += [f"--param={name}={value}" for name, value in required_parameters(template).items()]
     assert cli_main(argv) == 0
     assert fake.calls[1][1]["encryption_spec_key_name"] == KEY
+
+
+@pytest.mark.parametrize(
+    "uri", ["postgresql://u:hunter2@db/x", "host=db user=u password=hunter2 dbname=x", "host=db password"]
+)
+def test_a_database_uri_with_a_password_or_unparseable_is_refused_before_any_call(template, uri):
+    fake = FakeAiplatform()
+    submission = submit_module.Submission(
+        template_path=template,
+        project="my-project",
+        location="us-central1",
+        pipeline_root="gs://bucket/root",
+        parameter_values={**required_parameters(template), "database_uri": uri},
+    )
+    with pytest.raises(ValueError, match="database_uri") as refused:
+        submit_module.submit(submission, aiplatform=fake)
+    assert fake.calls == []
+    assert "hunter2" not in str(refused.value)
+    assert "password in clear" in str(refused.value) or "cannot parse" in str(refused.value)

@@ -47,6 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The flags that take a Postgres connection string (`run`, `embed`, `stream`: --database-uri; `search`: --db).
+CONNECTION_FLAGS = ("database_uri", "db")
+
+
+def _refuse_passwords(argv: list[str]) -> None:
+    """Refuses a connection flag with a password in clear from the raw arguments, before the parser is built
+    (building it imports Beam for `embed`/`stream`: seconds); `main` checks the parsed flags again."""
+    from embedpipe.vectorstore.conninfo import check_no_password
+
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in CONNECTION_FLAGS:
+        early.add_argument("--" + flag.replace("_", "-"), dest=flag, default="")
+    known, _ = early.parse_known_args(argv)
+    for flag in CONNECTION_FLAGS:
+        if getattr(known, flag):
+            check_no_password(getattr(known, flag), what="--" + flag.replace("_", "-"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one `embedpipe` command: the console script `embedpipe` and `python -m embedpipe.cli`.
 
@@ -57,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         The command's exit status; 2, with the reason on stderr, when the data, a file or a value is wrong
         (argparse also exits with 2 on a bad flag).
     """
+    from embedpipe.vectorstore.conninfo import ConnectionConfigError
+
+    try:
+        _refuse_passwords(sys.argv[1:] if argv is None else argv)
+    except ConnectionConfigError as err:
+        print(f"embedpipe: {err}", file=sys.stderr)
+        return 2
     from embedpipe.models import check_open_model
     from embedpipe.validation import DataValidationError
 
@@ -65,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         for flag in ("model", "tuned_model"):  # a Vertex AI model id is answered before any work
             if isinstance(getattr(args, flag, None), str):
                 check_open_model(getattr(args, flag), parameter="--" + flag.replace("_", "-"))
+        for flag in CONNECTION_FLAGS:  # a password in clear is refused before any work, never echoed
+            if isinstance(getattr(args, flag, None), str) and getattr(args, flag):
+                from embedpipe.vectorstore.conninfo import check_no_password
+
+                check_no_password(getattr(args, flag), what="--" + flag.replace("_", "-"))
         return args.func(args)
     except (DataValidationError, FileNotFoundError, ValueError) as err:  # ModelLoadError is a ValueError
         print(f"embedpipe {args.command}: {err}", file=sys.stderr)

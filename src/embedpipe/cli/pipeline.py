@@ -23,6 +23,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         The exit status: 0, 1 when a task failed (the quality gate included), 3 when --runner docker finds
         no Docker daemon.
     """
+    from embedpipe.vectorstore.conninfo import check_no_password
+
+    # Before anything starts (and before it becomes a pipeline parameter, which kfp.local writes to the run's
+    # files and logs): a password in clear is refused, and the message shows the URI redacted.
+    check_no_password(args.database_uri, what="--database-uri")
     from embedpipe.local import CLOUD_ONLY_STEPS, LOCAL_OVERRIDES, LocalRunFailed, declared_parameters, run_locally
     from embedpipe.pipelines import tune_and_index
 
@@ -104,7 +109,9 @@ def _gate_failed(run) -> bool:
 
 def _print_run_summary(run, args, database_uri: str) -> None:
     from embedpipe.local import comparison_task, example_query, indexed_model, stage_times
+    from embedpipe.vectorstore.conninfo import redact_connection_string
 
+    database_uri = redact_connection_string(database_uri)
     times = stage_times(run, run.started_at)
     print(f"\n== embedpipe run: {sum(t for _, t in times):.0f} s; run folder: {run.run_dir}")
     print("\nStages: " + ", ".join(f"{task} {seconds:.0f} s" for task, seconds in times))

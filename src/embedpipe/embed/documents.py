@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from embedpipe.embed.types import DeadLetter, Document, VectorRow
@@ -27,23 +28,41 @@ CHUNK_SEPARATOR = "#"
 _EXCERPT = 200
 
 
-def dead_letter(doc_id: str | None, reason: str, record: Any) -> DeadLetter:
+def dead_letter(doc_id: str | None, reason: str, record: Any, source: str = "") -> DeadLetter:
     """A record the job could not embed, with why (the record itself cut to a short excerpt)."""
     if isinstance(record, (Document, DeadLetter)):
         record = record.to_dict()
     excerpt = record if isinstance(record, str) else json.dumps(record, ensure_ascii=False, default=str)
-    return DeadLetter(doc_id, reason, excerpt[:_EXCERPT])
+    return DeadLetter(doc_id, reason, excerpt[:_EXCERPT], source)
 
 
 def is_dead_letter(item: object) -> bool:
     return isinstance(item, DeadLetter)
 
 
-def parse_json_line(line: str | bytes) -> Document | DeadLetter:
-    """Parses one JSONL corpus line into a document or a dead letter."""
+def parse_json_line(line: str | bytes, source: str = "") -> Document | DeadLetter:
+    """Parses one JSONL corpus line into a document or a dead letter.
+
+    Args:
+        line: The line, as text or as the bytes read (decoded as UTF-8; a line that is not UTF-8 is a dead
+            letter, never decoded with replacement characters).
+        source: Where it was read, `file:line`: named in a dead letter.
+    """
     if isinstance(line, bytes):
-        line = line.decode("utf-8", errors="replace")
-    line = line.lstrip("\ufeff")
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            where = f"{source}: " if source else ""
+            reason = (
+                f"{where}not valid UTF-8 ({err.reason}: byte 0x{line[err.start]:02x} at byte {err.start + 1} of the "
+                "line); save the corpus as UTF-8"
+            )
+            return dead_letter(None, reason, line.decode("utf-8", errors="backslashreplace"), source)
+    letter = _parse_json_text(line.lstrip("\ufeff"))
+    return replace(letter, source=source) if source and is_dead_letter(letter) else letter
+
+
+def _parse_json_text(line: str) -> Document | DeadLetter:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from embedpipe.embed import documents as docs
-from embedpipe.embed.pipeline import METRIC_NAMES, VECTOR_SHARD_PREFIX, EmbedConfig
+from embedpipe.embed.pipeline import DEAD_LETTER_FOLDER, METRIC_NAMES, VECTOR_SHARD_PREFIX, EmbedConfig
 from embedpipe.embed.runtime import (
     LOCAL_RUNNERS,
     cancel_on_sigterm,
@@ -41,7 +41,7 @@ from embedpipe.embed.runtime import (
     local_runner,
     model_errors_readable,
 )
-from embedpipe.embed.settings import DataflowSettings, ModelSettings, add_arguments, from_mapping
+from embedpipe.embed.settings import DataflowSettings, DeadLetterLimits, ModelSettings, add_arguments, from_mapping
 from embedpipe.models import ModelLoadError
 
 _PARQUET_MAGIC = b"PAR1"
@@ -123,6 +123,7 @@ def prepare_config(
     num_shards: int = 0,
     database_uri: str = "",
     table: str = "embeddings",
+    dead_letters: DeadLetterLimits | None = None,
 ) -> EmbedConfig:
     """Checks the job's inputs on the launching machine and resolves what workers need.
 
@@ -133,7 +134,12 @@ def prepare_config(
     from embedpipe.models import model_prompts, use_hf_token
     from embedpipe.prompts import resolve_prompts
 
+    if database_uri:  # before any other work: the workers would carry a password in clear, and logs show it
+        from embedpipe.vectorstore.conninfo import check_no_password
+
+        check_no_password(database_uri, what="database_uri")
     settings = (ModelSettings(model=model) if isinstance(model, str) else model).checked()
+    limits = (dead_letters or DeadLetterLimits()).checked()
     docs.check_chunking(chunk_tokens, chunk_overlap)
     if database_uri:
         from embedpipe.vectorstore.identifiers import split_table_name
@@ -158,7 +164,20 @@ def prepare_config(
         num_shards=num_shards,
         database_uri=database_uri,
         table=table,
+        dead_letters=limits,
     )
+
+
+class TooManyDeadLetters(ValueError):
+    """The job ran, but too many records became dead letters: its vectors were not written.
+
+    Attributes:
+        metrics: The job's counts, as in `JobResult.metrics`.
+    """
+
+    def __init__(self, message: str, metrics: dict[str, float]):
+        super().__init__(message)
+        self.metrics = metrics
 
 
 @dataclass
@@ -242,7 +261,26 @@ def run_job(
     metrics: dict[str, float] = dict(counter_values(result, METRIC_NAMES))
     metrics["seconds"] = round(seconds, 3)
     metrics["documents_per_second"] = round(metrics["documents_read"] / seconds, 2) if seconds else 0.0
+    too_many = config.dead_letters.exceeded(int(metrics["dead_letters"]), int(metrics["documents_read"]))
+    if too_many:
+        _remove_vector_shards(config.output)  # held back by the pipeline: empty, and not to be taken as output
+        raise TooManyDeadLetters(
+            f"the embedding job {job_id or ''} failed after it ran: {too_many}; no vectors were written (to "
+            f"{config.output} or a database). The dead letters, each with its reason, are in "
+            f"{config.output.rstrip('/')}/{DEAD_LETTER_FOLDER}/; fix the corpus, or raise max_dead_letter_share / "
+            "max_dead_letters".replace("  ", " "),
+            metrics,
+        )
     return JobResult(state=str(state), metrics=metrics, job_id=job_id, output=config.output)
+
+
+def _remove_vector_shards(output: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    pattern = FileSystems.join(output, VECTOR_SHARD_PREFIX + "*")
+    found = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+    if found:
+        FileSystems.delete(found)
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -282,6 +320,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
         "--table", default="embeddings", help="pgvector table for --database-uri (default: %(default)s)"
     )
     add_arguments(parser.add_argument_group("model"), ModelSettings)
+    add_arguments(parser.add_argument_group("dead letters (checked after the job ran)"), DeadLetterLimits)
 
 
 def config_from_args(args, dataflow: DataflowSettings | None = None) -> EmbedConfig:
@@ -300,6 +339,7 @@ def config_from_args(args, dataflow: DataflowSettings | None = None) -> EmbedCon
         num_shards=args.num_shards,
         database_uri=args.database_uri,
         table=args.table,
+        dead_letters=from_mapping(DeadLetterLimits, args),
     )
 
 
@@ -323,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "EmbedConfig",
     "JobResult",
+    "TooManyDeadLetters",
     "list_files",
     "prepare_config",
     "resolve_input",

@@ -14,13 +14,13 @@ Counts go to Beam metrics in the `embedpipe` namespace (METRIC_NAMES).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import apache_beam as beam
 
 from embedpipe.embed import documents as docs
 from embedpipe.embed.runtime import counter
-from embedpipe.embed.settings import ModelSettings
+from embedpipe.embed.settings import DeadLetterLimits, ModelSettings
 from embedpipe.embed.types import DocumentToEmbed, EmbedItem, VectorRow
 from embedpipe.prompts import Prompts
 
@@ -56,6 +56,8 @@ class EmbedConfig:
         database_uri: Postgres/pgvector URI to upsert the vectors into as well ("" = Parquet only);
             stale rows of the previous run are deleted there.
         table: The pgvector table.
+        dead_letters: When the job fails for its dead letters; the vectors (Parquet and database) are held
+            back until the counts are known, and written only when within these limits.
     """
 
     input_pattern: str
@@ -70,6 +72,7 @@ class EmbedConfig:
     num_shards: int = 0
     database_uri: str = ""
     table: str = "embeddings"
+    dead_letters: DeadLetterLimits = field(default_factory=DeadLetterLimits)
 
     @property
     def model(self) -> str:
@@ -85,7 +88,8 @@ class EmbedConfig:
 
 
 class ParseDocuments(beam.DoFn):
-    """JSONL line or Parquet row -> `(id, document)`; bad records to the `dead` output."""
+    """JSONL line (`(file:line, bytes)` from `reading.ReadJsonLines`, or text) or Parquet row -> `(id, document)`;
+    bad records to the `dead` output."""
 
     def __init__(self, input_format: str):
         self._json = input_format == "jsonl"
@@ -93,10 +97,11 @@ class ParseDocuments(beam.DoFn):
         self._dead = counter("dead_letters")
 
     def process(self, record):
+        source, record = record if self._json and isinstance(record, tuple) else ("", record)
         if self._json and not record.strip():
             return []  # blank line
         self._read.inc()
-        doc = docs.parse_json_line(record) if self._json else docs.parse_record(record)
+        doc = docs.parse_json_line(record, source) if self._json else docs.parse_record(record)
         if docs.is_dead_letter(doc):
             self._dead.inc()
             return [beam.pvalue.TaggedOutput("dead", doc)]
@@ -246,7 +251,30 @@ def read_corpus(pipeline, config: EmbedConfig):
     # validate=False: prepare_config has checked the files already, on the launching machine.
     if config.input_format == "parquet":
         return pipeline | "ReadCorpus" >> beam.io.ReadFromParquet(config.input_pattern, validate=False)
-    return pipeline | "ReadCorpus" >> beam.io.ReadFromText(config.input_pattern, validate=False)
+    from embedpipe.embed.reading import ReadJsonLines
+
+    return pipeline | "ReadCorpus" >> ReadJsonLines(config.input_pattern)
+
+
+def within_limits(records, dead, limits: DeadLetterLimits):
+    """A singleton PCollection: True when the dead letters are within `limits` (known once all is read)."""
+    from apache_beam.pvalue import AsSingleton
+
+    count_records = records | "CountRecords" >> beam.combiners.Count.Globally()
+    count_dead = dead | "CountDeadLetters" >> beam.combiners.Count.Globally()
+    return (
+        count_records.pipeline
+        | "DeadLetterVerdict" >> beam.Create([None])
+        | "WithinLimits"
+        >> beam.Map(lambda _, n, d: not limits.exceeded(d, n), AsSingleton(count_records), AsSingleton(count_dead))
+    )
+
+
+def held_back(pcoll, verdict, label: str):
+    """`pcoll`, passed on only once `verdict` says the job is within its dead-letter limits (else nothing)."""
+    from apache_beam.pvalue import AsSingleton
+
+    return pcoll | label >> beam.FlatMap(lambda element, ok: [element] if ok else [], AsSingleton(verdict))
 
 
 def embed_documents(documents, config: EmbedConfig, previous=None):
@@ -307,6 +335,11 @@ def build_pipeline(pipeline, config: EmbedConfig):
             | "PreviousToRows" >> beam.Map(VectorRow.from_dict)
         )
     rows, dead, stale = embed_documents(parsed.documents, config, previous)
+    all_dead = (parsed.dead, dead) | "AllDeadLetters" >> beam.Flatten()
+    records = (parsed.documents, parsed.dead) | "AllRecords" >> beam.Flatten()
+    verdict = within_limits(records, all_dead, config.dead_letters)
+    rows = held_back(rows, verdict, "HoldVectorsForDeadLetterCount")
+    stale = held_back(stale, verdict, "HoldDeletesForDeadLetterCount")
     (
         rows
         | "RowsToColumns" >> beam.Map(VectorRow.to_dict)
@@ -319,8 +352,7 @@ def build_pipeline(pipeline, config: EmbedConfig):
         )
     )
     (
-        (parsed.dead, dead)
-        | "AllDeadLetters" >> beam.Flatten()
+        all_dead
         | "DeadLettersToJson" >> beam.Map(lambda d: json.dumps(d.to_dict(), ensure_ascii=False, default=str))
         | "WriteDeadLetters"
         >> beam.io.WriteToText(

@@ -154,6 +154,44 @@ class ModelSettings:
         return model_identity(self.model, backend=self.backend, output_dimensionality=self.output_dimensionality)
 
 
+@dataclass(frozen=True)
+class DeadLetterLimits:
+    """When the batch job fails for its dead letters (checked after it ran; they are kept for inspection).
+
+    Attributes:
+        max_dead_letter_share: The job fails when more than this share of the records it read became dead
+            letters (1 = never for the share).
+        max_dead_letters: The job fails when more than this many records became dead letters (-1 = no limit
+            by count).
+    """
+
+    max_dead_letter_share: float = _option(0.1, "fail the job when more than this share of records are dead letters")
+    max_dead_letters: int = _option(
+        -1, "fail the job when more than this many records are dead letters (-1 = no limit)"
+    )
+
+    def checked(self) -> DeadLetterLimits:
+        if not 0.0 <= self.max_dead_letter_share <= 1.0:
+            raise ValueError(f"max_dead_letter_share must be between 0 and 1, got {self.max_dead_letter_share}")
+        if self.max_dead_letters < -1:
+            raise ValueError(f"max_dead_letters must be -1 (no limit) or >= 0, got {self.max_dead_letters}")
+        return self
+
+    def exceeded(self, dead_letters: int, records: int) -> str:
+        """Why `dead_letters` of `records` read is too many ("" when within the limits)."""
+        share = dead_letters / records if records else 0.0
+        over = []
+        if share > self.max_dead_letter_share:
+            over.append(f"max_dead_letter_share {self.max_dead_letter_share:g}")
+        if 0 <= self.max_dead_letters < dead_letters:
+            over.append(f"max_dead_letters {self.max_dead_letters}")
+        if not over:
+            return ""
+        return (
+            f"{dead_letters:,} of {records:,} records read ({share:.1%}) are dead letters, over {' and '.join(over)}"
+        )
+
+
 #: Dataflow job names: lower-case letters, digits and '-', starting with a letter.
 _JOB_NAME = re.compile(r"[^a-z0-9-]+")
 

@@ -17,7 +17,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from embedpipe.embed.dataflow import default_project, gcp_resources_json
-from embedpipe.embed.settings import DataflowSettings, ModelSettings, from_mapping
+from embedpipe.embed.settings import DataflowSettings, DeadLetterLimits, ModelSettings, from_mapping
 
 RUNNERS = ("DirectRunner", "DataflowRunner")
 
@@ -72,8 +72,8 @@ def embed_corpus_task(
         gcp_resources: Path of the `gcp_resources` output parameter.
         runner: "DirectRunner" or "DataflowRunner".
         beam_runner: A PipelineRunner instance to use instead of `runner` (tests pass a fake Dataflow).
-        **options: `ModelSettings` and `DataflowSettings` fields (`model`, `batch_size`, `backend`,
-            `project`, `location`, `machine_type`, ...).
+        **options: `ModelSettings`, `DataflowSettings` and `DeadLetterLimits` fields (`model`, `batch_size`,
+            `backend`, `project`, `location`, `machine_type`, `max_dead_letter_share`, ...).
 
     Returns:
         The JobResult.
@@ -81,7 +81,7 @@ def embed_corpus_task(
     from embedpipe.embed.job import prepare_config, run_job
     from embedpipe.reports import log_metrics
 
-    known = {f.name for f in fields(ModelSettings)} | {f.name for f in fields(DataflowSettings)}
+    known = {f.name for settings in (ModelSettings, DataflowSettings, DeadLetterLimits) for f in fields(settings)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"embed_corpus_task got unknown arguments: {', '.join(unknown)}")
@@ -102,6 +102,7 @@ def embed_corpus_task(
         previous=_location_of(previous_vectors, remote),
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
+        dead_letters=from_mapping(DeadLetterLimits, options),
     )
     if evaluation_embeddings is not None:
         local_model = tuned_model.path if tuned_model is not None else model.model

@@ -40,14 +40,16 @@ class Document:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A record the job could not embed, with why; `record` is a short excerpt of it."""
+    """A record the job could not embed, with why; `record` is a short excerpt of it, `source` its file:line."""
 
     id: str | None
     reason: str
     record: str
+    source: str = ""  # "file:line" where the job read it line by line ("" otherwise)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "reason": self.reason, "record": self.record}
+        where = {"source": self.source} if self.source else {}
+        return {"id": self.id, "reason": self.reason, "record": self.record, **where}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Opening database connections: a plain Postgres URI, AlloyDB and Cloud SQL through their Python connectors.
 
 Passwords come from an environment variable or Secret Manager, never from a pipeline parameter in
-clear; they are never logged (`redact_uri` hides one a URI carries).
+clear; they are never logged (`conninfo.redact_connection_string` hides one a connection string carries).
 
 The AlloyDB and Cloud SQL connectors hand out `pg8000` connections (they do not support psycopg), so
 the writer speaks both: psycopg loads with binary COPY, pg8000 with text COPY. The connector paths are
@@ -16,21 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from embedpipe.vectorstore.conninfo import ConnectionConfigError, parse_connection_string, redact_connection_string
+
+__all__ = ["POSTGRES_TARGETS", "ConnectionConfigError", "ConnectionSettings", "redact_uri", "resolve_password"]
+
 #: Targets that are PostgreSQL + pgvector.
 POSTGRES_TARGETS = ("postgres", "alloydb", "cloudsql")
 
 
-class ConnectionConfigError(ValueError):
-    """Connection settings that cannot work (missing instance, password in clear, ...)."""
-
-
 def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by `***` (for logs and reports)."""
-    return re.sub(r"(://[^:/@?]*:)[^@/?]+@", r"\1***@", uri or "")
-
-
-def uri_has_password(uri: str) -> bool:
-    return bool(re.search(r"://[^:/@?]*:[^@/?]+@", uri or "")) or bool(re.search(r"[?&]password=", uri or ""))
+    """The connection string (URI or key/value) with any password replaced by `***` (for logs and reports)."""
+    return redact_connection_string(uri or "")
 
 
 def resolve_password(password_env: str = "", password_secret: str = "", *, secret_client=None) -> str | None:
@@ -98,7 +94,7 @@ class ConnectionSettings:
     def describe(self) -> str:
         """Where this connects, safe to log."""
         if self.target == "postgres":
-            return redact_uri(self.uri) or "the embedded database"
+            return redact_connection_string(self.uri) or "the embedded database"
         return f"{self.target} {self.instance} database {self.database} as {self.user}"
 
     def check(self) -> ConnectionSettings:
@@ -106,6 +102,8 @@ class ConnectionSettings:
             raise ConnectionConfigError(
                 f"target {self.target!r} is not a Postgres target; expected one of {POSTGRES_TARGETS}"
             )
+        if self.target == "postgres":
+            parse_connection_string(self.uri, what="database_uri")  # one psycopg could not read is named, not echoed
         if self.target in ("alloydb", "cloudsql") and not self.instance:
             example = (
                 "projects/P/locations/L/clusters/C/instances/I"

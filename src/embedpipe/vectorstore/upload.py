@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from embedpipe.vectorstore.connections import ConnectionConfigError, ConnectionSettings, redact_uri, uri_has_password
+from embedpipe.vectorstore.connections import ConnectionSettings
+from embedpipe.vectorstore.conninfo import check_no_password, parse_connection_string
 from embedpipe.vectorstore.postgres import IndexSettings, PgVectorWriter
 from embedpipe.vectorstore.rows import read_parquet_vectors, validate_batch
 
@@ -55,11 +56,10 @@ class UploadConfig:
     def check(self) -> UploadConfig:
         if self.target not in TARGETS:
             raise ValueError(f"target {self.target!r} is not one of {TARGETS}")
-        if not self.allow_password_in_uri and uri_has_password(self.database_uri):
-            raise ConnectionConfigError(
-                f"database_uri {redact_uri(self.database_uri)} carries a password in clear; "
-                "put it in an environment variable (password_env) or Secret Manager (password_secret)"
-            )
+        if self.allow_password_in_uri:
+            parse_connection_string(self.database_uri, what="database_uri")
+        else:
+            check_no_password(self.database_uri, what="database_uri")
         self.index.check()
         return self
 

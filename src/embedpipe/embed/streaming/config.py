@@ -110,8 +110,11 @@ def prepare_stream_config(
     from embedpipe.embed.handler import load_encoder
     from embedpipe.models import ModelLoadError, model_prompts, use_hf_token
     from embedpipe.prompts import resolve_prompts
+    from embedpipe.vectorstore.conninfo import check_no_password
     from embedpipe.vectorstore.identifiers import split_table_name
 
+    if database_uri and connection is None:  # first: a password goes in connection's password_env / _secret
+        check_no_password(database_uri, what="database_uri")
     check_source(subscription, topic)
     if dead_letter_topic:
         if not _TOPIC.match(dead_letter_topic):
