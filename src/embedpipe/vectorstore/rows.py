@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedpipe.storable import find_unstorable
 from embedpipe.validation import DataValidationError, Problem, ProblemCollector
 
 COLUMNS = ("id", "embedding", "content", "metadata")
@@ -227,19 +228,9 @@ def _json_constant(name: str):
 
 
 def _json_problem(value) -> str | None:
-    """What jsonb would refuse inside parsed JSON: NUL characters or unpaired surrogates in strings."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, inner in item.items():
-                if (problem := text_problem(key)) is not None:
-                    return f"key {key!r} {problem}"
-                stack.append(inner)
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str) and (problem := text_problem(item)) is not None:
-            return f"value {item[:40]!r} {problem}"
+    """What jsonb would refuse inside parsed JSON: NUL characters or unpaired surrogates in strings (the first)."""
+    for path, problem in find_unstorable(value, "metadata"):
+        return f"value at {path}: {problem}"
     return None
 
 
