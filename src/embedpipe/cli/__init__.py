@@ -51,18 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
 CONNECTION_FLAGS = ("database_uri", "db")
 
 
-def _refuse_passwords(argv: list[str]) -> None:
-    """Refuses a connection flag with a password in clear from the raw arguments, before the parser is built
-    (building it imports Beam for `embed`/`stream`: seconds); `main` checks the parsed flags again."""
+def _refuse_passwords(args: argparse.Namespace) -> None:
+    """Refuses a connection flag of `args` that carries a password in clear (never echoing it)."""
     from embedpipe.vectorstore.conninfo import check_no_password
 
+    for flag in CONNECTION_FLAGS:
+        value = getattr(args, flag, None)
+        if isinstance(value, str) and value:
+            check_no_password(value, what="--" + flag.replace("_", "-"))
+
+
+def _connection_flags(argv: list[str]) -> argparse.Namespace:
+    """The connection flags alone, read from the raw arguments before the parser is built (building it
+    imports Beam for `embed`/`stream`: seconds); `main` checks the parsed flags again (abbreviations)."""
     early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for flag in CONNECTION_FLAGS:
         early.add_argument("--" + flag.replace("_", "-"), dest=flag, default="")
-    known, _ = early.parse_known_args(argv)
-    for flag in CONNECTION_FLAGS:
-        if getattr(known, flag):
-            check_no_password(getattr(known, flag), what="--" + flag.replace("_", "-"))
+    return early.parse_known_args(argv)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from embedpipe.vectorstore.conninfo import ConnectionConfigError
 
     try:
-        _refuse_passwords(sys.argv[1:] if argv is None else argv)
+        _refuse_passwords(_connection_flags(sys.argv[1:] if argv is None else argv))
     except ConnectionConfigError as err:
         print(f"embedpipe: {err}", file=sys.stderr)
         return 2
@@ -90,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for flag in ("model", "tuned_model"):  # a Vertex AI model id is answered before any work
             if isinstance(getattr(args, flag, None), str):
                 check_open_model(getattr(args, flag), parameter="--" + flag.replace("_", "-"))
-        for flag in CONNECTION_FLAGS:  # a password in clear is refused before any work, never echoed
-            if isinstance(getattr(args, flag, None), str) and getattr(args, flag):
-                from embedpipe.vectorstore.conninfo import check_no_password
-
-                check_no_password(getattr(args, flag), what="--" + flag.replace("_", "-"))
+        _refuse_passwords(args)  # a password in clear is refused before any work, never echoed
         return args.func(args)
     except (DataValidationError, FileNotFoundError, ValueError) as err:  # ModelLoadError is a ValueError
         print(f"embedpipe {args.command}: {err}", file=sys.stderr)
