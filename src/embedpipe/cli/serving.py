@@ -37,10 +37,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         The exit status, 0 (also when nothing matched).
     """
     from embedpipe.vectorstore.embedded import embedded_database_uri
+    from embedpipe.vectorstore.filters import parse_filter
     from embedpipe.vectorstore.search import search_text
 
-    uri = args.db or embedded_database_uri(args.pgdata)
     where = key_values(args.where, "--where")
+    tree = parse_filter(args.filter) if args.filter is not None else None  # a bad filter: before any work
+    uri = args.db or embedded_database_uri(args.pgdata)
     hits = search_text(
         uri,
         args.query,
@@ -50,6 +52,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         k=args.k,
         where=where,
         metric=args.metric,
+        filter=tree,
     )
     if args.json:
         import json
@@ -127,7 +130,17 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
     )
     search.add_argument("-k", type=int, default=5, help="how many results (default: %(default)s)")
     search.add_argument(
-        "--where", action="append", metavar="KEY=VALUE", help="only rows with metadata KEY equal to VALUE (repeatable)"
+        "--filter",
+        metavar="FILTER",
+        help="only rows whose metadata matches, e.g. \"year >= 2020 and source in ('pubmed', 'pmc')\" "
+        "(=, !=, <, <=, >, >=, in, and, or, parentheses; 'text', numbers, dates 2024-05-01, true/false/null)",
+    )
+    search.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help="only rows with metadata KEY equal to VALUE as text or number (repeatable; "
+        "the same as --filter \"KEY = 'VALUE'\")",
     )
     search.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="(default: %(default)s)")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")

@@ -15,7 +15,8 @@ an upload or none of it:
    the vector index and builds it again in the transaction instead of inserting row by row into it,
    rewriting the table where that is safe so the build sees live rows only (`rebuild`);
 5. a missing HNSW (or IVFFlat) index is built, found in the catalog by column and access method
-   (`schema`), with `maintenance_work_mem` raised for this transaction only.
+   (`schema`), with `maintenance_work_mem` raised for this transaction only; so are the indexes the
+   search filters use (`metadata_index`: GIN on `metadata`, B-tree on declared fields).
 
 A database error caused by a row's values is reported with that row's id (`db_errors`), never as a
 driver traceback. Deletes are one transaction too: rows by id (`delete`), or documents with their chunk
@@ -39,7 +40,7 @@ from typing import Any
 
 from psycopg import sql
 
-from embedpipe.vectorstore import schema
+from embedpipe.vectorstore import metadata_index, schema
 from embedpipe.vectorstore.db_errors import batch_error, explain, is_database_error
 from embedpipe.vectorstore.identifiers import derived_name, split_table_name, table_identifier
 from embedpipe.vectorstore.rebuild import plan_rebuild, rewrite_table
@@ -184,6 +185,13 @@ class PgVectorWriter:
         Returns:
             The new index's name, or "".
         """
+        if metadata_index.missing_indexes(session, self.table, self.index):  # the filters' (metadata_index)
+            if not locked:
+                advisory_lock(session, table_lock_key(session, self.table))
+                locked = True
+            metadata_index.create_indexes(
+                session, self.table, metadata_index.missing_indexes(session, self.table, self.index)
+            )
         if self.index.kind == "none" or schema.vector_indexes(session, self.table, (self.index.kind,)):
             return ""
         if not locked:

@@ -49,6 +49,11 @@ class IndexSettings:
             transaction instead of inserting row by row into it, which is many times slower (see
             benchmarks/README.md, upsert_recovery). Searches wait for such an upsert to commit.
             0 = never rebuild.
+        metadata_index: "gin" (default): a GIN index on `metadata` (`jsonb_path_ops`) serving the
+            equalities and `in (...)` of search filters; "none".
+        filter_fields: Metadata fields to index for ranges, `!=` and dates, as `key:type` (type
+            number, date, text or boolean; the key as in a filter, `author.country:text`), e.g.
+            ("year:number", "published:date"). See `metadata_index`.
     """
 
     kind: str = "hnsw"
@@ -59,6 +64,8 @@ class IndexSettings:
     maintenance_work_mem: str = "1GB"
     parallel_workers: int | None = None
     rebuild_fraction: float = 0.1
+    metadata_index: str = "gin"
+    filter_fields: tuple[str, ...] = ()
 
     def check(self) -> IndexSettings:
         if self.kind not in INDEX_KINDS:
@@ -72,6 +79,14 @@ class IndexSettings:
                 raise ValueError(f"index {name} must be a non-negative integer")
         if not 0 <= self.rebuild_fraction <= 1:
             raise ValueError(f"rebuild_fraction {self.rebuild_fraction!r} must be between 0 and 1")
+        from embedpipe.vectorstore.metadata_index import METADATA_INDEX_KINDS, parse_field
+
+        if self.metadata_index not in METADATA_INDEX_KINDS:
+            raise ValueError(f"metadata_index {self.metadata_index!r} is not one of {METADATA_INDEX_KINDS}")
+        if isinstance(self.filter_fields, str):
+            raise ValueError(f"filter_fields must be a list of key:type, got the text {self.filter_fields!r}")
+        for spec in self.filter_fields:
+            parse_field(spec)
         return self
 
 

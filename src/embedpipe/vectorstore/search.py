@@ -1,13 +1,16 @@
 """Searching a pgvector table: the query embedded with the corpus's model and query prompt, top-k by distance.
 
-Metadata filters are structured conditions (`metadata->>'key' = value`, keys and values passed as
-parameters, never spliced into SQL) combined with the vector search in one query, as AlloyDB users
-write them. With filters, pgvector's iterative index scan is switched on so a selective filter still
-returns k rows.
+Metadata filters are written in the filter language of `vectorstore.filters` (`year >= 2020 and
+source in ('pubmed', 'pmc')`), compiled to parameterised SQL (`filter_sql`: keys and values are query
+parameters, never spliced into SQL) and combined with the vector search in one query. With a filter,
+pgvector's iterative index scan is switched on (`scan.ScanSettings`) so a selective filter still
+returns k rows. The older `where={key: value}` is mapped onto the language (`filters.where_filter`).
+Only these library functions and `embedpipe search` search: the serving endpoint (`embedpipe serve`,
+Vertex's text-embedding `:predict` contract) embeds texts and has no search, so no filter applies there.
 
 Example:
     >>> from embedpipe.vectorstore.search import search_text                       # doctest: +SKIP
-    >>> hits = search_text(uri, "aspirin and heart attacks", k=3, where={"title": "X"})  # doctest: +SKIP
+    >>> hits = search_text(uri, "aspirin and heart attacks", k=3, filter="year >= 2010")  # doctest: +SKIP
     >>> hits[0].id, round(hits[0].score, 3)                                         # doctest: +SKIP
     ('4983', 0.712)
 """
@@ -22,8 +25,11 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 
+from embedpipe.vectorstore.filter_sql import compile_filter
+from embedpipe.vectorstore.filters import Filter, combine, parse_filter, where_filter
 from embedpipe.vectorstore.postgres import PgVectorWriter
 from embedpipe.vectorstore.rows import TINY_VALUE
+from embedpipe.vectorstore.scan import ScanSettings, apply_scan_settings
 from embedpipe.vectorstore.schema import METRICS, parse_column_type
 
 
@@ -55,17 +61,25 @@ def search_vector(
     where: Mapping[str, Any] | None = None,
     metric: str = "cosine",
     ef_search: int | None = None,
+    filter: str | Filter | None = None,  # noqa: A002 - the word users know
+    scan: ScanSettings | None = None,
 ) -> list[SearchHit]:
-    """Top-k rows of `table` nearest to `vector`, optionally only rows whose metadata matches `where`.
+    """Top-k rows of `table` nearest to `vector`, optionally only rows whose metadata matches a filter.
 
     Args:
         connect: URI, ConnectionSettings or connection factory (see PgVectorWriter).
         vector: The query embedding (same dimension as the table).
         table: Table name (validated).
         k: How many rows.
-        where: {key: value}: rows with `metadata->>key = str(value)` (all must hold).
+        where: {key: value}: rows whose top-level `key` equals the value as text or as its typed
+            value (all must hold; `filters.where_filter`). Combined with `filter` by `and`.
         metric: "cosine", "ip" or "l2": must match the index's ops for the index to be used.
-        ef_search: HNSW `ef_search` for this query (None = the server's, 40).
+        ef_search: HNSW `ef_search` for this query (None = the server's, 40); overrides `scan`'s.
+        filter: A filter (`vectorstore.filters`), e.g. `"year >= 2020 and lang in ('en', 'ja')"`.
+        scan: Index scan settings (`scan.ScanSettings`: iterative scan with a filter, ef_search).
+
+    Raises:
+        FilterError: the filter does not parse or cannot run (its column shown); nothing is run.
     """
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {tuple(METRICS)}")
@@ -78,10 +92,12 @@ def search_vector(
         raise ValueError("the query vector contains NaN or inf")
     if metric == "cosine" and (not vector.size or np.abs(vector).max() < TINY_VALUE):
         raise ValueError("the query vector is all zeros: it has no direction to compare by cosine")
-    conditions, params = [], []
-    for key, value in (where or {}).items():
-        conditions.append(sql.SQL("metadata->>%s = %s"))
-        params += [str(key), value if isinstance(value, str) else _json_text(value)]
+    tree = combine(where_filter(where or {}), parse_filter(filter) if isinstance(filter, str) else filter)
+    condition, params = compile_filter(tree) if tree is not None else (None, [])
+    scan = scan or ScanSettings()
+    if ef_search:
+        scan = ScanSettings(ef_search, scan.iterative_scan, scan.max_scan_tuples)
+    scan.check()
 
     def work(session) -> list[SearchHit]:
         session.register_vector()
@@ -94,10 +110,7 @@ def search_vector(
                 f"the query has {vector.shape[0]} dimensions, table {table!r} holds {dimension} (same model?)"
             )
         literal = "[" + ",".join(repr(float(x)) for x in vector) + "]"
-        if conditions:  # keep scanning the index until k rows pass the filter (pgvector >= 0.8)
-            _set_local(session, "hnsw.iterative_scan", "relaxed_order")
-        if ef_search:
-            _set_local(session, "hnsw.ef_search", str(int(ef_search)))
+        apply_scan_settings(session, scan, filtered=condition is not None)
         query = sql.SQL(
             "SELECT id, embedding {op} %s::{kind} AS distance, content, metadata FROM {table}{where} "
             "ORDER BY embedding {op} %s::{kind} LIMIT %s"
@@ -105,7 +118,7 @@ def search_vector(
             op=operator,
             kind=sql.SQL(kind),
             table=reader.ident,
-            where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
+            where=sql.SQL(" WHERE ") + condition if condition is not None else sql.SQL(""),
         )
         rows = session.execute(query, [literal, *params, literal, k])
         # a zero vector stored before writers refused them has no cosine distance (NaN): never a hit
@@ -118,27 +131,6 @@ def search_vector(
     # relaxed_order may return rows slightly out of order: sort the k we got
     hits = reader.run_transaction(work)[0]
     return sorted(hits, key=lambda h: -h.score)
-
-
-def _set_local(session, name: str, value: str) -> None:
-    session.execute("SAVEPOINT embedpipe_setting")
-    try:
-        session.execute("SELECT set_config(%s, %s, true)", (name, value))
-        session.execute("RELEASE SAVEPOINT embedpipe_setting")
-    except Exception:  # noqa: BLE001 - an older pgvector without this setting: search without it
-        session.execute("ROLLBACK TO SAVEPOINT embedpipe_setting")
-
-
-def _json_text(value) -> str:
-    import json
-
-    return (
-        json.dumps(value)
-        if isinstance(value, (dict, list))
-        else str(value).lower()
-        if isinstance(value, bool)
-        else str(value)
-    )
 
 
 def _json_value(value):
@@ -160,15 +152,20 @@ def search_text(
     where: Mapping[str, Any] | None = None,
     metric: str = "cosine",
     loaded_model=None,
+    filter: str | Filter | None = None,  # noqa: A002 - the word users know
+    scan: ScanSettings | None = None,
 ) -> list[SearchHit]:
     """Embeds `query` with `model` and its query prompt for `task_type`, then `search_vector`.
 
     Use the model (and task type) the corpus was embedded with; `loaded_model` skips loading it again.
+    A string filter is parsed before the model is loaded, so a bad one fails at once.
     """
+    if isinstance(filter, str):
+        filter = parse_filter(filter)  # noqa: A001
     from embedpipe.models import encode, load_model
     from embedpipe.prompts import resolve_prompts
 
     st_model = loaded_model if loaded_model is not None else load_model(model)
     prompts = resolve_prompts(task_type, getattr(st_model, "prompts", None))
     vector = encode(st_model, prompts.format_queries([query]))[0]
-    return search_vector(connect, vector, table=table, k=k, where=where, metric=metric)
+    return search_vector(connect, vector, table=table, k=k, where=where, metric=metric, filter=filter, scan=scan)
