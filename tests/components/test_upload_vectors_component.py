@@ -77,3 +77,13 @@ def test_embedpipe_search_finds_the_labelled_document(pg_uri, capsys):
     assert cli.main(["search", QUERY, "--db", pg_uri, "--table", table, "--where", f"title={title}"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and EXPECTED in lines[0]
+    # issue 17: the filter language through `embedpipe search --filter`
+    quoted = "'" + title.replace("'", "''") + "'"
+    assert (
+        cli.main(["search", QUERY, "--db", pg_uri, "--table", table, "--json", "--filter", f"title = {quoted}"]) == 0
+    )
+    assert [hit["id"] for hit in json.loads(capsys.readouterr().out)] == [EXPECTED]
+    assert (
+        cli.main(["search", QUERY, "--db", pg_uri, "--table", table, "--json", "--filter", f"title != {quoted}"]) == 0
+    )
+    assert EXPECTED not in {hit["id"] for hit in json.loads(capsys.readouterr().out)}

@@ -332,3 +332,13 @@ def test_iterative_scan_returns_k_rows_for_a_selective_filter(pg_uri, table):
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     with pytest.raises(ValueError, match="iterative_scan"):
         search_vector(pg_uri, query, table=table, scan=ScanSettings(iterative_scan="sometimes"))
+
+
+def test_embedpipe_search_refuses_a_bad_filter_before_connecting_or_loading(capsys):
+    from embedpipe import cli
+
+    unreachable = "postgresql://nobody@/nowhere?host=/nonexistent-socket-dir"
+    assert cli.main(["search", "q", "--db", unreachable, "--filter", "year > 2000 and title = 'open"]) == 2
+    err = capsys.readouterr().err
+    assert "filter error at column 25: this text value has no closing '" in err
+    assert err.splitlines()[-1] == "  " + " " * 24 + "^" and "Traceback" not in err
