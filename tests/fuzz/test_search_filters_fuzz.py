@@ -18,8 +18,9 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from psycopg import sql
 
+from embedpipe.vectorstore.filter_build import quote_key, quote_text
 from embedpipe.vectorstore.filter_sql import compile_filter
-from embedpipe.vectorstore.filters import FilterError, parse_filter, quote_key, quote_text
+from embedpipe.vectorstore.filters import FilterError, parse_filter
 
 ISO_DATE = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([T ]|$)")
 KEYS = [("a",), ("b",), ("o", "x"), ('we\'ird "key"',)]

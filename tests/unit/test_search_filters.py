@@ -12,6 +12,7 @@ import pytest
 from psycopg import sql
 
 from embedpipe.vectorstore import IndexSettings, PgVectorWriter, VectorBatch
+from embedpipe.vectorstore.filter_build import quote_key, quote_text, where_filter
 from embedpipe.vectorstore.filter_sql import compile_filter
 from embedpipe.vectorstore.filters import (
     And,
@@ -20,9 +21,6 @@ from embedpipe.vectorstore.filters import (
     FilterError,
     Or,
     parse_filter,
-    quote_key,
-    quote_text,
-    where_filter,
 )
 from embedpipe.vectorstore.metadata_index import parse_field
 from embedpipe.vectorstore.scan import ScanSettings

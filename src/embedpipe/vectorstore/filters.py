@@ -34,14 +34,13 @@ Example:
     >>> from embedpipe.vectorstore.filters import parse_filter
     >>> parse_filter("year >= 2020 and source = 'pubmed'")
     And(parts=(Comparison(path=('year',), op='>=', value=Decimal('2020'), column=1), \
-Comparison(path=('source',), op='=', value='pubmed', column=19)))
+Comparison(path=('source',), op='=', value='pubmed', column=18)))
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -123,7 +122,7 @@ class _Token:
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?![0-9A-Za-z_.:\-])")
-_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?![0-9A-Za-z_.])")
+NUMBER_PATTERN = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?![0-9A-Za-z_.])")
 _OPERATOR_CHARS = "=!<>~"
 _WORDS = {"and", "or", "in", "true", "false", "null"}
 
@@ -197,7 +196,7 @@ def _number_or_date(text: str, i: int, tokens: list[_Token]) -> int:
         except ValueError:
             raise FilterError(text, column, f"{date.group()} is not a date (YYYY-MM-DD)") from None
         return date.end()
-    number = _NUMBER.match(text, i)
+    number = NUMBER_PATTERN.match(text, i)
     if not number:
         word = re.match(r"[^\s(),=!<>~']+", text[i:]).group()
         raise FilterError(text, column, f"{word!r} is not a number or a date (YYYY-MM-DD); quote text: '{word}'")
@@ -378,73 +377,3 @@ def parse_key(text: str) -> tuple[str, ...]:
     if parser.peek().kind != "end":
         parser.fail(parser.peek(), f"expected the end of the key, found {parser.found(parser.peek())}")
     return path
-
-
-def quote_key(key: str) -> str:
-    """A key as a filter writes it, whatever it holds: in double quotes, a quote inside doubled."""
-    return '"' + key.replace('"', '""') + '"'
-
-
-def quote_text(value: str) -> str:
-    """A text value as a filter writes it: in single quotes, a quote inside doubled."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def where_filter(where: Mapping[str, Any]) -> Filter | None:
-    """The old `where={key: value}` (and `--where key=value`) as a filter: every key must match.
-
-    Before the filter language, a row matched when `metadata->>key` equalled the value as text, so
-    `n=11` matched both the number 11 and the text "11"; each pair becomes that `or` of a text and a
-    typed equality. A key is one top-level key (a dot is part of it, not a path).
-    """
-    parts = []
-    for key, value in where.items():
-        key = str(key)
-        if "\x00" in key:
-            raise FilterError(
-                key, key.index("\x00") + 1, "a NUL character (\\0) cannot be stored or compared in PostgreSQL"
-            )
-        if isinstance(value, (dict, list, tuple)):
-            raise FilterError(key, 1, f"where {key!r}: a value must be text, a number, true, false or null")
-        text = (
-            value
-            if isinstance(value, str)
-            else "null"
-            if value is None
-            else str(value).lower()
-            if isinstance(value, bool)
-            else str(value)
-        )
-        if "\x00" in text:
-            raise FilterError(
-                text, text.index("\x00") + 1, "a NUL character (\\0) cannot be stored or compared in PostgreSQL"
-            )
-        options: list[Filter] = [Comparison((key,), "=", text)]
-        typed = _scalar(text)
-        if typed is not _NOT_SCALAR:
-            options.append(Comparison((key,), "=", typed))
-        parts.append(options[0] if len(options) == 1 else Or(tuple(options)))
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else And(tuple(parts))
-
-
-_NOT_SCALAR = object()
-
-
-def _scalar(text: str):
-    if text in ("true", "false", "null"):
-        return {"true": True, "false": False, "null": None}[text]
-    if _NUMBER.fullmatch(text):
-        value = Decimal(text)
-        if abs(value.adjusted()) <= MAX_EXPONENT or value == 0:
-            return value
-    return _NOT_SCALAR
-
-
-def combine(*filters: Filter | None) -> Filter | None:
-    """All of the given filters (None = no filter)."""
-    parts = tuple(f for f in filters if f is not None)
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else And(parts)

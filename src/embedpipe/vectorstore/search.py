@@ -4,7 +4,7 @@ Metadata filters are written in the filter language of `vectorstore.filters` (`y
 source in ('pubmed', 'pmc')`), compiled to parameterised SQL (`filter_sql`: keys and values are query
 parameters, never spliced into SQL) and combined with the vector search in one query. With a filter,
 pgvector's iterative index scan is switched on (`scan.ScanSettings`) so a selective filter still
-returns k rows. The older `where={key: value}` is mapped onto the language (`filters.where_filter`).
+returns k rows. The older `where={key: value}` is mapped onto the language (`filter_build.where_filter`).
 Only these library functions and `embedpipe search` search: the serving endpoint (`embedpipe serve`,
 Vertex's text-embedding `:predict` contract) embeds texts and has no search, so no filter applies there.
 
@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 
+from embedpipe.vectorstore.filter_build import combine, where_filter
 from embedpipe.vectorstore.filter_sql import compile_filter
-from embedpipe.vectorstore.filters import Filter, combine, parse_filter, where_filter
+from embedpipe.vectorstore.filters import Filter, parse_filter
 from embedpipe.vectorstore.postgres import PgVectorWriter
 from embedpipe.vectorstore.rows import TINY_VALUE
 from embedpipe.vectorstore.scan import ScanSettings, apply_scan_settings
