@@ -139,8 +139,8 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
         "--where",
         action="append",
         metavar="KEY=VALUE",
-        help="only rows with metadata KEY equal to VALUE as text or number (repeatable; "
-        "the same as --filter \"KEY = 'VALUE'\")",
+        help="only rows with metadata KEY equal to VALUE, as text or as a number (repeatable; combined with "
+        "--filter by 'and')",
     )
     search.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="(default: %(default)s)")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")

@@ -73,7 +73,7 @@ def search_vector(
         table: Table name (validated).
         k: How many rows.
         where: {key: value}: rows whose top-level `key` equals the value as text or as its typed
-            value (all must hold; `filters.where_filter`). Combined with `filter` by `and`.
+            value (all must hold; `filter_build.where_filter`). Combined with `filter` by `and`.
         metric: "cosine", "ip" or "l2": must match the index's ops for the index to be used.
         ef_search: HNSW `ef_search` for this query (None = the server's, 40); overrides `scan`'s.
         filter: A filter (`vectorstore.filters`), e.g. `"year >= 2020 and lang in ('en', 'ja')"`.
