@@ -18,10 +18,14 @@ Filters: none; `bucket < 10` (10 % of the rows: the planner walks the HNSW index
 goes); `bucket = 42` (1 %, for information: the planner answers it through the GIN index and a sort,
 i.e. exactly). Exact answers: the same filters with `SET LOCAL enable_indexscan = off`.
 
-Contenders, alternated A B C A B C ... for --rounds rounds:
+Contenders (`ScanSettings`), alternated A B C A B C ... for --rounds rounds:
   A  post-filter: `iterative_scan = off`, ef_search 40 (what pgvector < 0.8 does)
-  B  iterative:   `iterative_scan = relaxed_order`, ef_search 40 (embedpipe's default with a filter)
-  C  iterative, ef_search 100
+  B  iterative:   `iterative_scan = relaxed_order`, ef_search 40 (pgvector 0.8's defaults)
+  C  embedpipe's default: iterative (relaxed_order) with ef_search 200 when there is a filter
+     (`ScanSettings.filtered_ef_search`); unfiltered searches keep the server's 40 in all three
+Each is timed twice per query: "call" = `search_vector(uri, ...)`, a new connection each time (what
+`embedpipe search` does), and "warm" = the same call on a connection kept open between calls (what an
+application with a connection pool sees). Recall@10 is the call's, measured in the first round.
 
     python benchmarks/search_filtered.py [--rows 100000] [--queries 100] [--rounds 3]
 
@@ -48,8 +52,8 @@ FILTERS = {"none": None, "10%": "bucket < 10", "1%": "bucket = 42"}
 MAX_TOKENS = 128
 CONTENDERS = {
     "A_post_filter": {"iterative_scan": "off"},
-    "B_iterative": {"iterative_scan": "relaxed_order"},
-    "C_iterative_ef100": {"iterative_scan": "relaxed_order", "ef_search": 100},
+    "B_iterative_ef40": {"filtered_ef_search": None},
+    "C_default": {},
 }
 
 
@@ -146,6 +150,22 @@ def exact_ids(uri: str, table: str, query: np.ndarray, text: str | None, k: int)
         return [row[0] for row in conn.execute(query_sql, [*params, literal, k]).fetchall()]
 
 
+def _keep_open_class():
+    import psycopg
+
+    class KeepOpen(psycopg.Connection):
+        """A connection the library's session cannot close: one warm connection reused by every call."""
+
+        def close(self) -> None:
+            self.rollback()
+
+        def really_close(self) -> None:
+            super().close()
+
+    KeepOpen.__module__ = "psycopg.bench"  # the session speaks psycopg to it (binary vectors), as to any
+    return KeepOpen
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -171,6 +191,7 @@ def run(argv: list[str] | None = None) -> dict:
     from embedpipe.vectorstore.search import search_vector
     from embedpipe.vectorstore.sessions import Session
 
+    KeepOpen = _keep_open_class()  # noqa: N806
     cache = Path(args.cache)
     limits = {"scifact": args.scifact_docs, "jaquad": args.jaquad_docs}
     docs, sources, queries = embeddings(Path(args.datasets), cache, args.queries // 2, limits)
@@ -208,7 +229,9 @@ def run(argv: list[str] | None = None) -> dict:
     }
     exact_seconds = time.perf_counter() - started
 
+    warm_connection = KeepOpen.connect(uri)
     latencies = {(c, f): [] for c in CONTENDERS for f in FILTERS}
+    warm = {(c, f): [] for c in CONTENDERS for f in FILTERS}
     recalls = {(c, f): [] for c in CONTENDERS for f in FILTERS}
     for round_ in range(args.rounds):
         for contender, options in CONTENDERS.items():
@@ -221,7 +244,11 @@ def run(argv: list[str] | None = None) -> dict:
                     if round_ == 0:
                         expected = truth[(f, q)]
                         recalls[(contender, f)].append(len({h.id for h in hits} & set(expected)) / len(expected))
+                    t0 = time.perf_counter()
+                    search_vector(lambda: warm_connection, query, table=table, k=args.k, filter=text, scan=scan)
+                    warm[(contender, f)].append((time.perf_counter() - t0) * 1000)
         print(f"round {round_ + 1} of {args.rounds} done", flush=True)
+    warm_connection.really_close()
     server.cleanup()
 
     figures = {}
@@ -230,8 +257,10 @@ def run(argv: list[str] | None = None) -> dict:
             "p50_ms": round(percentile(values, 50), 2),
             "p99_ms": round(percentile(values, 99), 2),
             "recall_at_10": round(statistics.mean(recalls[(contender, f)]), 4),
+            "warm_p50_ms": round(percentile(warm[(contender, f)], 50), 2),
+            "warm_p99_ms": round(percentile(warm[(contender, f)], 99), 2),
         }
-    b, a = figures["B_iterative"], figures["A_post_filter"]
+    a, b, c = figures["A_post_filter"], figures["B_iterative_ef40"], figures["C_default"]
     return {
         "benchmark": "search_filtered",
         "rows": args.rows,
@@ -246,9 +275,13 @@ def run(argv: list[str] | None = None) -> dict:
         "load_seconds": load_seconds,
         "exact_search_ms_per_query": round(exact_seconds * 1000 / len(truth), 1),
         "contenders": figures,
-        "recall_gain_10pct_B_over_A": round(b["10%"]["recall_at_10"] - a["10%"]["recall_at_10"], 4),
-        "p50_ratio_10pct_B_over_A": round(b["10%"]["p50_ms"] / a["10%"]["p50_ms"], 3),
-        "goal_met": b["10%"]["recall_at_10"] >= 0.95 and b["10%"]["p50_ms"] < 20,
+        "recall_gain_10pct_C_over_A": round(c["10%"]["recall_at_10"] - a["10%"]["recall_at_10"], 4),
+        "recall_gain_10pct_C_over_B": round(c["10%"]["recall_at_10"] - b["10%"]["recall_at_10"], 4),
+        "p50_ratio_10pct_C_over_A": round(c["10%"]["p50_ms"] / a["10%"]["p50_ms"], 3),
+        "p50_ratio_10pct_C_over_B": round(c["10%"]["p50_ms"] / b["10%"]["p50_ms"], 3),
+        "goal_recall_met": c["10%"]["recall_at_10"] >= 0.95,
+        "goal_p50_met_call": c["10%"]["p50_ms"] < 20,
+        "goal_p50_met_warm": c["10%"]["warm_p50_ms"] < 20,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
     }
 
@@ -261,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     for contender, by_filter in result["contenders"].items():
         for name, figures in by_filter.items():
             print(
-                f"{contender:<18} filter {name:<4}  p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms"
+                f"{contender:<17} filter {name:<4}  call p50 {figures['p50_ms']:6.1f} ms p99 {figures['p99_ms']:6.1f}"
+                f"  warm p50 {figures['warm_p50_ms']:6.1f} ms p99 {figures['warm_p99_ms']:6.1f}"
                 f"  recall@10 {figures['recall_at_10']:.4f}"
             )
     print(json.dumps(result))

@@ -328,6 +328,10 @@ def test_iterative_scan_returns_k_rows_for_a_selective_filter(pg_uri, table):
         hits = scans[kind]
         assert len(hits) == 10 and len({h.id for h in hits} & {f"d{i}" for i in exact}) >= 9, kind
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    default = search_vector(pg_uri, query, table=table, k=10, filter="bucket < 10")  # iterative, ef_search 200
+    assert [h.id for h in default] == [f"d{i}" for i in exact]
+    with pytest.raises(ValueError, match="filtered_ef_search 5000 is above"):
+        search_vector(pg_uri, query, table=table, scan=ScanSettings(filtered_ef_search=5000))
     with pytest.raises(ValueError, match="iterative_scan"):
         search_vector(pg_uri, query, table=table, scan=ScanSettings(iterative_scan="sometimes"))
 

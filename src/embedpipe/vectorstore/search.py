@@ -97,7 +97,7 @@ def search_vector(
     condition, params = compile_filter(tree) if tree is not None else (None, [])
     scan = scan or ScanSettings()
     if ef_search:
-        scan = ScanSettings(ef_search, scan.iterative_scan, scan.max_scan_tuples)
+        scan = ScanSettings(ef_search, scan.iterative_scan, scan.max_scan_tuples, scan.filtered_ef_search)
     scan.check()
 
     def work(session) -> list[SearchHit]:
