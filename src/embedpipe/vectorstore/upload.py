@@ -15,8 +15,10 @@ from embedpipe.vectorstore.connections import ConnectionSettings
 from embedpipe.vectorstore.conninfo import check_no_password, parse_connection_string
 from embedpipe.vectorstore.postgres import IndexSettings, PgVectorWriter
 from embedpipe.vectorstore.rows import read_parquet_vectors, validate_batch
+from embedpipe.vectorstore.snapshot import check_write
 
 TARGETS = ("postgres", "alloydb", "cloudsql", "bigquery", "vertex_vector_search")
+WRITE_MODES = ("snapshot", "append")
 
 
 @dataclass
@@ -36,6 +38,9 @@ class UploadConfig:
         vector_search_index: Vertex AI Vector Search index resource name.
         contents_delta_uri: gs:// folder for the Vector Search JSON files.
         allow_password_in_uri: False for pipeline parameters: a URI with a password in clear is refused.
+        write_mode: "append" (default): upsert, other rows stay. "snapshot": the vectors are the whole
+            truth; rows whose id is not among them are deleted in the same transaction as the upserts
+            (`embedpipe.vectorstore.snapshot`; postgres, alloydb and cloudsql). A snapshot of no rows is refused.
     """
 
     target: str = "postgres"
@@ -52,6 +57,7 @@ class UploadConfig:
     vector_search_index: str = ""
     contents_delta_uri: str = ""
     allow_password_in_uri: bool = False
+    write_mode: str = "append"
 
     def check(self) -> UploadConfig:
         if self.target not in TARGETS:
@@ -61,6 +67,8 @@ class UploadConfig:
         else:
             check_no_password(self.database_uri, what="database_uri")
         self.index.check()
+        if self.write_mode not in WRITE_MODES:
+            raise ValueError(f"write_mode {self.write_mode!r} is not one of {WRITE_MODES}")
         return self
 
     def connection(self, **fakes) -> ConnectionSettings:
@@ -85,9 +93,12 @@ class UploadSummary:
     table: str
     metrics: dict[str, float]
     connect_hint: str = ""
+    write_mode: str = ""
 
     def markdown(self) -> str:
         lines = ["# upload_vectors\n", f"- target: **{self.target}** ({self.where})", f"- table: `{self.table}`"]
+        if self.write_mode:
+            lines.append(f"- write mode: **{self.write_mode}**")
         lines += [
             f"- {name}: {value:,}" if isinstance(value, int) else f"- {name}: {value}"
             for name, value in self.metrics.items()
@@ -107,7 +118,8 @@ def upload_vectors(vectors_path: str, config: UploadConfig, **fakes) -> UploadSu
             `gcs_client`, `index_class`.
 
     Returns:
-        An UploadSummary: metrics (rows, seconds, rows_per_second, ...) and a Markdown report.
+        An UploadSummary: metrics (rows, seconds, rows_per_second; for a Postgres target inserted, updated,
+        unchanged and deleted) and a Markdown report.
     """
     config.check()
     started = time.monotonic()
@@ -139,6 +151,7 @@ def upload_vectors(vectors_path: str, config: UploadConfig, **fakes) -> UploadSu
             _metrics(len(batch), seconds),
         )
 
+    check_write(config.write_mode, config.table, len(batch))  # before the embedded database starts
     hint = ""
     settings = config.connection(**{k: v for k, v in fakes.items() if k in ("connector_factory", "secret_client")})
     if config.target == "postgres" and not config.database_uri:
@@ -148,7 +161,7 @@ def upload_vectors(vectors_path: str, config: UploadConfig, **fakes) -> UploadSu
         hint = f'{psql_command(settings.uri)}\nembedpipe search "your question" --table {config.table}'
     factory = settings.connection_factory()
     try:
-        result = PgVectorWriter(factory, config.table, index=config.index).write(batch)
+        result = PgVectorWriter(factory, config.table, index=config.index).write(batch, mode=config.write_mode)
     finally:
         connector = getattr(factory, "connector", None)
         if connector is not None and hasattr(connector, "close"):
@@ -156,7 +169,7 @@ def upload_vectors(vectors_path: str, config: UploadConfig, **fakes) -> UploadSu
     metrics = result.metrics()
     metrics["seconds"] = round(time.monotonic() - started, 3)  # reading the Parquet files included
     metrics["rows_per_second"] = round(result.rows / metrics["seconds"], 1) if metrics["seconds"] else 0.0
-    return UploadSummary(config.target, settings.describe(), config.table, metrics, hint)
+    return UploadSummary(config.target, settings.describe(), config.table, metrics, hint, config.write_mode)
 
 
 def _metrics(rows: int, seconds: float) -> dict[str, float]:
