@@ -29,6 +29,7 @@ UPLOAD_ARGUMENTS = {
     "database_password_secret": "password_secret",
     "database_iam_auth": "iam_auth",
     "vector_table": "table",
+    "write_mode": "write_mode",
 }
 
 

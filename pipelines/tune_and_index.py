@@ -113,6 +113,7 @@ def tune_and_index(
     database_password_secret: str = "",
     database_iam_auth: bool = True,
     vector_table: str = "embeddings",
+    write_mode: str = "snapshot",
 ):
     """Tunes, evaluates, registers and indexes.
 
@@ -207,6 +208,10 @@ def tune_and_index(
         database_password_secret: Secret Manager secret holding the password (never the password itself).
         database_iam_auth: IAM database authentication (AlloyDB / Cloud SQL) instead of a password.
         vector_table: Table of vectors.
+        write_mode: What a run means for the rows of the vector table it does not write. "snapshot"
+            (default): the corpus is the whole truth; rows of documents removed from it, and chunks past
+            the end of a document edited shorter, are deleted in the same transaction as the upserts.
+            "append": upserts only; nothing is deleted.
     """
     parameters = dict(locals())  # the pipeline parameters, taken before any task is added
     prepared = prepare_data(

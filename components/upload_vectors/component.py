@@ -29,8 +29,10 @@ def upload_vectors(
     maintenance_work_mem: str = "1GB",
     vector_search_index: str = "",
     contents_delta_uri: str = "",
+    write_mode: str = "append",
 ):
-    """Writes embedding vectors into a vector database, idempotently (one row per id, latest values).
+    """Writes embedding vectors into a vector database, idempotently (one row per id, latest values);
+    with `write_mode="snapshot"` the vectors are the whole truth and the table's other rows are deleted.
 
     Every row is checked (ids, NaN/inf, dimension, metadata JSON) before anything is written; a
     Postgres upload is one transaction, retried whole when the connection drops.
@@ -55,10 +57,15 @@ def upload_vectors(
         maintenance_work_mem: Memory for the index build, for this transaction only.
         vector_search_index: Vector Search index `projects/P/locations/L/indexes/ID` (vertex_vector_search).
         contents_delta_uri: gs:// folder for Vector Search's JSON files (vertex_vector_search).
+        write_mode: What the run means for the rows it does not name. "append" (default): upsert, the
+            table's other rows stay. "snapshot": the vectors are the whole corpus; rows whose id is not
+            among them (removed documents, chunks past the end of a document edited shorter) are deleted
+            in the same transaction as the upserts, under the table's exclusive lock (postgres, alloydb,
+            cloudsql). A snapshot of no vectors is refused rather than emptying the table.
 
     Returns:
-        metrics: rows, inserted, updated, unchanged, seconds, rows_per_second, attempts.
-        report: Markdown summary with how to query the table (psql / embedpipe search).
+        metrics: rows, inserted, updated, unchanged, deleted, seconds, rows_per_second, attempts.
+        report: Markdown summary (write mode and the counts) with how to query the table (psql / embedpipe search).
     """
     from embedpipe.reports import log_metrics
     from embedpipe.vectorstore.postgres import IndexSettings
@@ -80,6 +87,7 @@ def upload_vectors(
         index,
         vector_search_index,
         contents_delta_uri,
+        write_mode=write_mode,
     )
     summary = upload(vectors.path, config)
     log_metrics(metrics, summary.metrics)

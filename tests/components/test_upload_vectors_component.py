@@ -4,6 +4,7 @@ import json
 import uuid
 
 import pandas as pd
+import psycopg
 import pytest
 from kfp import dsl
 
@@ -23,6 +24,7 @@ def test_component_definition():
     assert upload_vectors.component_spec.implementation.container.image == BASE_IMAGE
     assert set(upload_vectors.component_spec.outputs) == {"metrics", "report"}
     assert upload_vectors.component_spec.inputs["target"].default == "postgres"
+    assert upload_vectors.component_spec.inputs["write_mode"].default == "append"
 
 
 def test_component_writes_metrics_and_report(pg_uri, tmp_path):
@@ -44,6 +46,35 @@ def test_component_writes_metrics_and_report(pg_uri, tmp_path):
         upload_vectors.python_func(
             vectors=vectors, metrics=metrics, report=report, database_uri="postgresql://u:pw@h/db"
         )
+
+
+def test_component_snapshot_deletes_the_rows_it_was_not_given_and_reports_the_counts(pg_uri, tmp_path):
+    table = f"c_{uuid.uuid4().hex[:8]}"
+
+    def upload(n, **options):
+        vectors = dsl.Dataset(name="vectors", uri=str(tmp_path / f"vectors{n}"))
+        write_parquet_vectors(make_batch(n), tmp_path / f"vectors{n}" / "vectors-00000-of-00001.parquet")
+        metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / f"metrics{n}"))
+        report = dsl.Markdown(name="report", uri=str(tmp_path / f"report{n}.md"))
+        upload_vectors.python_func(
+            vectors=vectors, metrics=metrics, report=report, database_uri=pg_uri, table=table, **options
+        )
+        return metrics.metadata, (tmp_path / f"report{n}.md").read_text()
+
+    upload(10)
+    metrics, report = upload(7, write_mode="snapshot")
+    assert {k: metrics[k] for k in ("rows", "inserted", "updated", "unchanged", "deleted")} == {
+        "rows": 7,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 7,
+        "deleted": 3,
+    }
+    assert "- write mode: **snapshot**" in report and "- deleted: 3" in report
+    with psycopg.connect(pg_uri) as connection:
+        assert connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] == 7
+    with pytest.raises(ValueError, match=r"write_mode 'mirror' is not one of"):
+        upload(5, write_mode="mirror")
 
 
 def test_embedpipe_search_finds_the_labelled_document(pg_uri, capsys):

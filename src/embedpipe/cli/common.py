@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: `embedpipe.vectorstore.upload.WRITE_MODES`, spelled out here so building the parser imports no database driver.
+WRITE_MODES = ("snapshot", "append")
+
 
 def example_data() -> Path:
     """The packaged example data (`embedpipe.examples`): the default of --data, wherever embedpipe is installed."""
