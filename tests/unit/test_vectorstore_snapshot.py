@@ -212,3 +212,31 @@ def test_concurrent_snapshots_and_appends_end_as_one_of_their_orders(pg_uri, tab
 
     found = rows_of(pg_uri, table)
     assert any(found == replayed(order) for order in itertools.permutations(batches)), sorted(found)[:5]
+
+
+def test_upload_config_write_mode_reaches_alloydb_through_pg8000(pg_uri, table, tmp_path):
+    from embedpipe.vectorstore import write_parquet_vectors
+    from embedpipe.vectorstore.upload import UploadConfig, upload_vectors
+    from tests.unit.test_vectorstore_targets import FakeConnector
+
+    write_parquet_vectors(batch_of([f"d{i}" for i in range(8)]), tmp_path / "all.parquet")
+    write_parquet_vectors(batch_of([f"d{i}" for i in range(5)]), tmp_path / "fewer.parquet")
+    config = UploadConfig(target="alloydb", instance="projects/p/locations/l/clusters/c/instances/i", table=table)
+    config.iam_auth = True
+
+    def upload(name, mode):
+        config.write_mode = mode
+        summary = upload_vectors(
+            str(tmp_path / name), config, connector_factory=lambda **kw: FakeConnector(pg_uri, **kw)
+        )
+        return summary.metrics["deleted"], summary.markdown()
+
+    assert upload("all.parquet", "snapshot")[0] == 0
+    assert upload("fewer.parquet", "append")[0] == 0
+    assert len(rows_of(pg_uri, table)) == 8
+    deleted, report = upload("fewer.parquet", "snapshot")
+    assert deleted == 3 and "write mode: **snapshot**" in report
+    assert sorted(rows_of(pg_uri, table)) == [f"d{i}" for i in range(5)]
+    config.write_mode = "mirror"
+    with pytest.raises(ValueError, match=r"write_mode 'mirror' is not one of \('snapshot', 'append'\)"):
+        config.check()
