@@ -47,7 +47,7 @@ class FakeBigQuery:
         arrow = pq.read_table(handle)
         rows = arrow.to_pylist()
         if self.barrier is not None:
-            self.barrier.wait(timeout=30)
+            self.barrier.wait(timeout=10)
         with self.lock:
             if table_id not in self.tables:
                 raise KeyError(f"Not found: Table {table_id}")
