@@ -177,3 +177,13 @@ def test_a_bad_listing_names_file_and_line(tmp_path):
     listing.write_text('"A"\nB#0\n')
     with pytest.raises(ValueError, match=r"run1\.ids\.jsonl:2: an id listing has one JSON string per line"):
         read_listing(str(listing))
+
+
+def test_a_snapshot_of_no_rows_is_refused_rather_than_emptying_the_table_or_index(tmp_path):
+    client, fake = FakeBigQuery(), FakeIndexes()
+    with pytest.raises(ValueError, match="no rows would delete every row of BigQuery table proj.ds.vectors"):
+        upload_to_bigquery(rows([]), "proj.ds.vectors", write_mode="snapshot", client=client)
+    settings = VectorSearchSettings(INDEX, str(tmp_path / "c"), "batch", "snapshot")
+    with pytest.raises(ValueError, match=f"no rows would empty Vector Search index {INDEX}"):
+        upload_to_vector_search(rows([]), settings, index_class=fake.index_class)
+    assert client.created == [] and fake.calls == [] and not (tmp_path / "c").exists()

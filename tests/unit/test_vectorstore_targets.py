@@ -156,7 +156,12 @@ class FakeBucket:
 
 def test_vertex_vector_search_files_and_update(vectors):
     bucket, updates = FakeBucket(), []
-    gcs = SimpleNamespace(bucket=lambda name: bucket)
+    gcs = SimpleNamespace(
+        bucket=lambda name: bucket,
+        list_blobs=lambda name, prefix, max_results: [k for k in bucket.uploaded if k.startswith(prefix)][
+            :max_results
+        ],
+    )
 
     class FakeIndex:
         def __init__(self, index_name):
@@ -178,3 +183,8 @@ def test_vertex_vector_search_files_and_update(vectors):
     assert lines[1]["id"] == "d1" and len(lines[1]["embedding"]) == 8
     assert lines[1]["restricts"] == [{"namespace": "group", "allow": ["odd"]}]
     assert lines[1]["numeric_restricts"] == [{"namespace": "n", "value_int": 1}]
+    listing = [json.loads(line) for line in bucket.uploaded["delta/run1.ids.jsonl"].splitlines()]
+    assert len(listing) == 50 and "e19" in listing  # beside the contents folder, not in it
+    with pytest.raises(ValueError, match="gs://bucket/delta/run1 has files already"):  # they would be applied again
+        upload_vectors(str(vectors), config, gcs_client=gcs, index_class=FakeIndex)
+    assert len(updates) == 1

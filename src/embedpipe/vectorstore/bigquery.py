@@ -135,6 +135,11 @@ def upload_to_bigquery(
     check_table_id(table_id)
     merge_sql(table_id, "staging", write_mode)  # checks write_mode before anything is written
     validate_batch(batch)
+    if write_mode == "snapshot" and not len(batch):
+        raise ValueError(
+            f"write_mode 'snapshot' with no rows would delete every row of BigQuery table {table_id}; refused "
+            "(an empty vectors folder or a job that wrote nothing looks like this; write_mode 'append' changes nothing)"
+        )
     client = client or bigquery.Client(project=table_id.split(".")[0])
     staging_id = staging_table_id(table_id)
     merge = merge_sql(table_id, staging_id, write_mode)

@@ -6,10 +6,12 @@
 | `stream` (a stream-update index) | `upsert_datapoints` | `upsert_datapoints`, then `remove_datapoints` of the ids the previous run listed and this batch lacks |
 
 Vector Search cannot list the ids an index holds, so a streamed snapshot needs to be told which ids the
-previous run wrote: every run writes the listing of its ids beside its contents folder
-(`<contents_delta_uri>.ids.jsonl`, one JSON string per line), and `previous_ids` names the previous run's
-listing (or its contents folder). A streamed snapshot without one is refused before anything is written.
-When a listing is given the counts `inserted`, `updated` and `deleted` are reported.
+previous run wrote: every run writes a listing beside its contents folder (`<contents_delta_uri>.ids.jsonl`,
+one JSON string per line) of the ids the index holds after it (after an append without a previous listing:
+this run's ids only), and `previous_ids` names the previous run's listing (or its contents folder). A
+streamed snapshot without one is refused before anything is written. When a listing is given the counts
+`inserted`, `updated` and `deleted` are reported. A snapshot of no rows (it would empty the index) and a
+contents folder that has files already (Vector Search would apply them again) are refused too.
 
 Each datapoint: `{"id", "embedding", "restricts": [{"namespace", "allow"}], "numeric_restricts": [...]}`;
 string metadata values become token restricts, numbers numeric restricts, so queries can filter on them.
@@ -156,6 +158,14 @@ def read_listing(uri: str, *, gcs_client=None) -> set[str]:
     return ids
 
 
+def _has_files(folder: str, gcs_client) -> bool:
+    if storage.is_gcs(folder):
+        bucket_name, prefix = storage.split_gcs_uri(folder.rstrip("/") + "/")
+        client = storage.gcs_client(gcs_client)
+        return any(True for _ in client.list_blobs(bucket_name, prefix=prefix, max_results=1))
+    return Path(folder).is_dir() and any(Path(folder).iterdir())
+
+
 def _put(local: Path, uri: str, gcs_client) -> str:
     if storage.is_gcs(uri):
         bucket_name, name = storage.split_gcs_uri(uri)
@@ -192,6 +202,17 @@ def upload_to_vector_search(
     """
     settings.check()
     validate_batch(batch)
+    if settings.write_mode == "snapshot" and not len(batch):
+        raise ValueError(
+            f"write_mode 'snapshot' with no rows would empty Vector Search index {settings.index}; refused (an "
+            "empty vectors folder or a job that wrote nothing looks like this; write_mode 'append' changes nothing)"
+        )
+    if settings.update_method == "batch" and _has_files(settings.contents_delta_uri, gcs_client):
+        raise ValueError(
+            f"contents_delta_uri {settings.contents_delta_uri} has files already: Vector Search reads every file "
+            "in it, so an earlier run's datapoints would be applied again; give a new folder (the default, the "
+            "task's own vector_search_contents output, always is)"
+        )
     previous = read_listing(settings.previous_ids, gcs_client=gcs_client) if settings.previous_ids else None
     snapshot = settings.write_mode == "snapshot"
     current = set(batch.ids)
