@@ -13,6 +13,10 @@ streamed snapshot without one is refused before anything is written. When a list
 `inserted`, `updated` and `deleted` are reported. A snapshot of no rows (it would empty the index) and a
 contents folder that has files already (Vector Search would apply them again) are refused too.
 
+A batch update is one index operation; a streamed run is several requests and not atomic (Vector Search
+has no transactions): the listing is written last, so a run that fails leaves the previous listing in
+force, and running it again converges.
+
 Each datapoint: `{"id", "embedding", "restricts": [{"namespace", "allow"}], "numeric_restricts": [...]}`;
 string metadata values become token restricts, numbers numeric restricts, so queries can filter on them.
 Tested against fakes only (recording the SDK calls and applying them to an in-memory index): it has not
