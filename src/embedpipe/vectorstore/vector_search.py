@@ -15,7 +15,7 @@ contents folder that has files already (Vector Search would apply them again) ar
 
 A batch update is one index operation; a streamed run is several requests and not atomic (Vector Search
 has no transactions): the listing is written last, so a run that fails leaves the previous listing in
-force, and running it again converges.
+force, and running it again repeats the same requests (not run against Vertex).
 
 Each datapoint: `{"id", "embedding", "restricts": [{"namespace", "allow"}], "numeric_restricts": [...]}`;
 string metadata values become token restricts, numbers numeric restricts, so queries can filter on them.
