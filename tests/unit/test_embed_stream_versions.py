@@ -130,3 +130,56 @@ def test_a_password_in_clear_or_bad_connection_settings_are_refused_before_anyth
         prepare_stream_config(
             SUBSCRIPTION, connection=ConnectionSettings(target="alloydb", instance="i"), check_model=False
         )
+
+
+# -- the command line: `embedpipe embed-stream` (alias `stream`) ---------------------------------------------
+
+
+def test_connection_flags_reach_the_connection_layer_and_dataflow_refuses_what_workers_cannot_use(capsys):
+    from embedpipe.cli import main
+    from embedpipe.embed.streaming import config_and_args_from_argv
+
+    dataflow = ["--runner", "DataflowRunner", "--project", "p", "--temp-location", "gs://b/tmp"]
+    checks = ["--skip-model-check", "--skip-table-check"]
+    config, beam_args = config_and_args_from_argv(
+        ["--subscription", SUBSCRIPTION, "--target", "alloydb", "--instance", ALLOYDB, "--user", "embedpipe"]
+        + ["--password-secret", "projects/p/secrets/db-password", "--ip-type", "PSC", *dataflow, *checks]
+    )
+    assert isinstance(config.database, ConnectionSettings)
+    assert (config.database.target, config.database.instance, config.database.ip_type) == ("alloydb", ALLOYDB, "PSC")
+    assert config.database.password_secret == "projects/p/secrets/db-password" and "--streaming" in beam_args
+
+    for flags, error in [
+        (
+            ["--target", "alloydb", "--instance", ALLOYDB, "--password-env", "PGPASS"],
+            "would be read on the Dataflow workers",
+        ),
+        (["--database-uri", ""], "the embedded local database: Dataflow workers cannot reach it"),
+        (["--messages", "changes.jsonl", "--database-uri", "postgresql://h/db"], "read on the local runner only"),
+    ]:
+        assert main(["embed-stream", "--subscription", SUBSCRIPTION, *flags, *dataflow, *checks]) == 2
+        assert error in capsys.readouterr().err
+    assert main(["stream", "--database-uri", "host=h password=hunter2", "--subscription", SUBSCRIPTION]) == 2
+    err = capsys.readouterr().err
+    assert "carries a password in clear" in err and "hunter2" not in err
+
+
+@pytest.mark.slow
+def test_embed_stream_plays_a_file_of_messages_into_the_table(tmp_path, pg_uri, capsys):
+    from embedpipe.cli import main
+
+    lines = [
+        '{"id": "m1", "text": "one", "sequence": 1}',
+        '{"id": "m2", "text": "two"}',
+        '{"text": "no id"}',
+        '{"id": "m1", "text": "one, newer", "sequence": 2}',
+    ]
+    (tmp_path / "changes.jsonl").write_text("\n".join(lines) + "\n")
+    status = main(
+        ["embed-stream", "--messages", str(tmp_path / "changes.jsonl"), "--database-uri", pg_uri]
+        + ["--table", "stream_cli", "--write-shards", "1"]
+    )
+    assert status == 0
+    assert {i: r["content"] for i, r in stored(pg_uri, "stream_cli").items()} == {"m1": "one, newer", "m2": "two"}
+    out = capsys.readouterr().out
+    assert "messages_read 4" in out and "dead_letters 1" in out and "messages_superseded 1" in out

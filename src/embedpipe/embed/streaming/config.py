@@ -86,6 +86,56 @@ def check_source(subscription: str = "", topic: str = "", messages: str = "") ->
         parse_topic(topic)
 
 
+#: The component's parameters that become `ConnectionSettings` (component name -> field name).
+CONNECTION_PARAMETERS = {
+    "target": "target",
+    "database_uri": "uri",
+    "instance": "instance",
+    "database": "database",
+    "user": "user",
+    "password_env": "password_env",
+    "password_secret": "password_secret",
+    "iam_auth": "iam_auth",
+    "ip_type": "ip_type",
+}
+
+
+def check_runner_source(remote: bool, has_messages: bool, *, pubsub_only_remotely: bool = False) -> None:
+    """A file of messages is read on the local runner only; with `pubsub_only_remotely` (the component, whose
+    local runs cannot reach Pub/Sub either) the local runner needs one."""
+    if remote and has_messages:
+        raise ValueError("messages (a file) is read on the local runner only; on Dataflow give subscription or topic")
+    if pubsub_only_remotely and not remote and not has_messages:
+        raise ValueError("runner DirectRunner reads a file of messages: connect `messages` (Pub/Sub needs Dataflow)")
+
+
+def connection_settings(options: dict, *, remote: bool, **fakes):
+    """The `ConnectionSettings` of the component's (or command line's) connection options, checked.
+
+    Raises:
+        ConnectionConfigError: bad settings, a password in clear, or for Dataflow workers the embedded
+            database or `password_env` (they do not have the launcher's environment).
+    """
+    from embedpipe.vectorstore.connections import ConnectionConfigError, ConnectionSettings
+    from embedpipe.vectorstore.conninfo import check_no_password
+
+    values = {field: options[name] for name, field in CONNECTION_PARAMETERS.items() if name in options}
+    if values.get("uri"):
+        check_no_password(values["uri"], what="database_uri")
+    connection = ConnectionSettings(**values, **fakes)
+    if remote and connection.target == "postgres" and not connection.uri:
+        raise ConnectionConfigError(
+            "database_uri is empty, which means the embedded local database: Dataflow workers cannot reach it; give "
+            "database_uri, or target alloydb / cloudsql with instance"
+        )
+    if remote and connection.password_env:
+        raise ConnectionConfigError(
+            f"password_env {connection.password_env!r} would be read on the Dataflow workers, which do not have "
+            "this task's environment; give password_secret (Secret Manager) or iam_auth instead"
+        )
+    return connection.check()
+
+
 def prepare_stream_config(
     subscription: str = "",
     topic: str = "",
@@ -210,4 +260,12 @@ def prepare_vector_table(config: StreamConfig) -> None:
     PgVectorWriter(config.database, config.table).prepare(config.dimension)
 
 
-__all__ = ["StreamConfig", "check_source", "prepare_stream_config", "prepare_vector_table"]
+__all__ = [
+    "CONNECTION_PARAMETERS",
+    "StreamConfig",
+    "check_runner_source",
+    "check_source",
+    "connection_settings",
+    "prepare_stream_config",
+    "prepare_vector_table",
+]

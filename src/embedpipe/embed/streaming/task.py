@@ -24,42 +24,9 @@ from pathlib import Path
 
 from embedpipe.embed.dataflow import DataflowJobs, default_project, gcp_resources_json
 from embedpipe.embed.settings import DataflowSettings, ModelSettings, from_mapping
+from embedpipe.embed.streaming.config import CONNECTION_PARAMETERS, check_runner_source, connection_settings
 
 RUNNERS = ("DirectRunner", "DataflowRunner")
-#: The component's parameters that become `ConnectionSettings` (component name -> field name).
-CONNECTION_PARAMETERS = {
-    "target": "target",
-    "database_uri": "uri",
-    "instance": "instance",
-    "database": "database",
-    "user": "user",
-    "password_env": "password_env",
-    "password_secret": "password_secret",
-    "iam_auth": "iam_auth",
-    "ip_type": "ip_type",
-}
-
-
-def connection_settings(options: dict, *, remote: bool, **fakes):
-    """The `ConnectionSettings` of the component's (or command line's) connection options, checked.
-
-    Raises:
-        ConnectionConfigError: bad settings, a password in clear, or `password_env` for Dataflow workers
-            (they do not have the launcher's environment).
-    """
-    from embedpipe.vectorstore.connections import ConnectionConfigError, ConnectionSettings
-    from embedpipe.vectorstore.conninfo import check_no_password
-
-    values = {field: options[name] for name, field in CONNECTION_PARAMETERS.items() if name in options}
-    if values.get("uri"):
-        check_no_password(values["uri"], what="database_uri")
-    connection = ConnectionSettings(**values, **fakes)
-    if remote and connection.password_env:
-        raise ConnectionConfigError(
-            f"password_env {connection.password_env!r} would be read on the Dataflow workers, which do not have "
-            "this task's environment; give password_secret (Secret Manager) or iam_auth instead"
-        )
-    return connection.check()
 
 
 def embed_stream_task(
@@ -114,10 +81,7 @@ def embed_stream_task(
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
     remote = runner == "DataflowRunner"
-    if remote and messages is not None:
-        raise ValueError("messages (a file) is read on the local runner only; on Dataflow give subscription or topic")
-    if not remote and messages is None:
-        raise ValueError("runner DirectRunner reads a file of messages: connect `messages` (Pub/Sub needs Dataflow)")
+    check_runner_source(remote, messages is not None, pubsub_only_remotely=True)
     connection = connection_settings(options, remote=remote)
     model = from_mapping(ModelSettings, options)
     if tuned_model is not None:
@@ -179,4 +143,4 @@ def embed_stream_task(
     return result
 
 
-__all__ = ["CONNECTION_PARAMETERS", "connection_settings", "embed_stream_task"]
+__all__ = ["RUNNERS", "embed_stream_task"]
