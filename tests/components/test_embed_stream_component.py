@@ -186,7 +186,11 @@ def test_a_job_that_ends_before_it_runs_fails_the_task(tmp_path, pg_uri):
 @pytest.mark.parametrize(
     "arguments, error",
     [
-        (dict(runner="DataflowRunner", password_env="DB_PASSWORD"), "would be read on the Dataflow workers"),
+        (
+            dict(runner="DataflowRunner", database_uri="postgresql://h/db", password_env="DB_PASSWORD"),
+            "would be read on the Dataflow workers",
+        ),
+        (dict(runner="DataflowRunner"), "the embedded local database: Dataflow workers cannot reach it"),
         (dict(runner="DataflowRunner", messages="file"), "messages \\(a file\\) is read on the local runner only"),
         (dict(), "runner DirectRunner reads a file of messages"),
         (dict(database_uri="postgresql://u:hunter2@db/x", messages="file"), "carries a password in clear"),

@@ -4,7 +4,7 @@ embedpipe run                 # the whole pipeline locally (kfp.local) on the ex
 embedpipe prepare --data DIR  # data preparation alone, straight from the library
 embedpipe fine-tune --data DIR --output-dir OUT  # fine-tune the base model on the train labels
 embedpipe embed --input corpus.jsonl --output vectors/  # the Beam embedding job alone
-embedpipe embed-stream --messages changes.jsonl --table docs  # the streaming job (Pub/Sub on Dataflow; alias: stream)
+embedpipe embed-stream --messages examples/stream/changes.jsonl --table docs  # the streaming job (Pub/Sub on Dataflow; alias: stream)
 embedpipe search "some text"  # top-k from the vector database (default: the embedded one)
 embedpipe db                  # start the embedded PostgreSQL + pgvector, print how to connect
 """
