@@ -219,3 +219,16 @@ def test_the_component_is_exported_with_its_op_alias():
     inputs = embed_stream.component_spec.inputs
     assert inputs["runner"].default == "DirectRunner" and inputs["target"].default == "postgres"
     assert set(embed_stream.component_spec.outputs) == {"metrics", "gcp_resources"}
+
+
+def test_a_job_that_does_not_start_in_time_is_left_running_and_the_task_says_so():
+    from embedpipe.embed.dataflow import DataflowJobs
+
+    jobs = FakeJobs(["JOB_STATE_PENDING"])
+    slept = []
+    with pytest.raises(RuntimeError, match="is still JOB_STATE_PENDING after 30 s; it was left as it is"):
+        DataflowJobs("p", "r", client=jobs).wait_until_running(
+            "job-1", timeout_seconds=30, poll_seconds=10, sleep=slept.append
+        )
+    assert slept == [10, 10, 10] and jobs.updates == []
+    assert jobs.gets[0] == {"project_id": "p", "location": "r", "job_id": "job-1"}
