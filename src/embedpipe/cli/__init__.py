@@ -4,13 +4,14 @@ embedpipe run                 # the whole pipeline locally (kfp.local) on the ex
 embedpipe prepare --data DIR  # data preparation alone, straight from the library
 embedpipe fine-tune --data DIR --output-dir OUT  # fine-tune the base model on the train labels
 embedpipe embed --input corpus.jsonl --output vectors/  # the Beam embedding job alone
+embedpipe embed-stream --messages examples/stream/changes.jsonl --table docs  # the streaming job (Pub/Sub on Dataflow; alias: stream)
 embedpipe search "some text"  # top-k from the vector database (default: the embedded one)
 embedpipe db                  # start the embedded PostgreSQL + pgvector, print how to connect
 """
 
 # The commands live in modules by what they are about, each registering its subcommands with their `cmd_*`
 # functions: `data` (prepare, evaluate, fine-tune: the library on a BEIR folder), `pipeline` (run with
-# kfp.local, submit to Vertex), `embed` (the Beam jobs: embed, stream) and `serving` (serve, search, db);
+# kfp.local, submit to Vertex), `embed` (the Beam jobs: embed, embed-stream) and `serving` (serve, search, db);
 # `common` holds what several share. Heavy imports stay inside the functions, so `--help` is quick.
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: The flags that take a Postgres connection string (`run`, `embed`, `stream`: --database-uri; `search`: --db).
+#: The flags that take a Postgres connection string (`run`, `embed`, `embed-stream`: --database-uri; `search`: --db).
 CONNECTION_FLAGS = ("database_uri", "db")
 
 
