@@ -46,6 +46,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
         index=IndexSettings(kind=args.index_kind, metric=args.index_metric),
         vector_search_index=args.vector_search_index,
         contents_delta_uri=args.contents_delta_uri,
+        vector_search_update_method=args.vector_search_update_method,
+        vector_search_previous_ids=args.vector_search_previous_ids,
         write_mode=args.write_mode,
     )
     summary = upload_vectors(args.vectors, config)
@@ -97,5 +99,18 @@ def add_upload_parser(sub: argparse._SubParsersAction) -> None:
     index.add_argument("--index-metric", choices=("cosine", "ip", "l2"), default="cosine")
     search = upload.add_argument_group("Vertex AI Vector Search")
     search.add_argument("--vector-search-index", default="", help="projects/P/locations/L/indexes/ID")
-    search.add_argument("--contents-delta-uri", default="", help="gs:// folder for the index's JSON files")
+    search.add_argument(
+        "--contents-delta-uri", default="", help="folder for the datapoint files (update method batch); gs:// or local"
+    )
+    search.add_argument(
+        "--vector-search-update-method",
+        choices=("batch", "stream"),
+        default="batch",
+        help="as the index was created: BATCH_UPDATE (files + update_embeddings) or STREAM_UPDATE (default: batch)",
+    )
+    search.add_argument(
+        "--vector-search-previous-ids",
+        default="",
+        help="the previous run's id listing (<its contents folder>.ids.jsonl); needed by a streamed snapshot",
+    )
     upload.set_defaults(func=cmd_upload)
