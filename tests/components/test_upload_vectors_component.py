@@ -82,8 +82,15 @@ def test_component_snapshot_deletes_the_rows_it_was_not_given_and_reports_the_co
         write_parquet_vectors(make_batch(n), tmp_path / f"vectors{n}" / "vectors-00000-of-00001.parquet")
         metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / f"metrics{n}"))
         report = dsl.Markdown(name="report", uri=str(tmp_path / f"report{n}.md"))
+        contents = dsl.Artifact(name="vector_search_contents", uri=str(tmp_path / f"contents{n}"))
         upload_vectors.python_func(
-            vectors=vectors, metrics=metrics, report=report, database_uri=pg_uri, table=table, **options
+            vectors=vectors,
+            metrics=metrics,
+            report=report,
+            vector_search_contents=contents,
+            database_uri=pg_uri,
+            table=table,
+            **options,
         )
         return metrics.metadata, (tmp_path / f"report{n}.md").read_text()
 

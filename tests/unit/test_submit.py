@@ -191,7 +191,11 @@ INDEX = "projects/p/locations/us-central1/indexes/42"
         ({"vector_search_index": "42"}, "vector_search_index '42' must look like projects/P/locations/L/indexes/ID"),
         ({"vector_search_index": INDEX, "vector_search_update_method": "STREAM_UPDATE"}, "is not one of"),
         ({"vector_search_index": INDEX}, None),
-        ({"vector_search_index": INDEX, "vector_search_update_method": "stream"}, None),
+        (  # the pipelines' write_mode defaults to "snapshot": a streamed one needs the previous listing
+            {"vector_search_index": INDEX, "vector_search_update_method": "stream"},
+            "write_mode 'snapshot' with vector_search_update_method 'stream' needs vector_search_previous_ids",
+        ),
+        ({"vector_search_index": INDEX, "vector_search_update_method": "stream", "write_mode": "append"}, None),
     ],
 )
 def test_vertex_vector_search_without_an_index_is_refused_before_any_call(template, pipeline, given, problem):
