@@ -9,11 +9,13 @@ version, with no `packages_to_install`: the same definition runs under `kfp.loca
 4. package_for_serving: describe the tuned model as a Vertex serving container (then GCPC registers it).
 5. embed_corpus: embed a corpus with a Beam job (local runner or Dataflow with GPUs) into Parquet vectors.
 6. upload_vectors: write the vectors into pgvector (embedded/AlloyDB/Cloud SQL), BigQuery or Vector Search.
+- embed_stream: the streaming job (Pub/Sub changes into pgvector) launched on Dataflow, or run on a file locally.
 - select_corpus: the corpus to index (another one by path, or the prepared one).
 - quality_gate_failed: stop the run with a clear message when the tuned model is not better.
 """
 
 from embedpipe.components.embed_corpus.component import embed_corpus
+from embedpipe.components.embed_stream.component import embed_stream
 from embedpipe.components.evaluate.component import evaluate
 from embedpipe.components.fine_tune.component import fine_tune
 from embedpipe.components.package_for_serving.component import package_for_serving
@@ -27,6 +29,7 @@ EvaluateOp = evaluate
 FineTuneOp = fine_tune
 PackageForServingOp = package_for_serving
 EmbedCorpusOp = embed_corpus
+EmbedStreamOp = embed_stream
 UploadVectorsOp = upload_vectors
 SelectCorpusOp = select_corpus
 QualityGateFailedOp = quality_gate_failed
@@ -42,6 +45,8 @@ __all__ = [
     "PackageForServingOp",
     "embed_corpus",
     "EmbedCorpusOp",
+    "embed_stream",
+    "EmbedStreamOp",
     "select_corpus",
     "SelectCorpusOp",
     "quality_gate_failed",

@@ -52,6 +52,10 @@ def embed_and_index(
     database_password_secret: str = "",
     database_iam_auth: bool = True,
     vector_table: str = "embeddings",
+    vector_search_index: str = "",
+    vector_search_update_method: str = "batch",
+    vector_search_previous_ids: str = "",
+    write_mode: str = "snapshot",
 ):
     """Embeds and indexes a corpus.
 
@@ -90,6 +94,19 @@ def embed_and_index(
         database_password_secret: Secret Manager secret holding the password (never the password itself).
         database_iam_auth: IAM database authentication (AlloyDB / Cloud SQL) instead of a password.
         vector_table: Table of vectors.
+        vector_search_index: Vertex AI Vector Search index `projects/P/locations/L/indexes/ID`, required with
+            `vector_target="vertex_vector_search"` (`embedpipe submit` refuses the run without it). Its datapoint
+            files and id listing go to the upload task's `vector_search_contents` output, under the pipeline root.
+        vector_search_update_method: "batch" (the index was created with BATCH_UPDATE: the files and
+            `update_embeddings`, a snapshot being a complete overwrite) or "stream" (STREAM_UPDATE:
+            `upsert_datapoints`, and for a snapshot `remove_datapoints`).
+        vector_search_previous_ids: For a streamed snapshot: the previous run's id listing, its upload task's
+            `vector_search_contents` output + `/contents.ids.jsonl` (Vector Search cannot list an index's ids).
+        write_mode: What a run means for what the vector store holds beyond this run's vectors. "snapshot"
+            (default): the corpus is the whole truth; rows of documents removed from it, and chunks past the
+            end of a document edited shorter, are deleted (pgvector: in the same transaction as the upserts;
+            BigQuery: in the MERGE; Vector Search: as `vector_search_update_method` says). "append": upserts
+            only; nothing is deleted.
     """
     parameters = dict(locals())  # the pipeline parameters, taken before any task is added
     corpus = dsl.importer(artifact_uri=corpus_path, artifact_class=dsl.Dataset, reimport=False).set_display_name(

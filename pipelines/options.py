@@ -29,6 +29,10 @@ UPLOAD_ARGUMENTS = {
     "database_password_secret": "password_secret",
     "database_iam_auth": "iam_auth",
     "vector_table": "table",
+    "vector_search_index": "vector_search_index",
+    "vector_search_update_method": "vector_search_update_method",
+    "vector_search_previous_ids": "vector_search_previous_ids",
+    "write_mode": "write_mode",
 }
 
 

@@ -218,6 +218,31 @@ def _connection_problems(values: dict) -> list[str]:
     return problems
 
 
+def _vector_search_problems(declared: dict, values: dict) -> list[str]:
+    """`vector_target="vertex_vector_search"` without an index (or with settings the upload would refuse)."""
+
+    def value(name: str, default: str = "") -> str:
+        given = values.get(name, declared.get(name, {}).get("defaultValue", default))
+        return given if isinstance(given, str) else default
+
+    if "vector_search_index" not in declared or value("vector_target") != "vertex_vector_search":
+        return []
+    from embedpipe.vectorstore.vector_search import VectorSearchSettings
+
+    settings = VectorSearchSettings(
+        index=value("vector_search_index"),
+        contents_delta_uri="<the upload task's vector_search_contents output>",
+        update_method=value("vector_search_update_method", "batch"),
+        write_mode=value("write_mode", "append"),  # the upload component's default where the pipeline has none
+        previous_ids=value("vector_search_previous_ids"),
+    )
+    try:
+        settings.check()
+    except ValueError as err:
+        return [f"vector_target 'vertex_vector_search': {err}"]
+    return []
+
+
 def submission_parameters(submission: Submission) -> dict:
     """The parameter values that are sent: typed from the compiled YAML, plus what `machine_type` means.
 
@@ -250,6 +275,7 @@ def check_submission(submission: Submission) -> list[str]:
     declared = pipeline_parameters(submission.template_path)
     values, type_problems = _typed_values(submission.template_path, submission.parameter_values)
     problems += type_problems + _vertex_problems(declared, values) + _connection_problems(values)
+    problems += _vector_search_problems(declared, values)
     for name in submission.parameter_values:
         if name not in declared:
             problems.append(

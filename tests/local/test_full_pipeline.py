@@ -143,6 +143,7 @@ def test_embedpipe_run_prints_the_comparison_and_a_search_command_that_works(
     assert "Data: corpus_documents 14" in out
     assert "NDCG@10 on the test labels: base " in out and "quality gate passed" in out
     assert "Vectors: 14 rows in table 'cli_run'" in out
+    assert "  snapshot: inserted 14, updated 0, deleted 0" in out  # --write-mode's default, the pipeline's
     assert "Stages: prepare-data " in out and "upload-vectors " in out
     # The printed search command runs, with the tuned model the vectors were embedded with.
     command = next(line.strip() for line in out.splitlines() if line.strip().startswith("embedpipe search "))

@@ -211,3 +211,24 @@ def test_the_hf_token_secret_reaches_every_task_that_loads_a_model(compiled, pip
     for name, path in tasks(spec).items():
         if path[-1]["taskInfo"]["name"] in ("embed-corpus", "embed-changed"):
             assert root_parameter(spec, name, "hf_token_secret") == "hf_token_secret", name
+
+
+@pytest.mark.parametrize("pipeline", [tune_and_index, tune_and_index_custom_job, embed_and_index])
+def test_every_upload_task_gets_the_vector_search_index_and_update_method(compiled, pipeline):
+    spec = compiled[pipeline]
+    uploads = [
+        name
+        for name, path in tasks(spec).items()
+        if path[-1]["componentRef"]["name"].startswith("comp-upload-vectors")
+    ]
+    assert len(uploads) == 2, uploads
+    for task in uploads:
+        for parameter in ("vector_search_index", "vector_search_update_method", "vector_search_previous_ids"):
+            assert root_parameter(spec, task, parameter) == parameter, (task, parameter)
+        assert root_parameter(spec, task, "target") == "vector_target"
+    for task in uploads:
+        component = spec["components"][tasks(spec)[task][-1]["componentRef"]["name"]]
+        assert "vector_search_contents" in component["outputDefinitions"]["artifacts"]  # the files' place
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    assert defaults["vector_search_index"]["defaultValue"] == ""
+    assert defaults["vector_search_update_method"]["defaultValue"] == "batch"

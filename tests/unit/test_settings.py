@@ -158,3 +158,20 @@ def test_dead_letter_limits_flags_checks_and_the_message_with_the_counts():
     ]:
         with pytest.raises(ValueError, match=error):
             bad.checked()
+
+
+def test_embed_stream_takes_the_same_settings_and_connection_parameters_as_its_batch_siblings():
+    from embedpipe.components import embed_stream, upload_vectors
+    from embedpipe.embed.streaming.config import CONNECTION_PARAMETERS
+    from embedpipe.vectorstore.connections import ConnectionSettings
+
+    inputs = embed_stream.component_spec.inputs
+    for settings in (ModelSettings, DataflowSettings):
+        for option in fields(settings):
+            if option.name in embed_corpus.component_spec.inputs:  # what embed_corpus exposes, embed_stream does too
+                assert inputs[option.name].type == KFP_TYPES[type(option.default)], option.name
+                assert inputs[option.name].default == option.default, option.name
+    defaults = {f.name: f.default for f in fields(ConnectionSettings)}
+    for parameter, field_name in CONNECTION_PARAMETERS.items():
+        assert inputs[parameter].default == defaults[field_name], parameter
+        assert inputs[parameter].default == upload_vectors.component_spec.inputs[parameter].default, parameter

@@ -1,5 +1,7 @@
 """`embedpipe submit` against a fake of google.cloud.aiplatform (Vertex AI is not reachable here)."""
 
+import json
+
 import pytest
 
 import compile as compile_script
@@ -176,3 +178,71 @@ def test_a_database_uri_with_a_password_or_unparseable_is_refused_before_any_cal
     assert fake.calls == []
     assert "hunter2" not in str(refused.value)
     assert "password in clear" in str(refused.value) or "cannot parse" in str(refused.value)
+
+
+INDEX = "projects/p/locations/us-central1/indexes/42"
+
+
+@pytest.mark.parametrize("pipeline", ["tune_and_index", "embed_and_index"])
+@pytest.mark.parametrize(
+    "given, problem",
+    [
+        ({}, "vector_target 'vertex_vector_search': target vertex_vector_search needs vector_search_index"),
+        ({"vector_search_index": "42"}, "vector_search_index '42' must look like projects/P/locations/L/indexes/ID"),
+        ({"vector_search_index": INDEX, "vector_search_update_method": "STREAM_UPDATE"}, "is not one of"),
+        ({"vector_search_index": INDEX}, None),
+        (  # the pipelines' write_mode defaults to "snapshot": a streamed one needs the previous listing
+            {"vector_search_index": INDEX, "vector_search_update_method": "stream"},
+            "write_mode 'snapshot' with vector_search_update_method 'stream' needs vector_search_previous_ids",
+        ),
+        ({"vector_search_index": INDEX, "vector_search_update_method": "stream", "write_mode": "append"}, None),
+    ],
+)
+def test_vertex_vector_search_without_an_index_is_refused_before_any_call(template, pipeline, given, problem):
+    template = template.replace("tune_and_index", pipeline)
+    values = {**required_parameters(template), "vector_target": "vertex_vector_search", **given}
+    submission = submit_module.Submission(template, "p", "us-central1", "gs://b/root", values)
+    problems = submit_module.check_submission(submission)
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems
+    postgres = {**values, "vector_target": "postgres"}  # the Vector Search parameters matter only for its target
+    assert (
+        submit_module.check_submission(submit_module.Submission(template, "p", "us-central1", "gs://b/r", postgres))
+        == []
+    )
+
+
+def test_a_streamed_snapshot_needs_the_previous_listing_at_submit_time(tmp_path):
+    """With the pipelines' `write_mode` (default "snapshot"), the stream method needs the previous run's listing."""
+    declared = {
+        "vector_target": {"parameterType": "STRING", "defaultValue": "alloydb", "isOptional": True},
+        "write_mode": {"parameterType": "STRING", "defaultValue": "snapshot", "isOptional": True},
+        **{
+            name: {"parameterType": "STRING", "defaultValue": default, "isOptional": True}
+            for name, default in [
+                ("vector_search_index", ""),
+                ("vector_search_update_method", "batch"),
+                ("vector_search_previous_ids", ""),
+            ]
+        },
+    }
+    template = tmp_path / "pipeline.yaml"
+    template.write_text(json.dumps({"root": {"inputDefinitions": {"parameters": declared}}}))
+    values = {
+        "vector_target": "vertex_vector_search",
+        "vector_search_index": INDEX,
+        "vector_search_update_method": "stream",
+    }
+
+    def problems(**more):
+        submission = submit_module.Submission(str(template), "p", "us-central1", "gs://b/r", {**values, **more})
+        return submit_module.check_submission(submission)
+
+    (refused,) = problems()
+    assert (
+        "write_mode 'snapshot' with vector_search_update_method 'stream' needs vector_search_previous_ids" in refused
+    )
+    assert problems(write_mode="append") == []
+    assert problems(vector_search_previous_ids="gs://b/root/run1/upload-vectors/vector_search_contents/contents") == []

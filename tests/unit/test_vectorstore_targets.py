@@ -8,13 +8,13 @@ from types import SimpleNamespace
 from urllib.parse import parse_qs, urlparse
 
 import pg8000.dbapi
-import pyarrow.parquet as pq
 import pytest
 
 from embedpipe.vectorstore import ConnectionSettings, write_parquet_vectors
 from embedpipe.vectorstore.connections import ConnectionConfigError, redact_uri, resolve_password
 from embedpipe.vectorstore.search import search_vector
 from embedpipe.vectorstore.upload import UploadConfig, upload_vectors
+from tests.unit.cloud_fakes import FakeBigQuery
 from tests.unit.test_vectorstore import make_batch
 
 
@@ -126,31 +126,20 @@ def test_uri_password_from_env(pg_uri, vectors, monkeypatch):
     assert summary.metrics["rows"] == 50
 
 
-class FakeBigQuery:
-    def __init__(self):
-        self.loads, self.queries = [], []
-
-    def load_table_from_file(self, handle, table_id, job_config, location=None):
-        self.loads.append((pq.read_table(handle), table_id, job_config))
-        return SimpleNamespace(result=lambda: None, job_id="load-1")
-
-    def query(self, sql, location=None):
-        self.queries.append(sql)
-        return SimpleNamespace(result=lambda: None, job_id="query-1")
-
-
 def test_bigquery_load_job_and_merge(vectors):
     client = FakeBigQuery()
     summary = upload_vectors(
         str(vectors), UploadConfig(target="bigquery", table="proj.ds.vectors"), bigquery_client=client
     )
-    table, table_id, config = client.loads[0]
-    assert summary.metrics["rows"] == 50 and table_id == "proj.ds.vectors_staging"
+    table_id, config = client.loaded[0]
+    table = client.loaded_tables[0]
+    # a staging table of the run's own (issue 17), was `proj.ds.vectors_staging` for every run
+    assert summary.metrics["rows"] == 50 and table_id.startswith("proj.ds.vectors_staging_")
     assert str(table.schema.field("embedding").type.value_type) == "double" and table.num_rows == 50
     assert config.source_format == "PARQUET" and config.parquet_options.enable_list_inference
     assert [(f.name, f.field_type, f.mode) for f in config.schema][1] == ("embedding", "FLOAT64", "REPEATED")
-    merge = client.queries[0]
-    assert "MERGE `proj.ds.vectors` T USING `proj.ds.vectors_staging` S ON T.id = S.id" in merge
+    merge = client.queries[-1]
+    assert f"MERGE `proj.ds.vectors` T USING `{table_id}` S ON T.id = S.id" in merge
     with pytest.raises(ValueError, match="project.dataset.table"):
         upload_vectors(str(vectors), UploadConfig(target="bigquery", table="x; DROP TABLE y"), bigquery_client=client)
 
@@ -167,7 +156,12 @@ class FakeBucket:
 
 def test_vertex_vector_search_files_and_update(vectors):
     bucket, updates = FakeBucket(), []
-    gcs = SimpleNamespace(bucket=lambda name: bucket)
+    gcs = SimpleNamespace(
+        bucket=lambda name: bucket,
+        list_blobs=lambda name, prefix, max_results: [k for k in bucket.uploaded if k.startswith(prefix)][
+            :max_results
+        ],
+    )
 
     class FakeIndex:
         def __init__(self, index_name):
@@ -189,3 +183,8 @@ def test_vertex_vector_search_files_and_update(vectors):
     assert lines[1]["id"] == "d1" and len(lines[1]["embedding"]) == 8
     assert lines[1]["restricts"] == [{"namespace": "group", "allow": ["odd"]}]
     assert lines[1]["numeric_restricts"] == [{"namespace": "n", "value_int": 1}]
+    listing = [json.loads(line) for line in bucket.uploaded["delta/run1.ids.jsonl"].splitlines()]
+    assert len(listing) == 50 and "e19" in listing  # beside the contents folder, not in it
+    with pytest.raises(ValueError, match="gs://bucket/delta/run1 has files already"):  # they would be applied again
+        upload_vectors(str(vectors), config, gcs_client=gcs, index_class=FakeIndex)
+    assert len(updates) == 1

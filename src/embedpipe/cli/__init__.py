@@ -4,21 +4,24 @@ embedpipe run                 # the whole pipeline locally (kfp.local) on the ex
 embedpipe prepare --data DIR  # data preparation alone, straight from the library
 embedpipe fine-tune --data DIR --output-dir OUT  # fine-tune the base model on the train labels
 embedpipe embed --input corpus.jsonl --output vectors/  # the Beam embedding job alone
+embedpipe embed-stream --messages examples/stream/changes.jsonl --table docs  # the streaming job (Pub/Sub on Dataflow; alias: stream)
+embedpipe upload vectors/ --table T  # Parquet vectors into the vector database (--write-mode snapshot|append)
 embedpipe search "some text"  # top-k from the vector database (default: the embedded one)
 embedpipe db                  # start the embedded PostgreSQL + pgvector, print how to connect
 """
 
 # The commands live in modules by what they are about, each registering its subcommands with their `cmd_*`
 # functions: `data` (prepare, evaluate, fine-tune: the library on a BEIR folder), `pipeline` (run with
-# kfp.local, submit to Vertex), `embed` (the Beam jobs: embed, stream) and `serving` (serve, search, db);
-# `common` holds what several share. Heavy imports stay inside the functions, so `--help` is quick.
+# kfp.local, submit to Vertex), `embed` (the Beam jobs: embed, embed-stream), `upload` (Parquet vectors into a
+# target) and `serving` (serve, search, db); `common` holds what several share. Heavy imports stay inside the
+# functions, so `--help` is quick.
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from embedpipe.cli import data, embed, pipeline, serving
+from embedpipe.cli import data, embed, pipeline, serving, upload
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_evaluate_parser(sub)
     data.add_fine_tune_parser(sub)
     serving.add_serve_parser(sub)
+    upload.add_upload_parser(sub)
     serving.add_search_parser(sub)
     serving.add_db_parser(sub)
     return parser
 
 
-#: The flags that take a Postgres connection string (`run`, `embed`, `stream`: --database-uri; `search`: --db).
+#: The flags that take a Postgres connection string (`run`, `embed`, `embed-stream`: --database-uri; `search`,
+#: `upload`: --db).
 CONNECTION_FLAGS = ("database_uri", "db")
 
 

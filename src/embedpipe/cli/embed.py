@@ -1,4 +1,5 @@
-"""Embedding a corpus with Beam: `embedpipe embed` (a batch of files) and `embedpipe stream` (Pub/Sub changes).
+"""Embedding a corpus with Beam: `embedpipe embed` (a batch of files) and `embedpipe embed-stream` (Pub/Sub
+changes; `embedpipe stream` is its alias).
 
 Both run on the local runner or on Dataflow; their flags come from the library (`embedpipe.embed.job`,
 `embedpipe.embed.settings`, `embedpipe.embed.streaming.cli`), declared once there.
@@ -37,7 +38,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    """`embedpipe stream`: the streaming Beam job that upserts and deletes documents in pgvector as they arrive.
+    """`embedpipe embed-stream` (alias `stream`): the streaming Beam job that upserts and deletes documents in pgvector as they arrive.
 
     Args:
         args: the parsed `stream` arguments.
@@ -79,7 +80,7 @@ def add_embed_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_stream_parser(sub: argparse._SubParsersAction) -> None:
-    """Registers `embedpipe stream`.
+    """Registers `embedpipe embed-stream` and its alias `embedpipe stream` (the name before issue 17).
 
     Args:
         sub: the subcommands of the `embedpipe` parser.
@@ -87,7 +88,9 @@ def add_stream_parser(sub: argparse._SubParsersAction) -> None:
     from embedpipe.embed.streaming.cli import add_stream_arguments
 
     stream = sub.add_parser(
-        "stream", help="embed document changes from Pub/Sub into pgvector as they arrive (local runner or Dataflow)"
+        "embed-stream",
+        aliases=["stream"],
+        help="embed document changes (Pub/Sub, or a file locally) into pgvector as they arrive (local runner or Dataflow)",
     )
     add_stream_arguments(stream)
     stream.set_defaults(func=cmd_stream)

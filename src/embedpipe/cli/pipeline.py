@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from embedpipe.cli.common import add_data_arguments, data_paths, key_values
+from embedpipe.cli.common import WRITE_MODES, add_data_arguments, data_paths, key_values
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -64,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "index_with_base_model": args.index_with_base_model,
         "database_uri": database_uri,
         "vector_table": args.table,
+        "write_mode": args.write_mode,
     }
     declared = declared_parameters(tune_and_index)
     arguments = {name: value for name, value in wanted.items() if name in declared}
@@ -132,8 +133,11 @@ def _print_run_summary(run, args, database_uri: str) -> None:
         print(f"Evaluation report: {outputs['report']['uri']}")
     uploaded = [task for task in run.outputs if task.startswith("upload-vectors")]
     for task in uploaded:
-        rows = run.outputs[task]["metrics"]["metadata"].get("rows")
-        print(f"\nVectors: {int(rows or 0):,} rows in table {args.table!r} of {database_uri}")
+        counts = run.outputs[task]["metrics"]["metadata"]
+        print(f"\nVectors: {int(counts.get('rows') or 0):,} rows in table {args.table!r} of {database_uri}")
+        changes = [f"{name} {int(counts[name]):,}" for name in ("inserted", "updated", "deleted") if name in counts]
+        if changes:
+            print(f"  {args.write_mode}: " + ", ".join(changes))
         print(f"  psql '{database_uri}'")
         query = example_query(run).replace('"', "'")
         model = indexed_model(run) or args.model
@@ -220,6 +224,13 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         "--database-uri", default="", help="Postgres URI (default: the embedded PostgreSQL + pgvector)"
     )
     database.add_argument("--table", default="embeddings", help="table of vectors (default: %(default)s)")
+    database.add_argument(
+        "--write-mode",
+        choices=WRITE_MODES,
+        default="snapshot",
+        help="snapshot: the corpus is the whole truth, rows of removed documents and vanished chunks are deleted "
+        "(default); append: upserts only",
+    )
     run.set_defaults(func=cmd_run)
 
 

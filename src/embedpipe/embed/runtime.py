@@ -2,8 +2,8 @@
 
 This module owns the Beam metrics namespace and its counters, Beam's local runners (one for batch, one
 for streaming), reading a finished run's counters back, turning a worker's failure to load the model
-into a readable `ModelLoadError`, and cancelling a submitted Dataflow job when the task that launched it
-is stopped (SIGTERM). It knows nothing of what the jobs compute: `embedpipe.embed.job` (batch) and
+into a readable `ModelLoadError`, and cancelling a submitted Dataflow job (draining a streaming one) when
+the task that launched it is stopped (SIGTERM). It knows nothing of what the jobs compute: `embedpipe.embed.job` (batch) and
 `embedpipe.embed.streaming` build their pipelines and use these to run them.
 """
 
@@ -135,6 +135,35 @@ def _cancel_on_sigterm(result):
     return signal.signal(signal.SIGTERM, cancel)
 
 
+@contextlib.contextmanager
+def drain_on_sigterm(drain, *, exit=None) -> Iterator[None]:
+    """While launching a streaming job: SIGTERM (the pipeline task was cancelled) drains the job.
+
+    A streaming job never ends by itself; Vertex cancels a task with SIGTERM. Draining (not cancelling)
+    lets the job finish writing what it has read, so no message read from Pub/Sub is lost.
+
+    Args:
+        drain: Called on SIGTERM; requests the drain (a no-op while no job exists yet).
+        exit: Called after `drain` (default `os._exit(1)`: the task ends at once, as cancelled).
+    """
+    if not _in_main_thread():
+        yield
+        return
+
+    def on_sigterm(*_):
+        logging.warning("cancel requested: draining the Dataflow streaming job")
+        try:
+            drain()
+        finally:
+            (exit or (lambda: os._exit(1)))()
+
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
 def _in_main_thread() -> bool:
     import threading
 
@@ -148,6 +177,7 @@ __all__ = [
     "cancel_on_sigterm",
     "counter",
     "counter_values",
+    "drain_on_sigterm",
     "local_runner",
     "local_stream_runner",
     "model_errors_readable",

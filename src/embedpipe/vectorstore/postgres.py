@@ -11,10 +11,13 @@ an upload or none of it:
 3. a new table is loaded with binary COPY directly; an existing one (under the table's shared advisory
    lock) through a temporary staging table (COPY) and one `INSERT ... ON CONFLICT (id) DO UPDATE` that
    skips unchanged rows and takes row locks in id order, so concurrent upserts do not deadlock;
-4. an upsert that adds or changes a large part of the table (`IndexSettings.rebuild_fraction`) drops
-   the vector index and builds it again in the transaction instead of inserting row by row into it,
+4. a `snapshot` write (the batch is the whole truth, `snapshot`) deletes, in the same transaction and
+   under the table's exclusive advisory lock, the rows whose id is not in the batch; an `append` write
+   (the default) leaves them;
+5. an upsert that adds, changes or deletes a large part of the table (`IndexSettings.rebuild_fraction`)
+   drops the vector index and builds it again in the transaction instead of inserting row by row into it,
    rewriting the table where that is safe so the build sees live rows only (`rebuild`);
-5. a missing HNSW (or IVFFlat) index is built, found in the catalog by column and access method
+6. a missing HNSW (or IVFFlat) index is built, found in the catalog by column and access method
    (`schema`), with `maintenance_work_mem` raised for this transaction only; so are the indexes the
    search filters use (`metadata_index`: GIN on `metadata`, B-tree on declared fields).
 
@@ -28,6 +31,8 @@ Example:
     >>> writer = PgVectorWriter("postgresql://...", table="embeddings")           # doctest: +SKIP
     >>> writer.write(read_parquet_vectors("vectors/")).rows                       # doctest: +SKIP
     5183
+    >>> writer.write(read_parquet_vectors("vectors/"), mode="snapshot").deleted   # doctest: +SKIP
+    0
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from embedpipe.vectorstore.rebuild import plan_rebuild, rewrite_table
 from embedpipe.vectorstore.rows import VectorBatch, database_rows, validate_batch
 from embedpipe.vectorstore.schema import METRICS, IndexSettings, parse_column_type
 from embedpipe.vectorstore.sessions import Session
+from embedpipe.vectorstore.snapshot import check_write, delete_missing
 from embedpipe.vectorstore.transactions import (
     advisory_lock,
     lock_key,
@@ -69,6 +75,7 @@ class WriteResult:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
     created_table: bool = False
     index_built: str = ""
     attempts: int = 1
@@ -84,6 +91,7 @@ class WriteResult:
             "inserted": self.inserted,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "deleted": self.deleted,
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows_per_second, 1),
             "attempts": self.attempts,
@@ -153,9 +161,9 @@ class PgVectorWriter:
             advisory_lock(session, lock_key("extension", "vector"))
             schema.create_extension(session)
 
-    def lock_for_write(self, session: Session, dimension: int) -> tuple[str, bool]:
-        """Takes the table's advisory lock (exclusive to create it, shared to upsert into it), creating the
-        table if missing; checks an existing one's dimension. Returns (column type, created)."""
+    def lock_for_write(self, session: Session, dimension: int, *, exclusive: bool = False) -> tuple[str, bool]:
+        """Takes the table's advisory lock (exclusive to create it or when `exclusive`, shared to upsert into
+        it), creating the table if missing; checks an existing one's dimension. Returns (column type, created)."""
         self.ensure_extension(session)
         key = table_lock_key(session, self.table)
         existing = self.existing_column_type(session)
@@ -168,7 +176,7 @@ class PgVectorWriter:
                     advisory_lock(session, lock_key("schema", schema_name))
                 return schema.create_table(session, self.table, dimension), True
         else:
-            advisory_lock(session, key, shared=True)
+            advisory_lock(session, key, shared=not exclusive)
         schema.check_dimension(self.table, existing, dimension)
         return existing, False
 
@@ -218,38 +226,49 @@ class PgVectorWriter:
             raise batch_error(self.table, 0, err) from None
 
     # -- writing ----------------------------------------------------------------------------
-    def write(self, batch: VectorBatch) -> WriteResult:
+    def write(self, batch: VectorBatch, mode: str = "append") -> WriteResult:
         """Upserts every row of `batch` (one row per id, latest values) in one transaction.
+
+        Args:
+            batch: The rows.
+            mode: "append" (default): the table's other rows stay. "snapshot": the batch is the whole
+                truth; rows whose id is not in it are deleted in the same transaction, under the table's
+                exclusive advisory lock (`embedpipe.vectorstore.snapshot`). A snapshot of no rows is refused.
 
         Raises:
             DataValidationError: bad ids/vectors/metadata, a dimension the table does not have, or a row
                 the database refused (named by its id); nothing is written.
             VectorStoreError: the database refused the write for another reason; nothing is written.
+            ValueError: an unknown mode, or a snapshot of no rows; nothing is written.
         """
+        check_write(mode, self.table, len(batch))
         validate_batch(batch)
+        snapshot = mode == "snapshot"
         started = time.monotonic()
 
         def work(session: Session) -> WriteResult:
-            kind, created = self.lock_for_write(session, batch.dimension)
+            kind, created = self.lock_for_write(session, batch.dimension, exclusive=snapshot)
             result = WriteResult(self.table, len(batch), created_table=created)
             if len(batch) and created:  # nothing to conflict with (ids are unique): straight into the table
                 session.copy_rows(self.ident, database_rows(batch), kind.split("(")[0])
                 result.inserted = len(batch)
             elif len(batch):
+                staging = self._staging()
                 self._load_staging(session, batch, kind)
-                rebuild = plan_rebuild(session, self.table, self._staging(), self.index, len(batch))
-                if rebuild is None:
-                    result.inserted, result.updated = self._upsert_from_staging(session)
-                else:
+                rebuild = plan_rebuild(session, self.table, staging, self.index, len(batch), snapshot=snapshot)
+                if rebuild is not None:
                     schema.drop_indexes(session, rebuild.indexes)
-                    if rebuild.rewrite:
-                        rewrite_table(session, self.table, self._staging())
-                        result.inserted, result.updated = rebuild.inserted, rebuild.updated
-                    else:
-                        result.inserted, result.updated = self._upsert_from_staging(session)
+                if rebuild is not None and rebuild.rewrite:
+                    result.deleted = rewrite_table(session, self.table, staging, keep_missing=not snapshot)
+                    result.inserted, result.updated = rebuild.inserted, rebuild.updated
+                else:
+                    if snapshot:
+                        result.deleted = delete_missing(session, self.table, staging)
+                    result.inserted, result.updated = self._upsert_from_staging(session)
+                if rebuild is not None:
                     result.index_built = schema.recreate_indexes(session, rebuild.indexes, self.index)
                 result.unchanged = len(batch) - result.inserted - result.updated
-            built = self.ensure_index(session, kind, len(batch), locked=created)
+            built = self.ensure_index(session, kind, len(batch), locked=created or snapshot)
             result.index_built = ", ".join(name for name in (result.index_built, built) if name)
             return result
 
@@ -262,13 +281,15 @@ class PgVectorWriter:
         result.attempts = attempts
         result.seconds = time.monotonic() - started
         log.info(
-            "wrote %d rows to %s in %.2f s (%d inserted, %d updated, %d unchanged%s)",
+            "wrote %d rows to %s (%s) in %.2f s (%d inserted, %d updated, %d unchanged, %d deleted%s)",
             result.rows,
             self.table,
+            mode,
             result.seconds,
             result.inserted,
             result.updated,
             result.unchanged,
+            result.deleted,
             f"; index {result.index_built} built" if result.index_built else "",
         )
         return result

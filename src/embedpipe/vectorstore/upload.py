@@ -15,8 +15,10 @@ from embedpipe.vectorstore.connections import ConnectionSettings
 from embedpipe.vectorstore.conninfo import check_no_password, parse_connection_string
 from embedpipe.vectorstore.postgres import IndexSettings, PgVectorWriter
 from embedpipe.vectorstore.rows import read_parquet_vectors, validate_batch
+from embedpipe.vectorstore.snapshot import check_write
 
 TARGETS = ("postgres", "alloydb", "cloudsql", "bigquery", "vertex_vector_search")
+WRITE_MODES = ("snapshot", "append")
 
 
 @dataclass
@@ -34,8 +36,15 @@ class UploadConfig:
         table: Postgres `table` / `schema.table`, or BigQuery `project.dataset.table`.
         index: The pgvector index built when missing.
         vector_search_index: Vertex AI Vector Search index resource name.
-        contents_delta_uri: gs:// folder for the Vector Search JSON files.
+        contents_delta_uri: gs:// folder for the Vector Search JSON files; the run's id listing goes beside it.
+        vector_search_update_method: "batch" (update_embeddings from the files) or "stream" (upsert_datapoints).
+        vector_search_previous_ids: The previous run's id listing (`<its contents_delta_uri>.ids.jsonl`): a
+            streamed snapshot removes its ids that this run lacks (`vectorstore.vector_search`).
         allow_password_in_uri: False for pipeline parameters: a URI with a password in clear is refused.
+        write_mode: "append" (default): upsert, other rows stay. "snapshot": the vectors are the whole
+            truth; rows of other ids are deleted (Postgres targets: in the same transaction as the upserts,
+            `embedpipe.vectorstore.snapshot`; BigQuery in its MERGE; Vector Search as `vector_search` says).
+            A snapshot of no rows is refused.
     """
 
     target: str = "postgres"
@@ -51,7 +60,10 @@ class UploadConfig:
     index: IndexSettings = field(default_factory=IndexSettings)
     vector_search_index: str = ""
     contents_delta_uri: str = ""
+    vector_search_update_method: str = "batch"
+    vector_search_previous_ids: str = ""
     allow_password_in_uri: bool = False
+    write_mode: str = "append"
 
     def check(self) -> UploadConfig:
         if self.target not in TARGETS:
@@ -61,7 +73,22 @@ class UploadConfig:
         else:
             check_no_password(self.database_uri, what="database_uri")
         self.index.check()
+        if self.write_mode not in WRITE_MODES:
+            raise ValueError(f"write_mode {self.write_mode!r} is not one of {WRITE_MODES}")
+        if self.target == "vertex_vector_search":
+            self.vector_search().check()
         return self
+
+    def vector_search(self):
+        from embedpipe.vectorstore.vector_search import VectorSearchSettings
+
+        return VectorSearchSettings(
+            self.vector_search_index,
+            self.contents_delta_uri,
+            self.vector_search_update_method,
+            self.write_mode,
+            self.vector_search_previous_ids,
+        )
 
     def connection(self, **fakes) -> ConnectionSettings:
         return ConnectionSettings(
@@ -85,9 +112,12 @@ class UploadSummary:
     table: str
     metrics: dict[str, float]
     connect_hint: str = ""
+    write_mode: str = ""
 
     def markdown(self) -> str:
         lines = ["# upload_vectors\n", f"- target: **{self.target}** ({self.where})", f"- table: `{self.table}`"]
+        if self.write_mode:
+            lines.append(f"- write mode: **{self.write_mode}**")
         lines += [
             f"- {name}: {value:,}" if isinstance(value, int) else f"- {name}: {value}"
             for name, value in self.metrics.items()
@@ -107,7 +137,8 @@ def upload_vectors(vectors_path: str, config: UploadConfig, **fakes) -> UploadSu
             `gcs_client`, `index_class`.
 
     Returns:
-        An UploadSummary: metrics (rows, seconds, rows_per_second, ...) and a Markdown report.
+        An UploadSummary: metrics (rows, seconds, rows_per_second; inserted, updated, unchanged and deleted
+        where the target can tell) and a Markdown report.
     """
     config.check()
     started = time.monotonic()
@@ -116,29 +147,28 @@ def upload_vectors(vectors_path: str, config: UploadConfig, **fakes) -> UploadSu
     if config.target == "bigquery":
         from embedpipe.vectorstore.bigquery import upload_to_bigquery
 
-        done = upload_to_bigquery(batch, config.table, client=fakes.get("bigquery_client"))
-        seconds = time.monotonic() - started
-        return UploadSummary("bigquery", done.load_job_id, config.table, _metrics(len(batch), seconds))
+        done = upload_to_bigquery(
+            batch, config.table, write_mode=config.write_mode, client=fakes.get("bigquery_client")
+        )
+        metrics = {**_metrics(len(batch), time.monotonic() - started), **done.counts}
+        return UploadSummary("bigquery", done.load_job_id, config.table, metrics, write_mode=config.write_mode)
     if config.target == "vertex_vector_search":
         from embedpipe.vectorstore.vector_search import upload_to_vector_search
 
-        if not config.vector_search_index or not config.contents_delta_uri:
-            raise ValueError("target vertex_vector_search needs vector_search_index and contents_delta_uri")
         done = upload_to_vector_search(
-            batch,
-            config.vector_search_index,
-            config.contents_delta_uri,
-            gcs_client=fakes.get("gcs_client"),
-            index_class=fakes.get("index_class"),
+            batch, config.vector_search(), gcs_client=fakes.get("gcs_client"), index_class=fakes.get("index_class")
         )
-        seconds = time.monotonic() - started
+        metrics = {**_metrics(len(batch), time.monotonic() - started), **done.counts}
+        where = f"{config.vector_search_index}, {config.vector_search_update_method} update"
         return UploadSummary(
             "vertex_vector_search",
-            config.vector_search_index,
-            config.contents_delta_uri,
-            _metrics(len(batch), seconds),
+            where,
+            done.contents_delta_uri or done.listing,
+            metrics,
+            write_mode=config.write_mode,
         )
 
+    check_write(config.write_mode, config.table, len(batch))  # before the embedded database starts
     hint = ""
     settings = config.connection(**{k: v for k, v in fakes.items() if k in ("connector_factory", "secret_client")})
     if config.target == "postgres" and not config.database_uri:
@@ -148,7 +178,7 @@ def upload_vectors(vectors_path: str, config: UploadConfig, **fakes) -> UploadSu
         hint = f'{psql_command(settings.uri)}\nembedpipe search "your question" --table {config.table}'
     factory = settings.connection_factory()
     try:
-        result = PgVectorWriter(factory, config.table, index=config.index).write(batch)
+        result = PgVectorWriter(factory, config.table, index=config.index).write(batch, mode=config.write_mode)
     finally:
         connector = getattr(factory, "connector", None)
         if connector is not None and hasattr(connector, "close"):
@@ -156,7 +186,7 @@ def upload_vectors(vectors_path: str, config: UploadConfig, **fakes) -> UploadSu
     metrics = result.metrics()
     metrics["seconds"] = round(time.monotonic() - started, 3)  # reading the Parquet files included
     metrics["rows_per_second"] = round(result.rows / metrics["seconds"], 1) if metrics["seconds"] else 0.0
-    return UploadSummary(config.target, settings.describe(), config.table, metrics, hint)
+    return UploadSummary(config.target, settings.describe(), config.table, metrics, hint, config.write_mode)
 
 
 def _metrics(rows: int, seconds: float) -> dict[str, float]:

@@ -3,6 +3,10 @@
     python -m embedpipe.embed.streaming --subscription projects/P/subscriptions/S \\
         --database-uri postgresql://user@10.0.0.5/db --table docs --model gs://b/tuned \\
         --runner DataflowRunner --project P --region us-central1 --temp-location gs://b/tmp
+    python -m embedpipe.embed.streaming --subscription projects/P/subscriptions/S --target alloydb \\
+        --instance projects/P/locations/L/clusters/C/instances/I --password-secret projects/P/secrets/db \\
+        --table docs --runner DataflowRunner --project P --temp-location gs://b/tmp
+    python -m embedpipe.embed.streaming --messages changes.jsonl --table docs   # locally, a file of messages
 
 Messages are JSON objects:
 
@@ -13,7 +17,8 @@ Messages are JSON objects:
 versions of a document within a window (see `embedpipe.embed.streaming.messages`). Bad messages become
 dead letters: counted, logged with the reason, and published to --dead-letter-topic when one is given.
 
-Flags this command does not know are Beam pipeline options.
+Flags this command does not know are Beam pipeline options. `embedpipe embed-stream` (alias `embedpipe
+stream`) is the same command.
 """
 
 from __future__ import annotations
@@ -24,22 +29,33 @@ import sys
 from collections.abc import Sequence
 
 from embedpipe.embed.settings import DataflowSettings, ModelSettings, add_arguments, from_mapping
-from embedpipe.embed.streaming.config import StreamConfig, prepare_stream_config
+from embedpipe.embed.streaming.config import (
+    StreamConfig,
+    check_runner_source,
+    connection_settings,
+    prepare_stream_config,
+)
 from embedpipe.embed.streaming.run import run_stream
+from embedpipe.vectorstore.connections import ConnectionSettings
 
 
 def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
-    """The streaming job's flags (shared by `python -m embedpipe.embed.streaming` and `embedpipe stream`)."""
+    """The streaming job's flags (shared by `python -m embedpipe.embed.streaming` and `embedpipe embed-stream`)."""
     source = parser.add_argument_group("source and target")
     source.add_argument("--subscription", default="", help="Pub/Sub subscription projects/P/subscriptions/S")
     source.add_argument("--topic", default="", help="Pub/Sub topic projects/P/topics/T (instead of a subscription)")
+    source.add_argument(
+        "--messages",
+        default="",
+        help="local runner: a file (or folder) of change messages, one JSON per line, played in file order",
+    )
     source.add_argument(
         "--dead-letter-topic", default="", help="also publish dead letters (JSON with the reason) to this topic"
     )
     source.add_argument(
         "--database-uri",
         default="",
-        help="Postgres/pgvector URI of the vector database (AlloyDB/Cloud SQL: its private IP)",
+        help="Postgres/pgvector URI without a password ('' with --target postgres: the embedded database)",
     )
     source.add_argument("--table", default="embeddings", help="pgvector table (default: %(default)s)")
     source.add_argument(
@@ -47,6 +63,11 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not create/check the table from this machine (it cannot reach the database)",
     )
+    database = parser.add_argument_group(
+        "database connection (as upload_vectors: --target postgres|alloydb|cloudsql, --instance, --database, --user, "
+        "--password-env|--password-secret|--iam-auth, --ip-type PRIVATE|PUBLIC|PSC)"
+    )
+    add_arguments(database, ConnectionSettings, skip=("uri", "connector_factory", "secret_client"))
     model = parser.add_argument_group("model")
     model.add_argument(
         "--skip-model-check", action="store_true", help="do not load the model on this machine before submitting"
@@ -101,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
 def config_and_args_from_args(args, extra: Sequence[str] = ()) -> tuple[StreamConfig, list[str]]:
     """A parsed command line -> a checked StreamConfig and the Beam options to run it with."""
     remote = args.runner == "DataflowRunner"
+    check_runner_source(remote, bool(args.messages))
+    connection = connection_settings(vars(args), remote=remote)
     dataflow = from_mapping(DataflowSettings, args)
     model = from_mapping(ModelSettings, args)
     if remote:
@@ -108,7 +131,8 @@ def config_and_args_from_args(args, extra: Sequence[str] = ()) -> tuple[StreamCo
     config = prepare_stream_config(
         args.subscription,
         args.topic,
-        database_uri=args.database_uri,
+        messages=args.messages,
+        connection=connection,
         table=args.table,
         model=model,
         task_type=args.task_type,
@@ -139,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, beam_args = config_and_args_from_argv(argv)
         result = run_stream(config, beam_args)
-    except (ModelLoadError, ValueError) as err:
+    except (ModelLoadError, ValueError, FileNotFoundError) as err:
         print(f"embed stream: {err}", file=sys.stderr)
         return 2
     print(result.summary())

@@ -1,6 +1,6 @@
 """The streaming job's Beam graph: messages in, the vector table kept up to date, dead letters out.
 
-    Pub/Sub (JSON) ─ParseMessages─┬─ dead letters ─ logged (+ dead-letter topic)
+    Pub/Sub (JSON) ─ParseMessages─┬─ dead letters (and WriteChanges' stale messages) ─ logged (+ dead-letter topic)
                                   └─ (id, change) ─ FixedWindows ─ GroupChangesById ─ LatestWins ─┐
       ┌── (id, doc) ─ embed_documents (the batch job's transforms) ─ rows ─┬─ GroupByShard ─ WriteChanges
       └── versions (one per document and window: upsert or delete) ───────┘
@@ -69,12 +69,14 @@ def apply_changes(messages, config: StreamConfig) -> StreamOutputs:
         )
         | "AllChanges" >> beam.Flatten()
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteChanges" >> beam.ParDo(WriteChanges(config.database, config.table, chunked))
+        | "WriteChanges"
+        >> beam.ParDo(WriteChanges(config.database, config.table, chunked)).with_outputs("dead", main="writes")
     )
     # `repeated` stays empty (LatestWins leaves one document per id); kept in case that ever changes.
     repeated = repeated | "RepeatedIdsUnwindowed" >> beam.WindowInto(window.GlobalWindows())
-    dead = (parsed.dead, repeated) | "AllDeadLetters" >> beam.Flatten()
-    return StreamOutputs(dead, writes)
+    stale = writes.dead | "StaleUnwindowed" >> beam.WindowInto(window.GlobalWindows())
+    dead = (parsed.dead, repeated, stale) | "AllDeadLetters" >> beam.Flatten()
+    return StreamOutputs(dead, writes.writes)
 
 
 def _log_dead_letter(dead: DeadLetter) -> DeadLetter:
@@ -89,13 +91,16 @@ def build_stream_pipeline(pipeline, config: StreamConfig, source=None) -> Stream
         pipeline: A `beam.Pipeline` with the `streaming` option set.
         config: From `prepare_stream_config`.
         source: A PTransform producing the message bodies (bytes) with their publish times as timestamps;
-            default `ReadFromPubSub` of the config's subscription or topic. Tests pass a `TestStream`.
+            default the config's file of messages, or `ReadFromPubSub` of its subscription or topic. Tests
+            pass a `TestStream`.
     """
     if source is None:
-        from apache_beam.io.gcp.pubsub import ReadFromPubSub
+        from embedpipe.embed.streaming.sources import messages_from_file, pubsub_source
 
-        source = ReadFromPubSub(
-            subscription=config.subscription or None, topic=None if config.subscription else config.topic
+        source = (
+            messages_from_file(config.messages)
+            if config.messages
+            else pubsub_source(config.subscription, config.topic)
         )
     outputs = apply_changes(pipeline | "ReadMessages" >> source, config)
     logged = outputs.dead_letters | "LogDeadLetters" >> beam.Map(_log_dead_letter)

@@ -29,6 +29,58 @@ class WritePlan(NamedTuple):
     rows: list  # vector rows to upsert, one per id
     upserted: list  # their documents (rows of these documents not in `rows` are deleted)
     deleted: list  # documents to delete
+    orders: dict  # document -> the order of the version chosen (documents whose version record is here)
+
+    def without(self, doc_ids, chunked: bool) -> WritePlan:
+        """This plan less these documents (their rows, upserts, deletes)."""
+        gone = set(doc_ids)
+        return WritePlan(
+            [r for r in self.rows if document_of(r, chunked) not in gone],
+            [d for d in self.upserted if d not in gone],
+            [d for d in self.deleted if d not in gone],
+            {d: o for d, o in self.orders.items() if d not in gone},
+        )
+
+
+def given_version(order: tuple) -> tuple[int | None, float | None]:
+    """The (`sequence`, `updated_at`) a message gave, from its `Change.order` (None where it gave none)."""
+    return (order[1] if order[0] else None, order[3] if order[2] else None)
+
+
+def _time(seconds: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def stale_reason(given: tuple[int | None, float | None], stored) -> str:
+    """Why a message's version is older than the `stored` one (`(sequence, updated_at, ...)`), or "".
+
+    Versions are compared as they are ordered within a window: by `sequence` when both have one, then
+    by `updated_at`. An equal version is not stale (a redelivered message writes the same rows again); a
+    message without a version, or a document without a stored one, is never stale.
+
+    Example:
+        >>> stale_reason((3, None), (5, None))
+        'stale version: sequence 3 is older than sequence 5, which the table already holds'
+        >>> stale_reason((5, None), (5, None)), stale_reason((None, None), (5, None))
+        ('', '')
+    """
+    if stored is None:
+        return ""
+    sequence, updated_at = given
+    if sequence is not None and stored[0] is not None and sequence != stored[0]:
+        if sequence < stored[0]:
+            return (
+                f"stale version: sequence {sequence} is older than sequence {stored[0]}, which the table already holds"
+            )
+        return ""
+    if updated_at is not None and stored[1] is not None and updated_at < stored[1]:
+        return (
+            f"stale version: updated_at {_time(updated_at)} is older than {_time(stored[1])}, which the table "
+            "already holds"
+        )
+    return ""
 
 
 def plan_writes(ops, chunked: bool) -> WritePlan:
@@ -49,7 +101,7 @@ def plan_writes(ops, chunked: bool) -> WritePlan:
             rows[document_of(item, chunked)].append(item)
         else:
             versions[item.id].append(item)
-    plan = WritePlan([], [], [])
+    plan = WritePlan([], [], [], {})
     for doc_id in sorted(set(versions) | set(rows)):
         candidates = []
         version: Version
@@ -61,7 +113,8 @@ def plan_writes(ops, chunked: bool) -> WritePlan:
                 if matched:
                     candidates.append((tuple(version.order), matched))
         if candidates:
-            chosen = max(candidates, key=lambda c: c[0])[1]
+            order, chosen = max(candidates, key=lambda c: c[0])
+            plan.orders[doc_id] = order
         elif rows.get(doc_id):
             chosen = rows[doc_id]
         else:
@@ -74,4 +127,4 @@ def plan_writes(ops, chunked: bool) -> WritePlan:
     return plan
 
 
-__all__ = ["WritePlan", "document_of", "plan_writes", "shard_of"]
+__all__ = ["WritePlan", "document_of", "given_version", "plan_writes", "shard_of", "stale_reason"]

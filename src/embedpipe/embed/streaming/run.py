@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 STREAM_METRIC_NAMES = (
     "messages_read",  # Pub/Sub messages, good or bad
     "messages_superseded",  # older versions of a document that a newer one in the same window replaced
-    "dead_letters",
+    "dead_letters",  # bad messages and stale ones, each logged with the reason (and published, with a topic)
+    "messages_stale",  # of those: a version older than what the table holds
     "documents_embedded",
     "chunks_embedded",
     "documents_upserted",  # documents written (their rows upserted, their vanished chunks deleted)
