@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from embedpipe import cli
-from embedpipe.cli import common, upload
+from embedpipe.cli import upload
 from embedpipe.vectorstore import VectorBatch, write_parquet_vectors
 from embedpipe.vectorstore import upload as library
 from tests.unit.test_vectorstore import make_batch
@@ -30,9 +30,12 @@ def ids_in(uri, table):
         return sorted(row[0] for row in conn.execute(f'SELECT id FROM "{table}"'))
 
 
-def test_the_command_offers_the_library_targets_and_modes():
+def test_the_command_offers_the_library_targets_and_modes(capsys):
     assert upload.TARGETS == library.TARGETS
-    assert common.WRITE_MODES == library.WRITE_MODES
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["upload", "vectors", "--write-mode", "replace"])
+    assert exited.value.code == 2
+    assert "'snapshot', 'append'" in capsys.readouterr().err
 
 
 def test_upload_appends_then_snapshots_and_prints_the_counts(pg_uri, table, tmp_path, capsys):

@@ -34,6 +34,7 @@ LAYERS = [
         "embedpipe.models",
         "embedpipe.prompts",
         "embedpipe.storable",
+        "embedpipe.write_modes",
         "embedpipe.storage",
         "embedpipe.threads",
         "embedpipe.validation",

@@ -17,7 +17,6 @@ import pytest
 from embedpipe.vectorstore import IndexSettings, PgVectorWriter, VectorBatch
 from embedpipe.vectorstore import snapshot as snapshot_module
 from embedpipe.vectorstore.search import search_vector
-from embedpipe.vectorstore.upload import WRITE_MODES
 
 
 def batch_of(ids, seed=0, dim=8, label="v"):
@@ -43,10 +42,6 @@ def vector_indexes(uri, table):
             " JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = %s::regclass AND am.amname = 'hnsw'",
             (table,),
         ).fetchall()
-
-
-def test_the_modes_are_named_alike_in_the_writer_and_the_upload():
-    assert snapshot_module.WRITE_MODES == WRITE_MODES == ("snapshot", "append")
 
 
 def test_snapshot_deletes_what_the_batch_does_not_name_and_counts_each_row(pg_uri, table):

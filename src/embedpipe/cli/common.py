@@ -1,17 +1,14 @@
 """What several `embedpipe` commands share: the BEIR data arguments and their paths, and NAME=VALUE pairs.
 
 `run`, `prepare`, `evaluate` and `fine-tune` read the same input data (`add_data_arguments`, `data_paths`);
-`submit` and `search` take repeatable NAME=VALUE flags (`key_values`); `run` and `upload` take `--write-mode`
-(`WRITE_MODES`). Only the standard library is imported here, so building the parser stays fast.
+`submit` and `search` take repeatable NAME=VALUE flags (`key_values`).
+Only the standard library is imported here, so building the parser stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-#: `embedpipe.vectorstore.upload.WRITE_MODES`, spelled out here so building the parser imports no database driver.
-WRITE_MODES = ("snapshot", "append")
 
 
 def example_data() -> Path:

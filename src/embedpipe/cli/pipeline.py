@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from embedpipe.cli.common import WRITE_MODES, add_data_arguments, data_paths, key_values
+from embedpipe.cli.common import add_data_arguments, data_paths, key_values
+from embedpipe.write_modes import WRITE_MODES
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from embedpipe.cli.common import WRITE_MODES
+from embedpipe.write_modes import WRITE_MODES
 
 #: `embedpipe.vectorstore.upload.TARGETS`, spelled out so building the parser imports no database driver.
 TARGETS = ("postgres", "alloydb", "cloudsql", "bigquery", "vertex_vector_search")

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedpipe.vectorstore.rows import VectorBatch, validate_batch
+from embedpipe.write_modes import check_write_mode
 
 _TABLE_ID = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]{0,1023}\.[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 #: How long a staging table outlives a run that could not drop it.
 STAGING_EXPIRATION = datetime.timedelta(days=1)
-#: `upload.WRITE_MODES`, spelled out here because `upload` imports this module
-WRITE_MODES = ("snapshot", "append")
 
 
 def check_table_id(table_id: str) -> str:
@@ -83,8 +82,7 @@ def create_table_sql(table_id: str) -> str:
 
 def merge_sql(table_id: str, staging_id: str, write_mode: str = "append") -> str:
     """One MERGE statement: upsert by id, and for a snapshot delete the target's rows the batch does not have."""
-    if write_mode not in WRITE_MODES:
-        raise ValueError(f"write_mode {write_mode!r} is not one of {WRITE_MODES}")
+    check_write_mode(write_mode)
     sql = (
         f"MERGE `{table_id}` T USING `{staging_id}` S ON T.id = S.id\n"
         "WHEN MATCHED THEN UPDATE SET embedding = S.embedding, content = S.content, metadata = SAFE.PARSE_JSON(S.metadata)\n"

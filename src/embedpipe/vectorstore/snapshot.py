@@ -21,9 +21,7 @@ from psycopg import sql
 
 from embedpipe.vectorstore.identifiers import table_identifier
 from embedpipe.vectorstore.sessions import Session
-
-#: The run meanings of a write, as `UploadConfig.write_mode`, the component and the pipelines spell them.
-WRITE_MODES = ("snapshot", "append")
+from embedpipe.write_modes import check_write_mode
 
 
 def check_write(mode: str, table: str, rows: int) -> None:
@@ -32,8 +30,7 @@ def check_write(mode: str, table: str, rows: int) -> None:
     Raises:
         ValueError: with what to do instead.
     """
-    if mode not in WRITE_MODES:
-        raise ValueError(f"write_mode {mode!r} is not one of {WRITE_MODES}")
+    check_write_mode(mode)
     if mode == "snapshot" and rows == 0:
         raise ValueError(
             f"write_mode 'snapshot' with no rows would delete every row of table {table!r}; refused. Check that "

@@ -16,9 +16,9 @@ from embedpipe.vectorstore.conninfo import check_no_password, parse_connection_s
 from embedpipe.vectorstore.postgres import IndexSettings, PgVectorWriter
 from embedpipe.vectorstore.rows import read_parquet_vectors, validate_batch
 from embedpipe.vectorstore.snapshot import check_write
+from embedpipe.write_modes import check_write_mode
 
 TARGETS = ("postgres", "alloydb", "cloudsql", "bigquery", "vertex_vector_search")
-WRITE_MODES = ("snapshot", "append")
 
 
 @dataclass
@@ -73,8 +73,7 @@ class UploadConfig:
         else:
             check_no_password(self.database_uri, what="database_uri")
         self.index.check()
-        if self.write_mode not in WRITE_MODES:
-            raise ValueError(f"write_mode {self.write_mode!r} is not one of {WRITE_MODES}")
+        check_write_mode(self.write_mode)
         if self.target == "vertex_vector_search":
             self.vector_search().check()
         return self

@@ -33,10 +33,9 @@ from pathlib import Path
 
 from embedpipe import storage
 from embedpipe.vectorstore.rows import VectorBatch, batches_of, validate_batch
+from embedpipe.write_modes import check_write_mode
 
 UPDATE_METHODS = ("batch", "stream")
-#: `upload.WRITE_MODES`, spelled out here because `upload` imports this module
-WRITE_MODES = ("snapshot", "append")
 #: beside the contents folder, not in it: Vector Search reads every file of that folder as datapoints
 LISTING_SUFFIX = ".ids.jsonl"
 #: datapoints (or ids) per upsert/remove request: a conservative size, not measured against Vertex
@@ -73,8 +72,7 @@ class VectorSearchSettings:
             raise ValueError(f"vector_search_index {self.index!r} must look like projects/P/locations/L/indexes/ID")
         if self.update_method not in UPDATE_METHODS:
             raise ValueError(f"vector_search_update_method {self.update_method!r} is not one of {UPDATE_METHODS}")
-        if self.write_mode not in WRITE_MODES:
-            raise ValueError(f"write_mode {self.write_mode!r} is not one of {WRITE_MODES}")
+        check_write_mode(self.write_mode)
         if self.update_method == "batch" and not self.contents_delta_uri:
             raise ValueError("vector_search_update_method 'batch' needs contents_delta_uri (a folder for the files)")
         if self.update_method == "stream" and self.write_mode == "snapshot" and not self.previous_ids:
