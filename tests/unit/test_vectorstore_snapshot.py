@@ -17,6 +17,7 @@ import pytest
 from embedpipe.vectorstore import IndexSettings, PgVectorWriter, VectorBatch
 from embedpipe.vectorstore import snapshot as snapshot_module
 from embedpipe.vectorstore.search import search_vector
+from tests.unit.test_vectorstore_safety import vector_indexes
 
 
 def batch_of(ids, seed=0, dim=8, label="v"):
@@ -33,15 +34,6 @@ def table():
 def rows_of(uri, table) -> dict[str, str]:
     with psycopg.connect(uri) as conn:
         return dict(conn.execute(f'SELECT id, content FROM "{table}"').fetchall())
-
-
-def vector_indexes(uri, table):
-    with psycopg.connect(uri) as conn:
-        return conn.execute(
-            "SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
-            " JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = %s::regclass AND am.amname = 'hnsw'",
-            (table,),
-        ).fetchall()
 
 
 def test_snapshot_deletes_what_the_batch_does_not_name_and_counts_each_row(pg_uri, table):
@@ -111,7 +103,7 @@ def test_a_large_snapshot_rewrites_the_table_without_the_rows_it_does_not_name(p
     ids = [f"d{i}" for i in range(1500)]
     writer = PgVectorWriter(pg_uri, table, index=IndexSettings(m=8, ef_construction=32))
     writer.write(batch_of(ids, seed=1))
-    ((index,),) = vector_indexes(pg_uri, table)
+    ((index, _),) = vector_indexes(pg_uri, table)
     kept = ids[:300] + [f"n{i}" for i in range(100)]  # 1,200 deleted (over REBUILD_MIN_ROWS), 100 new
     with caplog.at_level(logging.INFO, logger="embedpipe.vectorstore.rebuild"):
         result = writer.write(batch_of(kept, seed=1), mode="snapshot")
@@ -119,7 +111,7 @@ def test_a_large_snapshot_rewrites_the_table_without_the_rows_it_does_not_name(p
     assert (result.inserted, result.updated, result.unchanged, result.deleted) == (100, 0, 300, 1200)
     assert result.index_built == index
     assert sorted(rows_of(pg_uri, table)) == sorted(kept)
-    assert vector_indexes(pg_uri, table) == [(index,)]
+    assert vector_indexes(pg_uri, table) == [(index, "hnsw")]
     hit = search_vector(pg_uri, batch_of(kept, seed=1).embeddings[7], table=table, k=1)[0]
     assert hit.id == kept[7]
 
