@@ -37,8 +37,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         The exit status, 0 (also when nothing matched).
     """
     from embedpipe.vectorstore.embedded import embedded_database_uri
+    from embedpipe.vectorstore.hybrid import SearchSettings
     from embedpipe.vectorstore.search import search_text
 
+    settings = SearchSettings(args.mode, args.metric, rrf_k=args.rrf_k, vector_depth=args.depth, text_depth=args.depth)
+    settings.check()  # before the database starts
     uri = args.db or embedded_database_uri(args.pgdata)
     where = key_values(args.where, "--where")
     hits = search_text(
@@ -50,6 +53,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         k=args.k,
         where=where,
         metric=args.metric,
+        mode=settings,
     )
     if args.json:
         import json
@@ -130,6 +134,17 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
         "--where", action="append", metavar="KEY=VALUE", help="only rows with metadata KEY equal to VALUE (repeatable)"
     )
     search.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="(default: %(default)s)")
+    search.add_argument(
+        "--mode",
+        default="vector",
+        choices=["vector", "text", "hybrid"],
+        help="vector: nearest embeddings; text: full-text search (no model loaded); hybrid: both, fused by "
+        "reciprocal rank fusion (default: %(default)s)",
+    )
+    search.add_argument("--rrf-k", type=int, default=60, help="hybrid: the fusion's constant (default: %(default)s)")
+    search.add_argument(
+        "--depth", type=int, default=100, help="hybrid: rows each ranking contributes (default: %(default)s)"
+    )
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(func=cmd_search)
 

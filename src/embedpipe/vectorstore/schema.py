@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from embedpipe.validation import DataValidationError, Problem
+from embedpipe.vectorstore.fulltext import check_text_search
 from embedpipe.vectorstore.identifiers import split_table_name, table_identifier, unique_derived_name
 from embedpipe.vectorstore.sessions import Session
 
@@ -49,6 +50,10 @@ class IndexSettings:
             transaction instead of inserting row by row into it, which is many times slower (see
             benchmarks/README.md, upsert_recovery). Searches wait for such an upsert to commit.
             0 = never rebuild.
+        text_search: The text search configuration of the table's full-text column (`fulltext`): "english"
+            (stems; chosen on SciFact's train queries, see benchmarks/README.md, search), "simple" (lower-cases
+            only), another PostgreSQL configuration, or "none" (no column). A table setting: fixed when the
+            column is added, on the table's creation or the first write to an older table.
     """
 
     kind: str = "hnsw"
@@ -59,6 +64,7 @@ class IndexSettings:
     maintenance_work_mem: str = "1GB"
     parallel_workers: int | None = None
     rebuild_fraction: float = 0.1
+    text_search: str = "english"
 
     def check(self) -> IndexSettings:
         if self.kind not in INDEX_KINDS:
@@ -72,6 +78,7 @@ class IndexSettings:
                 raise ValueError(f"index {name} must be a non-negative integer")
         if not 0 <= self.rebuild_fraction <= 1:
             raise ValueError(f"rebuild_fraction {self.rebuild_fraction!r} must be between 0 and 1")
+        check_text_search(self.text_search)
         return self
 
 
