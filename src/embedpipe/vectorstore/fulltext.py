@@ -40,13 +40,13 @@ FUNCTION = "embedpipe_cjk_bigrams_v1"
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f"
 _CJK_PUNCTUATION = r"\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"
 _FUNCTION_BODY = (
-    "SELECT CASE WHEN t !~ '[{cjk}]' THEN t ELSE ("
-    " SELECT coalesce(string_agg(CASE WHEN m !~ '^[{cjk}]' OR length(m) = 1 THEN m ELSE"
+    f"SELECT CASE WHEN t !~ '[{_CJK}]' THEN t ELSE ("
+    f" SELECT coalesce(string_agg(CASE WHEN m !~ '^[{_CJK}]' OR length(m) = 1 THEN m ELSE"
     "  (SELECT string_agg(substr(m, i, 2), ' ' ORDER BY i) FROM generate_series(1, length(m) - 1) AS i) END,"
     "  ' ' ORDER BY n), '')"
-    " FROM regexp_matches(regexp_replace(t, '[{punct}]', ' ', 'g'), '[{cjk}]+|[^{cjk}]+', 'g')"
+    f" FROM regexp_matches(regexp_replace(t, '[{_CJK_PUNCTUATION}]', ' ', 'g'), '[{_CJK}]+|[^{_CJK}]+', 'g')"
     "  WITH ORDINALITY AS r(mm, n), LATERAL (SELECT mm[1]) AS x(m)) END"
-).format(cjk=_CJK, punct=_CJK_PUNCTUATION)
+)
 _CONFIG_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 _CONFIG_IN_EXPRESSION = re.compile(r"to_tsvector\('([^']+)'::regconfig")
 
@@ -121,7 +121,7 @@ def add_text_column(session: Session, table: str, config: str) -> str:
     return name
 
 
-def or_query(function: sql.Composable, config: str, placeholder: sql.Composable = sql.Placeholder()) -> sql.Composed:
+def or_query(function: sql.Composable, config: str, placeholder: sql.Composable) -> sql.Composed:
     """An SQL expression: the query text's lexemes (same function and configuration as the column), OR-ed.
 
     NULL when the text has no lexeme (only stop words): nothing matches it. Each lexeme is quoted as
