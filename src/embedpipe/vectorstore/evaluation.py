@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 from embedpipe.evaluate import GATE_METRIC, RETRIEVE_K, ModelEvaluation, qrels_from_labels
@@ -37,6 +38,7 @@ def evaluate_table(
     task_type: str = "RETRIEVAL_QUERY",
     batch_size: int = 32,
     loaded_model=None,
+    query_vectors: Mapping[str, Sequence[float]] | None = None,
     name: str = "",
 ) -> ModelEvaluation:
     """Searches `table` for every labelled query and scores the results.
@@ -51,6 +53,8 @@ def evaluate_table(
         task_type: Selects the query prompt.
         batch_size: Queries per forward pass.
         loaded_model: An already loaded SentenceTransformer for `model`.
+        query_vectors: Query id -> its embedding, computed already (the model is then not used); for
+            scoring several settings with the same queries.
         name: Shown in the report and metric names (default: the mode).
 
     Returns:
@@ -64,7 +68,9 @@ def evaluate_table(
     query_ids = queries["_id"].astype(str).tolist()
     texts = queries["text"].tolist()
     vectors = [None] * len(texts)
-    if settings.mode != "text":
+    if settings.mode != "text" and query_vectors is not None:
+        vectors = [query_vectors[query_id] for query_id in query_ids]
+    elif settings.mode != "text":
         from embedpipe.models import encode_in_chunks, load_model
         from embedpipe.prompts import resolve_prompts
 
