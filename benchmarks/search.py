@@ -12,8 +12,11 @@ and full-text column as a pipeline run makes them; every query searched through 
    (plain RRF: k = 60, depth 100, weights 1) and hybrid with the train-chosen settings.
 3. Latency per query, modes alternated vector, text, hybrid, vector, ... query by query (--rounds passes
    over the test queries), on one kept-open connection, the query's embedding computed beforehand: medians.
-4. --jaquad: the same on JaQuAD (../shared/datasets/jaquad; its qrels/test.tsv is JaQuAD's dev split),
-   --jaquad-queries of its test queries, to see the Japanese bigrams at work (MiniLM is an English model).
+4. Upload cost of the full-text column: the corpus written into new tables with `text_search="none"` and
+   with the chosen configuration, alternated (--rounds each), HNSW index build included: medians.
+5. --jaquad: full-text search alone on JaQuAD (../shared/datasets/jaquad; its qrels/test.tsv is JaQuAD's
+   dev split), --jaquad-queries of its test queries: the Japanese bigrams at work. No vectors are
+   compared there (MiniLM is an English model; the rows carry random vectors, no vector index).
 
 `run_quality(argv)` returns the figures as a dict; `main()` prints them and ends with one JSON line.
 
@@ -44,7 +47,8 @@ def parse_args(argv):
     parser.add_argument("--data", default=str(DATASETS / "scifact"), help="a BEIR folder with train and test qrels")
     parser.add_argument("--rounds", type=int, default=3, help="latency rounds per mode (default: %(default)s)")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "embedpipe" / "benchmarks"))
-    parser.add_argument("--jaquad", action="store_true", help="also JaQuAD (Japanese)")
+    parser.add_argument("--jaquad", action="store_true", help="also JaQuAD (Japanese), full-text search only")
+    parser.add_argument("--skip-scifact", action="store_true", help="only JaQuAD")
     parser.add_argument("--jaquad-queries", type=int, default=500, help="JaQuAD test queries used")
     return parser.parse_args(argv)
 
@@ -184,6 +188,19 @@ def run_dataset(name, folder: Path, uri: str, model, fingerprint: str, args, *, 
 
     # 3. latency, modes alternated
     latency = measure_latency(uri, table, queries, qrels["test"], query_vectors, args.rounds, tuned)
+    # 4. what the full-text column costs an upload: new tables written without and with it, alternated
+    batch = VectorBatch(corpus["_id"].tolist(), vectors, contents, [None] * len(contents))
+    upload = {"none": [], config: []}
+    for round_ in range(args.rounds):
+        for text_search in upload:
+            writer = PgVectorWriter(
+                uri, f"bench_{name}_upload_{text_search}_{round_}", index=IndexSettings(text_search=text_search)
+            )
+            started = time.monotonic()
+            writer.write(batch)
+            upload[text_search].append(time.monotonic() - started)
+    upload_s = {f"text_search={key}": round(statistics.median(values), 2) for key, values in upload.items()}
+    upload_s["ratio"] = round(statistics.median(upload[config]) / statistics.median(upload["none"]), 3)
     return {
         "documents": len(corpus),
         "train_queries": int(qrels["train"]["query-id"].nunique()),
@@ -196,6 +213,35 @@ def run_dataset(name, folder: Path, uri: str, model, fingerprint: str, args, *, 
         "hybrid_minus_vector_ndcg@10": round(test["hybrid"]["ndcg@10"] - test["vector"]["ndcg@10"], 4),
         "hybrid_tuned_minus_vector_ndcg@10": round(test["hybrid_tuned"]["ndcg@10"] - test["vector"]["ndcg@10"], 4),
         "latency_ms_median": latency,
+        "upload_s_median": upload_s,
+    }
+
+
+def run_jaquad_text(uri: str, args) -> dict:
+    import numpy as np
+
+    from embedpipe.vectorstore import IndexSettings, PgVectorWriter, VectorBatch
+    from embedpipe.vectorstore.evaluation import evaluate_table
+    from embedpipe.vectorstore.hybrid import SearchSettings
+
+    corpus, queries, qrels = read_beir(DATASETS / "jaquad")
+    keep = qrels["test"]["query-id"].drop_duplicates().iloc[: args.jaquad_queries]
+    labels = qrels["test"][qrels["test"]["query-id"].isin(keep)]
+    contents = [f"{t}\n{x}" if t else x for t, x in zip(corpus["title"], corpus["text"])]
+    vectors = np.random.default_rng(0).standard_normal((len(contents), 8)).astype("float32")
+    started = time.monotonic()
+    PgVectorWriter(uri, "bench_jaquad", index=IndexSettings(kind="none", text_search="simple")).write(
+        VectorBatch(corpus["_id"].tolist(), vectors, contents, [None] * len(contents))
+    )
+    written = time.monotonic() - started
+    evaluation = evaluate_table(uri, "bench_jaquad", queries, labels, SearchSettings("text"))
+    return {
+        "documents": len(corpus),
+        "test_queries": int(labels["query-id"].nunique()),
+        "text_search_config": "simple",
+        "test": {"text": scored(evaluation)},
+        "upload_s": round(written, 1),
+        "mean_ms_per_query_with_connect": round(evaluation.seconds / max(1, len(evaluation.run)) * 1000, 1),
     }
 
 
@@ -236,11 +282,10 @@ def run_quality(argv=None) -> dict:
         server = embedded_server(Path(work) / "pg", keep_running=False)
         try:
             uri = server.get_uri()
-            results["scifact"] = run_dataset("scifact", Path(args.data), uri, model, fingerprint, args)
+            if not args.skip_scifact:
+                results["scifact"] = run_dataset("scifact", Path(args.data), uri, model, fingerprint, args)
             if args.jaquad:
-                results["jaquad"] = run_dataset(
-                    "jaquad", DATASETS / "jaquad", uri, model, fingerprint, args, test_queries=args.jaquad_queries
-                )
+                results["jaquad"] = run_jaquad_text(uri, args)
         finally:
             server.cleanup()
     return results
@@ -252,6 +297,9 @@ def main(argv=None) -> int:
         if name not in results:
             continue
         data = results[name]
+        if name == "jaquad":
+            print(f"\njaquad (full-text only, bigrams): {data}")
+            continue
         print(
             f"\n{name}: {data['documents']} documents, {data['test_queries']} test queries, "
             f"text search config {data['text_search_config']} (chosen on train)"
@@ -264,6 +312,7 @@ def main(argv=None) -> int:
             f"tuned hybrid ({data['fusion_chosen']}) - vector: {data['hybrid_tuned_minus_vector_ndcg@10']:+.4f}"
         )
         print(f"latency medians (ms): {data['latency_ms_median']}")
+        print(f"upload of the corpus, HNSW index included (s, medians): {data['upload_s_median']}")
     print(json.dumps(results))
     return 0
 
