@@ -172,3 +172,14 @@ def test_evaluate_table_matches_in_memory_evaluate(pg_uri, table, tiny_example_d
     bad.write_text("query-id\tcorpus-id\tscore\n" + f"{queries['_id'][0]}\tnot-in-the-table\t1\n")
     assert main([*argv, "--test-labels", str(bad)]) == 2
     assert f"{bad}:2" in capsys.readouterr().err
+
+
+def test_text_search_leaves_out_common_query_terms(pg_uri, table):
+    contents = [f"common word {i}" + (" rare" if i == 42 else "") for i in range(100)]
+    PgVectorWriter(pg_uri, table, index=IndexSettings(kind="none")).write(
+        batch([f"r{i}" for i in range(100)], contents)
+    )
+    # "common" is in every row (above RARE_MIN_ROWS and RARE_FRACTION): only "rare" is searched
+    assert text_ids(pg_uri, table, "common rare", k=50) == ["r42"]
+    # a query of common terms only still searches its rarest
+    assert len(text_ids(pg_uri, table, "common", k=50)) == 50
