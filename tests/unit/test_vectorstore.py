@@ -76,7 +76,14 @@ def test_write_creates_table_with_beam_schema_and_hnsw_index(pg_uri, table):
         indexdef = conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{table}_embedding_hnsw",)
         ).fetchone()[0]
-    assert columns == [("id", "text"), ("embedding", "vector(8)"), ("content", "text"), ("metadata", "jsonb")]
+    # Beam's four columns, then the generated full-text column (issue 17: hybrid search)
+    assert columns == [
+        ("id", "text"),
+        ("embedding", "vector(8)"),
+        ("content", "text"),
+        ("metadata", "jsonb"),
+        ("content_tsv", "tsvector"),
+    ]
     assert "hnsw (embedding vector_cosine_ops)" in indexdef
 
 

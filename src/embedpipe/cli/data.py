@@ -6,6 +6,7 @@ Each validates and prepares the data with `embedpipe.prepare` first, so a bad fi
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from embedpipe.cli.common import add_data_arguments, data_paths
@@ -58,6 +59,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from embedpipe.prepare import SPLITS, prepare_data
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.table:
+        return _evaluate_table(args)
     paths = data_paths(args)
     fractions = {"test_fraction": args.test_fraction, "validation_fraction": args.validation_fraction}
     labels_split = args.split
@@ -102,6 +105,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_table(args: argparse.Namespace) -> int:
+    """`embedpipe evaluate --table T`: each --search-mode of the table's search scored on the split's labels."""
+    from embedpipe import storage
+    from embedpipe.evaluate import compare, flat_metrics, per_query_table
+    from embedpipe.metrics import metric_names
+    from embedpipe.reports import evaluation_report
+    from embedpipe.vectorstore.embedded import embedded_database_uri
+    from embedpipe.vectorstore.evaluation import evaluate_table, load_table_split
+    from embedpipe.vectorstore.hybrid import SearchSettings
+
+    modes = args.search_mode or ["vector"]
+    settings = [
+        SearchSettings(
+            mode, rrf_k=args.rrf_k, vector_depth=args.depth, text_depth=args.depth, exact=args.exact
+        ).check()
+        for mode in modes
+    ]
+    labels_path = data_paths(args).get(f"{args.split}_labels_path", "")
+    if not labels_path:
+        raise ValueError(f"no {args.split} labels: name them with --{args.split}-labels")
+    uri = args.db or embedded_database_uri(args.pgdata)
+    queries, labels = load_table_split(uri, args.table, data_paths(args)["queries_path"], labels_path)
+    evaluations = [
+        evaluate_table(uri, args.table, queries, labels, s, model=args.model, task_type=args.task_type)
+        for s in settings
+    ]
+    comparison = compare(evaluations[0], evaluations[1] if len(evaluations) > 1 else None)
+    out = Path(args.output_dir)
+    storage.write_text_atomic(str(out / "report.html"), evaluation_report(args.split, evaluations, comparison))
+    with storage.atomic_path(str(out / "per_query.parquet")) as tmp:
+        per_query_table(evaluations).to_parquet(tmp, index=False)
+    storage.write_text_atomic(
+        str(out / "metrics.json"), json.dumps(flat_metrics(args.split, evaluations, comparison), indent=1)
+    )
+    print(f"\n{'metric':<14}" + "".join(f"{e.name:>10}" for e in evaluations))
+    for name in metric_names():
+        print(f"{name:<14}" + "".join(f"{e.metrics[name]:>10.4f}" for e in evaluations))
+    print(f"\nreport: {out / 'report.html'}")
+    return 0
+
+
 def cmd_fine_tune(args: argparse.Namespace) -> int:
     """`embedpipe fine-tune`: prepares the data and fine-tunes the base model on its train labels.
 
@@ -111,7 +155,6 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
     Returns:
         The exit status, 0.
     """
-    import json
     import logging
 
     from embedpipe.fine_tune import FineTuneSettings, fine_tune
@@ -198,6 +241,19 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--output-dir", default=".embedpipe/evaluate", help="where the report and tables go (default: %(default)s)"
     )
+    table = evaluate.add_argument_group("a table's search (the corpus already in the table; --corpus unused)")
+    table.add_argument("--table", help="score this pgvector table's search instead of the model's exact search")
+    table.add_argument("--db", help="Postgres URI (default: the embedded database, started if needed)")
+    table.add_argument("--pgdata", help="embedded database folder (default: $EMBEDPIPE_PGDATA or .embedpipe/pg)")
+    table.add_argument(
+        "--search-mode",
+        action="append",
+        choices=["vector", "text", "hybrid"],
+        help="vector, text or hybrid (repeatable: each is scored; default: vector)",
+    )
+    table.add_argument("--rrf-k", type=int, default=60, help="hybrid: the fusion's constant (default: %(default)s)")
+    table.add_argument("--depth", type=int, default=100, help="hybrid: rows per ranking (default: %(default)s)")
+    table.add_argument("--exact", action="store_true", help="vector side without its index (exact, slower)")
     evaluate.set_defaults(func=cmd_evaluate)
 
 

@@ -38,8 +38,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     """
     from embedpipe.vectorstore.embedded import embedded_database_uri
     from embedpipe.vectorstore.filters import parse_filter
+    from embedpipe.vectorstore.hybrid import SearchSettings
     from embedpipe.vectorstore.search import search_text
 
+    settings = SearchSettings(args.mode, args.metric, rrf_k=args.rrf_k, vector_depth=args.depth, text_depth=args.depth)
+    settings.check()  # before the database starts
     where = key_values(args.where, "--where")
     tree = parse_filter(args.filter) if args.filter is not None else None  # a bad filter: before any work
     uri = args.db or embedded_database_uri(args.pgdata)
@@ -53,6 +56,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         where=where,
         metric=args.metric,
         filter=tree,
+        mode=settings,
     )
     if args.json:
         import json
@@ -143,6 +147,17 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
         "--filter by 'and')",
     )
     search.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="(default: %(default)s)")
+    search.add_argument(
+        "--mode",
+        default="vector",
+        choices=["vector", "text", "hybrid"],
+        help="vector: nearest embeddings; text: full-text search (no model loaded); hybrid: both, fused by "
+        "reciprocal rank fusion (default: %(default)s)",
+    )
+    search.add_argument("--rrf-k", type=int, default=60, help="hybrid: the fusion's constant (default: %(default)s)")
+    search.add_argument(
+        "--depth", type=int, default=100, help="hybrid: rows each ranking contributes (default: %(default)s)"
+    )
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(func=cmd_search)
 

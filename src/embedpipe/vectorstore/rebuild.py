@@ -13,7 +13,8 @@ the table is rewritten instead: the rows this upsert keeps are added to the stag
 emptied with `TRUNCATE` (transactional: a killed or failed upsert leaves the old rows and index as they
 were) and refilled, and the index built over live rows only, as for a fresh load. A snapshot keeps no
 row the staging table does not hold: the refill is its delete.
-Safe means: the writer owns the table, whose columns are embedpipe's four only, with no foreign key
+Safe means: the writer owns the table, whose columns are embedpipe's four only
+(and the generated full-text column, `fulltext`), with no foreign key
 pointing at it and no triggers of its own. Otherwise the update runs and the index is rebuilt after it.
 
 Figures: benchmarks/README.md (upsert_recovery).
@@ -102,7 +103,7 @@ def can_rewrite(session: Session, table: str) -> bool:
     rows = session.execute(
         "SELECT pg_has_role(c.relowner, 'USAGE')"
         " AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0"
-        "  AND NOT a.attisdropped AND a.attname NOT IN ('id', 'embedding', 'content', 'metadata'))"
+        "  AND NOT a.attisdropped AND a.attname NOT IN ('id', 'embedding', 'content', 'metadata', 'content_tsv'))"
         " AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.oid)"
         " AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal)"
         " FROM pg_class c WHERE c.oid = to_regclass(%s)",

