@@ -7,28 +7,34 @@ and full-text column as a pipeline run makes them; every query searched through 
 (`embedpipe.vectorstore.evaluation.evaluate_table`), scored by `embedpipe.metrics`:
 
 1. Choices, on the TRAIN queries only: the text search configuration (`english` vs `simple`: a table
-   each) and the weighted-RRF fusion (text weight and depth, k = 60); the test queries never choose.
+   each), the text ranking's length normalisation and common-term cut (`TEXT_GRID`, by text NDCG@10),
+   then the weighted-RRF fusion (`FUSION_GRID`: text weight, depth, k); the test queries never choose.
 2. Quality on the TEST queries: NDCG@10 and recall@100 of vector (HNSW), vector exact, text, hybrid
    (plain RRF: k = 60, depth 100, weights 1) and hybrid with the train-chosen settings.
 3. Latency per query, modes alternated vector, text, hybrid, vector, ... query by query (--rounds passes
    over the test queries), on one kept-open connection, the query's embedding computed beforehand: medians.
 4. Upload cost of the full-text column: the corpus written into new tables with `text_search="none"` and
    with the chosen configuration, alternated (--rounds each), HNSW index build included: medians.
-5. --jaquad: full-text search alone on JaQuAD (../shared/datasets/jaquad; its qrels/test.tsv is JaQuAD's
+5. The filtered and unfiltered HNSW queries on 100k rows: `search_filtered.run()` (its figures under
+   "filtered"; --skip-filtered for a quick run, --filtered-args to pass it arguments).
+6. --jaquad: full-text search alone on JaQuAD (../shared/datasets/jaquad; its qrels/test.tsv is JaQuAD's
    dev split), --jaquad-queries of its test queries: the Japanese bigrams at work. No vectors are
    compared there (MiniLM is an English model; the rows carry random vectors, no vector index).
 
 `run_quality(argv)` returns the figures as a dict; `main()` prints them and ends with one JSON line.
 
     python benchmarks/search.py [--rounds 3] [--cache-dir ~/.cache/embedpipe/benchmarks] [--jaquad]
+        [--skip-filtered] [--filtered-args "--rows 20000"]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import logging
+import shlex
 import statistics
 import sys
 import tempfile
@@ -38,8 +44,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 TEXT_CONFIGS = ("english", "simple")
-#: The fusion settings tried on the train queries: (text weight, depth of each ranking).
-FUSION_GRID = [(w, d) for w in (0.5, 0.75, 1.0, 1.5) for d in (50, 100)]
+#: The text ranking's settings tried on the train queries: (ts_rank normalisation, common-term fraction).
+TEXT_GRID = [(n, c) for n in (0, 1, 2, 16) for c in (0.1, 0.3, 1.0)]
+#: The fusion settings tried on the train queries: (text weight, depth of each ranking, rrf k).
+FUSION_GRID = [(w, d, k) for w in (0.75, 1.0, 1.5, 2.0) for d in (50, 100) for k in (20, 60)]
 
 
 def parse_args(argv):
@@ -50,6 +58,8 @@ def parse_args(argv):
     parser.add_argument("--jaquad", action="store_true", help="also JaQuAD (Japanese), full-text search only")
     parser.add_argument("--skip-scifact", action="store_true", help="only JaQuAD")
     parser.add_argument("--jaquad-queries", type=int, default=500, help="JaQuAD test queries used")
+    parser.add_argument("--skip-filtered", action="store_true", help="skip search_filtered.run() (100k rows)")
+    parser.add_argument("--filtered-args", default="", help="arguments for search_filtered.run(), e.g. '--rounds 1'")
     return parser.parse_args(argv)
 
 
@@ -165,20 +175,35 @@ def run_dataset(name, folder: Path, uri: str, model, fingerprint: str, args, *, 
         }
     config = max(TEXT_CONFIGS, key=lambda c: (train[c]["hybrid"]["ndcg@10"], c == "english"))
     table = tables[config]
+    text_grid = {}
+    for normalization, common in TEXT_GRID:
+        settings = SearchSettings("text", normalization=normalization, common_fraction=common)
+        text_grid[f"normalization={normalization},common_fraction={common}"] = scored(score(table, "train", settings))[
+            "ndcg@10"
+        ]
+    best_text = max(text_grid, key=text_grid.get)
+    normalization, common = (part.split("=")[1] for part in best_text.split(","))
+    text = {"normalization": int(normalization), "common_fraction": float(common)}
     grid = {}
-    for weight, depth in FUSION_GRID:
-        settings = SearchSettings("hybrid", text_weight=weight, vector_depth=depth, text_depth=depth)
-        grid[f"text_weight={weight},depth={depth}"] = scored(score(table, "train", settings))["ndcg@10"]
+    for weight, depth, rrf_k in FUSION_GRID:
+        settings = SearchSettings(
+            "hybrid", text_weight=weight, vector_depth=depth, text_depth=depth, rrf_k=rrf_k, **text
+        )
+        grid[f"text_weight={weight},depth={depth},rrf_k={rrf_k}"] = scored(score(table, "train", settings))["ndcg@10"]
     best = max(grid, key=grid.get)
-    weight, depth = (float(part.split("=")[1]) for part in best.split(","))
-    tuned = SearchSettings("hybrid", text_weight=weight, vector_depth=int(depth), text_depth=int(depth))
+    weight, depth, rrf_k = (float(part.split("=")[1]) for part in best.split(","))
+    fusion = {"text_weight": weight, "vector_depth": int(depth), "text_depth": int(depth), "rrf_k": int(rrf_k)}
+    tuned = SearchSettings("hybrid", **fusion, **text)
     train["vector"] = scored(score(table, "train", SearchSettings("vector")))
+    train["text_tuned"] = scored(score(table, "train", SearchSettings("text", **text)))
+    train["hybrid_tuned"] = scored(score(table, "train", tuned))
 
     # 2. quality on the test queries
     test = {
         "vector": scored(score(table, "test", SearchSettings("vector"))),
         "vector_exact": scored(score(table, "test", SearchSettings("vector", exact=True))),
         "text": scored(score(table, "test", SearchSettings("text"))),
+        "text_tuned": scored(score(table, "test", SearchSettings("text", **text))),
         "hybrid": scored(score(table, "test", SearchSettings("hybrid"))),
         "hybrid_tuned": scored(score(table, "test", tuned)),
     }
@@ -187,7 +212,7 @@ def run_dataset(name, folder: Path, uri: str, model, fingerprint: str, args, *, 
             test[f"text_{other}"] = scored(score(tables[other], "test", SearchSettings("text")))
 
     # 3. latency, modes alternated
-    latency = measure_latency(uri, table, queries, qrels["test"], query_vectors, args.rounds, tuned)
+    latency = measure_latency(uri, table, queries, qrels["test"], query_vectors, args.rounds, tuned, text)
     # 4. what the full-text column costs an upload: new tables written without and with it, alternated
     batch = VectorBatch(corpus["_id"].tolist(), vectors, contents, [None] * len(contents))
     upload = {"none": [], config: []}
@@ -207,8 +232,10 @@ def run_dataset(name, folder: Path, uri: str, model, fingerprint: str, args, *, 
         "test_queries": int(qrels["test"]["query-id"].nunique()),
         "text_search_config": config,
         "train": train,
+        "text_grid_train_ndcg@10": text_grid,
+        "text_chosen": text,
         "fusion_grid_train_ndcg@10": grid,
-        "fusion_chosen": {"rrf_k": 60, "text_weight": weight, "vector_weight": 1.0, "depth": int(depth)},
+        "fusion_chosen": {**fusion, "vector_weight": 1.0},
         "test": test,
         "hybrid_minus_vector_ndcg@10": round(test["hybrid"]["ndcg@10"] - test["vector"]["ndcg@10"], 4),
         "hybrid_tuned_minus_vector_ndcg@10": round(test["hybrid_tuned"]["ndcg@10"] - test["vector"]["ndcg@10"], 4),
@@ -245,13 +272,13 @@ def run_jaquad_text(uri: str, args) -> dict:
     }
 
 
-def measure_latency(uri, table, queries, labels, query_vectors, rounds, tuned) -> dict:
+def measure_latency(uri, table, queries, labels, query_vectors, rounds, tuned, text) -> dict:
     from embedpipe.vectorstore.hybrid import SearchSettings, search_table
 
     connect = KeptConnection(uri).factory()
     ids = labels["query-id"].drop_duplicates().tolist()
     text_of = dict(zip(queries["_id"], queries["text"]))
-    modes = {"vector": SearchSettings("vector"), "text": SearchSettings("text"), "hybrid": tuned}
+    modes = {"vector": SearchSettings("vector"), "text": SearchSettings("text", **text), "hybrid": tuned}
     times = {mode: [] for mode in modes}
     for query_id in ids[:20]:  # warm-up: caches and plans
         for settings in modes.values():
@@ -288,7 +315,17 @@ def run_quality(argv=None) -> dict:
                 results["jaquad"] = run_jaquad_text(uri, args)
         finally:
             server.cleanup()
+    if not args.skip_filtered:  # its own server and cache (/tmp/embedpipe-bench-cache)
+        results["filtered"] = load_search_filtered().run(shlex.split(args.filtered_args))
     return results
+
+
+def load_search_filtered():
+    """benchmarks/search_filtered.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("search_filtered", Path(__file__).with_name("search_filtered.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(argv=None) -> int:
@@ -313,6 +350,9 @@ def main(argv=None) -> int:
         )
         print(f"latency medians (ms): {data['latency_ms_median']}")
         print(f"upload of the corpus, HNSW index included (s, medians): {data['upload_s_median']}")
+    if "filtered" in results:
+        for contender, by_filter in results["filtered"]["contenders"].items():
+            print(f"filtered HNSW, {contender}: {by_filter}")
     print(json.dumps(results))
     return 0
 

@@ -174,6 +174,8 @@ class Comparison:
     tuned: float | None
     margin: float
     metric: str = GATE_METRIC
+    base_name: str = "base"
+    tuned_name: str = "tuned"
 
     @property
     def tuned_is_better(self) -> bool:
@@ -181,16 +183,23 @@ class Comparison:
 
     def sentence(self) -> str:
         if self.tuned is None:
-            return f"base {self.metric} = {self.base:.4f} (no tuned model given)"
+            return f"{self.base_name} {self.metric} = {self.base:.4f} (nothing to compare with)"
         verdict = "passes" if self.tuned_is_better else "does NOT pass"
         return (
-            f"tuned {self.metric} = {self.tuned:.4f} vs base {self.base:.4f} "
+            f"{self.tuned_name} {self.metric} = {self.tuned:.4f} vs {self.base_name} {self.base:.4f} "
             f"({self.tuned - self.base:+.4f}); the gate (margin {self.margin:+.4f}) {verdict}"
         )
 
 
 def compare(base: ModelEvaluation, tuned: ModelEvaluation | None, margin: float = 0.0) -> Comparison:
-    return Comparison(base.metrics[GATE_METRIC], tuned.metrics[GATE_METRIC] if tuned else None, margin)
+    """The second evaluation against the first, each labelled by its name ("base", "tuned"; a search mode)."""
+    return Comparison(
+        base.metrics[GATE_METRIC],
+        tuned.metrics[GATE_METRIC] if tuned else None,
+        margin,
+        base_name=base.name or "base",
+        tuned_name=tuned.name if tuned and tuned.name else "tuned",
+    )
 
 
 def flat_metrics(split: str, evaluations: list[ModelEvaluation], comparison: Comparison) -> dict[str, float]:
@@ -202,7 +211,8 @@ def flat_metrics(split: str, evaluations: list[ModelEvaluation], comparison: Com
         values[f"{split}/{evaluation.name}/queries"] = len(evaluation.per_query)
         values[f"{split}/{evaluation.name}/seconds"] = round(evaluation.seconds, 2)
     if comparison.tuned is not None:
-        values[f"{split}/tuned_minus_base/{comparison.metric}"] = round(comparison.tuned - comparison.base, 6)
+        difference = f"{comparison.tuned_name}_minus_{comparison.base_name}"
+        values[f"{split}/{difference}/{comparison.metric}"] = round(comparison.tuned - comparison.base, 6)
     return values
 
 

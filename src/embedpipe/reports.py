@@ -23,8 +23,11 @@ def log_metrics(metrics_artifact, values: dict[str, float]) -> None:
         metrics_artifact.log_metric(name, float(value) if not isinstance(value, int) else value)
 
 
-def _svg_scatter(points: list[tuple[float, float]], size: int = 320) -> str:
-    """Per-query NDCG@10, base (x) vs tuned (y), with the diagonal; points above it improved."""
+def _svg_scatter(points: list[tuple[float, float]], names: tuple[str, str], size: int = 320) -> str:
+    """Per-query NDCG@10, the first evaluation (x) vs the second (y), with the diagonal; points above it improved."""
+    import html
+
+    x_name, y_name = (html.escape(name) for name in names)
     pad = 36
     span = size - 2 * pad
 
@@ -41,8 +44,8 @@ def _svg_scatter(points: list[tuple[float, float]], size: int = 320) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" role="img">'
         f'<rect x="{pad}" y="{pad}" width="{span}" height="{span}" fill="none" stroke="#d0d7de"/>'
         f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#8c959f" stroke-dasharray="4"/>{dots}'
-        f'<text x="{size / 2}" y="{size - 8}" text-anchor="middle" font-size="12">base NDCG@10</text>'
-        f'<text x="12" y="{size / 2}" text-anchor="middle" font-size="12" transform="rotate(-90 12 {size / 2})">tuned NDCG@10</text>'
+        f'<text x="{size / 2}" y="{size - 8}" text-anchor="middle" font-size="12">{x_name} NDCG@10</text>'
+        f'<text x="12" y="{size / 2}" text-anchor="middle" font-size="12" transform="rotate(-90 12 {size / 2})">{y_name} NDCG@10</text>'
         "</svg>"
     )
 
@@ -98,8 +101,9 @@ def evaluation_report(split: str, evaluations, comparison) -> str:
         plots.append(
             f"<h2>Per query</h2><p>{better} queries improved, {worse} got worse, {len(gains) - better - worse} unchanged.</p>"
         )
-        plots.append(_svg_scatter(points))
-        plots.append(_svg_histogram(gains, lo=-1, hi=1, label="tuned − base NDCG@10 per query"))
+        plots.append(_svg_scatter(points, (base.name, tuned.name)))
+        label = html.escape(f"{tuned.name} − {base.name} NDCG@10 per query")
+        plots.append(_svg_histogram(gains, lo=-1, hi=1, label=label))
     else:
         values = [m["ndcg@10"] for m in base.per_query.values()]
         plots.append("<h2>Per query</h2>" + _svg_histogram(values, lo=0, hi=1, label="NDCG@10 per query"))

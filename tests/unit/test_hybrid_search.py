@@ -125,7 +125,8 @@ def test_search_modes_through_the_command(pg_uri, table, capsys):
     model = load_model("default")
     prompts = resolve_prompts("RETRIEVAL_DOCUMENT", model.prompts)
     vectors = np.asarray(encode(model, prompts.format_documents(texts, [""] * 3)), dtype="float32")
-    PgVectorWriter(pg_uri, table).write(VectorBatch(["asp", "vit", "cat"], vectors, texts, [None] * 3))
+    kinds = [json.dumps({"kind": kind}) for kind in ("drug", "vitamin", "pet")]
+    PgVectorWriter(pg_uri, table).write(VectorBatch(["asp", "vit", "cat"], vectors, texts, kinds))
     found = {}
     for mode in ("vector", "text", "hybrid"):
         argv = ["search", "aspirin heart", "--db", pg_uri, "--table", table, "--mode", mode, "-k", "2", "--json"]
@@ -133,8 +134,17 @@ def test_search_modes_through_the_command(pg_uri, table, capsys):
         found[mode] = [hit["id"] for hit in json.loads(capsys.readouterr().out)]
     assert found["text"] == ["asp"]  # only the row with the words
     assert found["vector"][0] == "asp" and found["hybrid"][0] == "asp" and len(found["hybrid"]) == 2
-    assert main(["search", "x", "--db", pg_uri, "--table", table, "--mode", "text", "--where", "a=b"]) == 2
-    assert "vector search only" in capsys.readouterr().err
+    # a filter restricts text and hybrid search too (it was refused there before issue 17's bm25 branch)
+    for mode in ("text", "hybrid"):
+        argv = ["search", "aspirin heart", "--db", pg_uri, "--table", table, "--mode", mode, "--json"]
+        assert main([*argv, "--filter", "kind in ('drug', 'pet')"]) == 0
+        assert {hit["id"] for hit in json.loads(capsys.readouterr().out)} <= {"asp", "cat"}
+        assert main([*argv, "--filter", "kind = 'vitamin'"]) == 0
+        assert [hit["id"] for hit in json.loads(capsys.readouterr().out)] == ([] if mode == "text" else ["vit"])
+        assert main([*argv, "--where", "kind=pet"]) == 0
+        assert [hit["id"] for hit in json.loads(capsys.readouterr().out)] == ([] if mode == "text" else ["cat"])
+    assert main(["search", "x", "--db", pg_uri, "--table", table, "--mode", "hybrid", "--filter", "kind ~ 1"]) == 2
+    assert "column" in capsys.readouterr().err
 
 
 def test_evaluate_table_matches_in_memory_evaluate(pg_uri, table, tiny_example_data, tmp_path, capsys):
@@ -167,6 +177,12 @@ def test_evaluate_table_matches_in_memory_evaluate(pg_uri, table, tiny_example_d
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test/vector/ndcg@10"] == pytest.approx(memory.metrics["ndcg@10"], abs=1e-6)
     assert 0 < metrics["test/text/ndcg@10"] <= 1 and 0 < metrics["test/hybrid/ndcg@10"] <= 1
+    # the first two modes compared, labelled by their names (not "base" and "tuned")
+    assert metrics["test/hybrid_minus_vector/ndcg@10"] == pytest.approx(
+        metrics["test/hybrid/ndcg@10"] - metrics["test/vector/ndcg@10"], abs=1e-5
+    )
+    report = (out / "report.html").read_text()
+    assert "vector NDCG@10" in report and "hybrid − vector" in report and "tuned" not in report
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("query-id\tcorpus-id\tscore\n" + f"{queries['_id'][0]}\tnot-in-the-table\t1\n")
@@ -179,7 +195,61 @@ def test_text_search_leaves_out_common_query_terms(pg_uri, table):
     PgVectorWriter(pg_uri, table, index=IndexSettings(kind="none")).write(
         batch([f"r{i}" for i in range(100)], contents)
     )
-    # "common" is in every row (above RARE_MIN_ROWS and RARE_FRACTION): only "rare" is searched
+    # "common" is in every row (above SearchSettings.common_fraction): only "rare" is searched
     assert text_ids(pg_uri, table, "common rare", k=50) == ["r42"]
     # a query of common terms only still searches its rarest
     assert len(text_ids(pg_uri, table, "common", k=50)) == 50
+
+
+def test_text_ranking_weighs_rare_terms_by_idf(pg_uri, table):
+    # "zebra" is in 2 of 40 rows, "apple" in 8: a row with one zebra outranks a row with one apple,
+    # although ts_rank_cd (no idf) gives both the same score
+    contents = [f"filler row {i}" for i in range(30)]
+    contents += ["apple pie"] * 7 + ["apple tart", "zebra crossing", "zebra stripes"]
+    ids = [f"r{i:02d}" for i in range(len(contents))]
+    PgVectorWriter(pg_uri, table, index=IndexSettings(kind="none")).write(batch(ids, contents))
+    settings = SearchSettings("text", common_fraction=1.0)
+    hits = search_table(pg_uri, table, "apple zebra", None, settings, k=40)
+    assert {h.id for h in hits[:2]} == {"r38", "r39"} and len(hits) == 10
+    assert hits[1].score > hits[2].score  # the idf gap, not a tie broken by id
+    assert [h.id for h in search_table(pg_uri, table, "zebra apple", None, settings, k=2)] == ["r38", "r39"]
+
+
+def test_text_ranking_rises_with_term_frequency_and_saturates(pg_uri, table):
+    counts = (1, 2, 3, 8, 16)
+    # the same length for every row, so only the term's frequency differs
+    contents = [" ".join(["heart"] * n + [f"pad{j}" for j in range(20 - n)]) for n in counts]
+    contents += [f"other text {i}" for i in range(20)]
+    ids = [f"tf{n:02d}" for n in counts] + [f"o{i}" for i in range(20)]
+    PgVectorWriter(pg_uri, table, index=IndexSettings(kind="none")).write(batch(ids, contents))
+    hits = search_table(pg_uri, table, "heart", None, SearchSettings("text"), k=10)
+    assert [h.id for h in hits] == ["tf16", "tf08", "tf03", "tf02", "tf01"]
+    score = {h.id: h.score for h in hits}
+    # saturating: the second occurrence adds more than the ninth to sixteenth together
+    assert score["tf02"] - score["tf01"] > score["tf16"] - score["tf08"] > 0
+    assert score["tf16"] < 2 * score["tf01"]
+
+
+def test_text_side_uses_the_gin_index_per_term(pg_uri, table):
+    from psycopg import sql
+
+    from embedpipe.vectorstore import fulltext
+    from embedpipe.vectorstore.text_rank import text_ranking
+
+    contents = [f"row {i} " + ("aspirin" if i % 50 == 0 else "placebo") for i in range(2000)]
+    PgVectorWriter(pg_uri, table, index=IndexSettings(kind="none")).write(
+        batch([f"g{i}" for i in range(2000)], contents)
+    )
+    ident = sql.Identifier(table)
+    query = fulltext.or_query(fulltext.function_identifier(table), "english", sql.Placeholder("text"))
+    statement = (
+        sql.SQL("EXPLAIN (ANALYZE, FORMAT TEXT) WITH ") + text_ranking(ident, query) + sql.SQL(" SELECT * FROM txt")
+    )
+    params = {"text": "aspirin row", "text_depth": 10, "common": 0.5, "normalization": 1}
+    with psycopg.connect(pg_uri) as conn:
+        conn.execute("ANALYZE " + table)
+        plan = "\n".join(row[0] for row in conn.execute(statement, params))
+    # each term's candidates come from a bitmap scan of the GIN index (parameterised by the term, one loop
+    # per kept term), never `@@` evaluated on every row
+    assert f"Bitmap Heap Scan on {table} r " in plan and "Index Cond: (content_tsv @@ " in plan, plan
+    assert f"Seq Scan on {table} r " not in plan, plan

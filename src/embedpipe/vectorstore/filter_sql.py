@@ -95,6 +95,27 @@ def compile_filter(tree: Filter) -> tuple[sql.Composable, list]:
     return _compile(tree, params), params
 
 
+def compile_filter_named(tree: Filter, prefix: str) -> tuple[sql.Composable, dict]:
+    """`compile_filter` with named placeholders (`%(<prefix>0)s`, ...), for a statement whose other
+    parameters are named; the SQL text still comes only from this module's templates."""
+    expression, values = compile_filter(tree)
+    counter = iter(range(len(values)))
+
+    def rename(part: sql.Composable) -> sql.Composable:
+        if isinstance(part, sql.Composed):
+            return sql.Composed([rename(item) for item in part])
+        if isinstance(part, sql.SQL) and "%s" in part.as_string(None):
+            pieces = part.as_string(None).split("%s")
+            named: list[sql.Composable] = [sql.SQL(pieces[0])]
+            for piece in pieces[1:]:
+                named += [sql.Placeholder(f"{prefix}{next(counter)}"), sql.SQL(piece)]
+            return sql.Composed(named)
+        return part
+
+    renamed = rename(expression)
+    return renamed, {f"{prefix}{i}": value for i, value in enumerate(values)}
+
+
 def _compile(tree: Filter, params: list) -> sql.Composable:
     if isinstance(tree, (And, Or)):
         joiner = sql.SQL(" AND " if isinstance(tree, And) else " OR ")

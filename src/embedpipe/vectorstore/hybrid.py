@@ -1,9 +1,10 @@
 """Search modes of a pgvector table: `vector`, `text` (full-text) and `hybrid` (reciprocal rank fusion).
 
 Hybrid search runs the vector ranking (top `vector_depth` by distance) and the full-text ranking (top
-`text_depth` by `ts_rank_cd`, see `fulltext`) and fuses them by reciprocal rank fusion (Cormack et al.
+`text_depth` by an idf-weighted `ts_rank`, see `text_rank`) and fuses them by reciprocal rank fusion (Cormack et al.
 2009): a row's score is the sum over the rankings it is in of `weight / (rrf_k + rank)`, rank from 1.
 All of it is one SQL statement, one round trip; `rrf` is the same fusion in Python (tests, other stores).
+A metadata filter (`filters`) restricts both rankings before they are fused.
 
 Example:
     >>> from embedpipe.vectorstore.hybrid import SearchSettings, search_table        # doctest: +SKIP
@@ -22,16 +23,20 @@ import numpy as np
 from psycopg import sql
 
 from embedpipe.vectorstore import fulltext
+from embedpipe.vectorstore.filter_sql import compile_filter_named
+from embedpipe.vectorstore.filters import Filter
 from embedpipe.vectorstore.hits import SearchHit, json_value
 from embedpipe.vectorstore.postgres import PgVectorWriter
 from embedpipe.vectorstore.rows import TINY_VALUE
+from embedpipe.vectorstore.scan import ScanSettings, apply_scan_settings
 from embedpipe.vectorstore.schema import METRICS, existing_column_type, parse_column_type
+from embedpipe.vectorstore.text_rank import NORMALIZATIONS, text_ranking
 
 SEARCH_MODES = ("vector", "text", "hybrid")
-#: The text side's OR query keeps the terms in at most this fraction of the rows (or in at most
-#: RARE_MIN_ROWS rows, or the rarest): chosen on SciFact's train queries (benchmarks/README.md, search).
-RARE_FRACTION = 0.03
-RARE_MIN_ROWS = 20
+#: Defaults of the text side and the fusion, chosen on SciFact's train queries (benchmarks/README.md, search).
+COMMON_FRACTION = 0.1
+NORMALIZATION = 1
+TEXT_WEIGHT = 1.0
 
 
 @dataclass
@@ -39,7 +44,7 @@ class SearchSettings:
     """How one query searches a table.
 
     Attributes:
-        mode: "vector" (nearest embeddings), "text" (full-text, `ts_rank_cd`) or "hybrid" (both, fused).
+        mode: "vector" (nearest embeddings), "text" (full-text, idf-weighted) or "hybrid" (both, fused).
         metric: "cosine", "ip" or "l2": must match the vector index's ops for the index to be used.
         rrf_k: Reciprocal rank fusion's constant (60, as in the paper): larger flattens the rank weights.
         vector_depth: Hybrid: how many rows the vector ranking contributes.
@@ -49,6 +54,9 @@ class SearchSettings:
         ef_search: HNSW `ef_search` (None = the server's, 40); raised to the rows the vector side needs,
             since an HNSW scan returns at most `ef_search` rows.
         exact: The vector side without its index (a sequential scan: exact, slower); for evaluations.
+        common_fraction: Text: query terms in more than this fraction of the rows are left out (the
+            rarest term is always kept); 1.0 keeps every term (`text_rank`).
+        normalization: Text: `ts_rank`'s length normalisation of each term's frequency (1: log length).
     """
 
     mode: str = "vector"
@@ -57,9 +65,11 @@ class SearchSettings:
     vector_depth: int = 100
     text_depth: int = 100
     vector_weight: float = 1.0
-    text_weight: float = 1.0
+    text_weight: float = TEXT_WEIGHT
     ef_search: int | None = None
     exact: bool = False
+    common_fraction: float = COMMON_FRACTION
+    normalization: int = NORMALIZATION
 
     def check(self) -> SearchSettings:
         if self.mode not in SEARCH_MODES:
@@ -74,6 +84,11 @@ class SearchSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        fraction = self.common_fraction
+        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+            raise ValueError(f"common_fraction must be in (0, 1], got {fraction!r}")
+        if self.normalization not in NORMALIZATIONS or isinstance(self.normalization, bool):
+            raise ValueError(f"normalization must be ts_rank's flags, an integer 0..63, got {self.normalization!r}")
         return self
 
 
@@ -97,6 +112,8 @@ def search_table(
     settings: SearchSettings | None = None,
     *,
     k: int = 5,
+    filter: Filter | None = None,  # noqa: A002 - the word users know
+    scan: ScanSettings | None = None,
 ) -> list[SearchHit]:
     """The top-k rows of `table` for one query, in `settings.mode`.
 
@@ -107,6 +124,8 @@ def search_table(
         vector: The query embedding (vector and hybrid modes; None for text).
         settings: The mode and its parameters (default: vector search).
         k: How many rows.
+        filter: A parsed metadata filter (`filters.parse_filter`): both rankings keep only matching rows.
+        scan: The vector side's index scan with a filter (`scan.ScanSettings`; default: iterative).
 
     Raises:
         ValueError: bad settings, a table that does not exist or has no full-text column (text, hybrid),
@@ -120,6 +139,10 @@ def search_table(
         vector = _checked_vector(vector, settings.metric)
     reader = PgVectorWriter(connect, table, index=None)
     params: dict = {"k": k, "text": text}
+    condition = None
+    if filter is not None:
+        condition, filter_params = compile_filter_named(filter, "filter_")
+        params.update(filter_params)
 
     def work(session) -> list[SearchHit]:
         session.register_vector()
@@ -138,9 +161,14 @@ def search_table(
             if settings.exact:
                 session.execute("SELECT set_config('enable_indexscan', 'off', true)")
             else:
-                ef = max(params["vector_depth"], settings.ef_search or 0)
-                session.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(ef, 1000)),))
-            parts.append(_vector_ranking(reader.ident, kind, METRICS[settings.metric][0]))
+                ef = min(max(params["vector_depth"], settings.ef_search or 0), 1000)
+                base = scan or ScanSettings()
+                apply_scan_settings(
+                    session,
+                    ScanSettings(ef, base.iterative_scan, base.max_scan_tuples, base.filtered_ef_search),
+                    filtered=condition is not None,
+                )
+            parts.append(_vector_ranking(reader.ident, kind, METRICS[settings.metric][0], condition))
         if uses_text:
             _, config = fulltext.text_column(session, table)
             if not config:
@@ -150,8 +178,8 @@ def search_table(
                 )
             params["text_depth"] = settings.text_depth if uses_vector else k
             query = fulltext.or_query(fulltext.function_identifier(table), config, sql.Placeholder("text"))
-            params.update(rare=RARE_FRACTION, rare_rows=RARE_MIN_ROWS)
-            parts.append(_text_ranking(reader.ident, query))
+            params.update(common=float(settings.common_fraction), normalization=settings.normalization)
+            parts.append(text_ranking(reader.ident, query, condition))
         if settings.mode == "hybrid":
             params.update(rrf_k=settings.rrf_k, vw=float(settings.vector_weight), tw=float(settings.text_weight))
             final = sql.SQL(
@@ -188,30 +216,20 @@ def _checked_vector(vector, metric: str) -> np.ndarray:
     return vector
 
 
-def _vector_ranking(table: sql.Composable, kind: str, operator: str) -> sql.Composed:
-    # a zero vector stored before writers refused them has no cosine distance (NaN): never ranked
+def _vector_ranking(table: sql.Composable, kind: str, operator: str, condition: sql.Composable | None) -> sql.Composed:
+    # a zero vector stored before writers refused them has no cosine distance (NaN): never ranked;
+    # an iterative scan with a filter may return rows slightly out of order: ranked by distance here
     return sql.SQL(
         "vec AS (SELECT id, row_number() OVER (ORDER BY distance, id) AS rank, distance AS score FROM ("
-        "SELECT id, embedding {op} %(vector)s::{kind} AS distance FROM {t}"
+        "SELECT id, embedding {op} %(vector)s::{kind} AS distance FROM {t}{where}"
         " ORDER BY embedding {op} %(vector)s::{kind} LIMIT %(vector_depth)s) v"
         " WHERE distance IS NOT NULL AND distance <> 'NaN'::float8)"
-    ).format(op=sql.SQL(operator), kind=sql.SQL(kind), t=table)
-
-
-def _text_ranking(table: sql.Composable, query: sql.Composable) -> sql.Composed:
-    # ts_rank_cd has no inverse document frequency: a common word counts as much as a rare one. So the OR
-    # query keeps its rarer terms only (document frequency counted through the GIN index: RARE_FRACTION);
-    # on SciFact's train queries text NDCG@10 0.38 -> 0.47 and 3x faster (benchmarks/README.md, search).
-    # The row count is an exact count(*) per query: cheap here, a sequential scan on a big table.
-    return sql.SQL(
-        "all_terms AS (SELECT lexeme, (SELECT count(*) FROM {t} WHERE {column} @@ lexeme) AS df FROM"
-        " unnest(coalesce(string_to_array(({query})::text, ' | '), '{{}}')::tsquery[]) AS lexeme),"
-        " q AS (SELECT (SELECT string_agg(lexeme::text, ' | ') FROM all_terms WHERE df <= greatest("
-        "(SELECT min(df) FROM all_terms), %(rare_rows)s, %(rare)s * (SELECT count(*) FROM {t})))::tsquery AS query),"
-        " txt AS (SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank, score FROM ("
-        "SELECT t.id, ts_rank_cd(t.{column}, q.query)::float8 AS score FROM {t} t, q WHERE t.{column} @@ q.query"
-        " ORDER BY score DESC, t.id LIMIT %(text_depth)s) x)"
-    ).format(query=query, column=sql.Identifier(fulltext.COLUMN), t=table)
+    ).format(
+        op=sql.SQL(operator),
+        kind=sql.SQL(kind),
+        t=table,
+        where=sql.SQL(" WHERE ") + condition if condition is not None else sql.SQL(""),
+    )
 
 
 def _vector_hit(hit: SearchHit, metric: str) -> SearchHit:

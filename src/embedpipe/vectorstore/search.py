@@ -149,7 +149,8 @@ def search_text(
     another mode (`hybrid.SearchSettings`, or its name: "text" loads no model, "hybrid" fuses both).
 
     Use the model (and task type) the corpus was embedded with; `loaded_model` skips loading it again.
-    A string filter is parsed before the model is loaded, so a bad one fails at once.
+    A string filter is parsed before the model is loaded, so a bad one fails at once; in every mode it
+    restricts the rows searched (in hybrid mode both rankings before they are fused).
     """
     if isinstance(filter, str):
         filter = parse_filter(filter)  # noqa: A001
@@ -157,13 +158,12 @@ def search_text(
     from embedpipe.prompts import resolve_prompts
 
     settings = (SearchSettings(mode=mode, metric=metric) if isinstance(mode, str) else mode).check()
-    if settings.mode != "vector" and (where or filter is not None):
-        raise ValueError(f"metadata filters work in vector search only, not in mode {settings.mode!r}")
     vector = None
     if settings.mode != "text":
         st_model = loaded_model if loaded_model is not None else load_model(model)
         prompts = resolve_prompts(task_type, getattr(st_model, "prompts", None))
         vector = encode(st_model, prompts.format_queries([query]))[0]
     if settings.mode != "vector":
-        return search_table(connect, table, query, vector, settings, k=k)
+        tree = combine(where_filter(where or {}), filter)
+        return search_table(connect, table, query, vector, settings, k=k, filter=tree, scan=scan)
     return search_vector(connect, vector, table=table, k=k, where=where, metric=metric, filter=filter, scan=scan)
