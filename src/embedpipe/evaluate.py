@@ -183,7 +183,8 @@ class Comparison:
 
     def sentence(self) -> str:
         if self.tuned is None:
-            return f"{self.base_name} {self.metric} = {self.base:.4f} (nothing to compare with)"
+            alone = "no tuned model given" if self.base_name == "base" else "nothing to compare with"
+            return f"{self.base_name} {self.metric} = {self.base:.4f} ({alone})"
         verdict = "passes" if self.tuned_is_better else "does NOT pass"
         return (
             f"{self.tuned_name} {self.metric} = {self.tuned:.4f} vs {self.base_name} {self.base:.4f} "

@@ -9,7 +9,7 @@ PostgreSQL's parsers do not split Japanese or Chinese words (a run of kanji and 
 characters (Han, hiragana, katakana, Hangul) as its overlapping character bigrams (`東京大学` ->
 `東京 京大 大学`, a single character stays as it is) and CJK punctuation as blanks; Latin text is kept as
 words, for the configuration to stem. A query goes through the same function and configuration, and
-its lexemes are OR-ed (`'aspirin' | 'heart'`), the common ones left out (`hybrid`), ranked by `ts_rank_cd`. A one-character query word matches
+its lexemes are OR-ed (`'aspirin' | 'heart'`), the common ones left out and the rest weighted by idf (`text_rank`). A one-character query word matches
 no bigram.
 
 The text search configuration (`english` stems, `simple` only lower-cases) is a table setting

@@ -9,7 +9,7 @@ from typing import Any
 @dataclass
 class SearchHit:
     """One result: `score` is 1 - cosine distance (cosine), -distance (ip: the inner product) or -L2 distance
-    in vector search, `ts_rank_cd` in text search, and the reciprocal rank fusion score in hybrid search."""
+    in vector search, the idf-weighted `ts_rank` sum in text search, and the reciprocal rank fusion score in hybrid search."""
 
     id: str
     score: float
