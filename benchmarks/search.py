@@ -9,8 +9,8 @@ and full-text column as a pipeline run makes them; every query searched through 
 1. Choices, on the TRAIN queries only: the text search configuration (`english` vs `simple`: a table
    each), the text ranking's length normalisation and common-term cut (`TEXT_GRID`, by text NDCG@10),
    then the weighted-RRF fusion (`FUSION_GRID`: text weight, depth, k); the test queries never choose.
-2. Quality on the TEST queries: NDCG@10 and recall@100 of vector (HNSW), vector exact, text, hybrid
-   (plain RRF: k = 60, depth 100, weights 1) and hybrid with the train-chosen settings.
+2. Quality on the TEST queries: NDCG@10 and recall@100 of vector (HNSW), vector exact, text and hybrid
+   with `FIRST_GUESS` (plain RRF: k = 60, depth 100, weights 1) and with the train-chosen settings.
 3. Latency per query, modes alternated vector, text, hybrid, vector, ... query by query (--rounds passes
    over the test queries), on one kept-open connection, the query's embedding computed beforehand: medians.
 4. Upload cost of the full-text column: the corpus written into new tables with `text_search="none"` and
@@ -44,6 +44,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 TEXT_CONFIGS = ("english", "simple")
+#: Settings before the train queries chose (the rows "text" and "hybrid", and the configuration choice).
+FIRST_GUESS = {"common_fraction": 0.1, "normalization": 1, "rrf_k": 60}
 #: The text ranking's settings tried on the train queries: (ts_rank normalisation, common-term fraction).
 TEXT_GRID = [(n, c) for n in (0, 1, 16) for c in (0.1, 0.3)]
 #: The fusion settings tried on the train queries: (text weight, depth of each ranking, rrf k).
@@ -174,8 +176,8 @@ def run_dataset(name, folder: Path, uri: str, model, fingerprint: str, args, *, 
     train = {}
     for config, table in tables.items():
         train[config] = {
-            "text": scored(score(table, "train", SearchSettings("text"))),
-            "hybrid": scored(score(table, "train", SearchSettings("hybrid"))),
+            "text": scored(score(table, "train", SearchSettings("text", **FIRST_GUESS))),
+            "hybrid": scored(score(table, "train", SearchSettings("hybrid", **FIRST_GUESS))),
         }
     config = max(TEXT_CONFIGS, key=lambda c: (train[c]["hybrid"]["ndcg@10"], c == "english"))
     table = tables[config]
@@ -206,14 +208,14 @@ def run_dataset(name, folder: Path, uri: str, model, fingerprint: str, args, *, 
     test = {
         "vector": scored(score(table, "test", SearchSettings("vector"))),
         "vector_exact": scored(score(table, "test", SearchSettings("vector", exact=True))),
-        "text": scored(score(table, "test", SearchSettings("text"))),
+        "text": scored(score(table, "test", SearchSettings("text", **FIRST_GUESS))),
         "text_tuned": scored(score(table, "test", SearchSettings("text", **text))),
-        "hybrid": scored(score(table, "test", SearchSettings("hybrid"))),
+        "hybrid": scored(score(table, "test", SearchSettings("hybrid", **FIRST_GUESS))),
         "hybrid_tuned": scored(score(table, "test", tuned)),
     }
     for other in TEXT_CONFIGS:
         if other != config:
-            test[f"text_{other}"] = scored(score(tables[other], "test", SearchSettings("text")))
+            test[f"text_{other}"] = scored(score(tables[other], "test", SearchSettings("text", **FIRST_GUESS)))
 
     # 3. latency, modes alternated
     latency = measure_latency(uri, table, queries, qrels["test"], query_vectors, args.rounds, tuned, text)

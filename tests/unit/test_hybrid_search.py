@@ -217,8 +217,9 @@ def test_text_ranking_weighs_rare_terms_by_idf(pg_uri, table):
 
 def test_text_ranking_rises_with_term_frequency_and_saturates(pg_uri, table):
     counts = (1, 2, 3, 8, 16)
-    # the same length for every row, so only the term's frequency differs
-    contents = [" ".join(["heart"] * n + [f"pad{j}" for j in range(20 - n)]) for n in counts]
+    # the same other words in every row (the default normalisation divides by the unique words), so only
+    # the term's frequency differs
+    contents = [" ".join(["heart"] * n + [f"pad{j}" for j in range(20)]) for n in counts]
     contents += [f"other text {i}" for i in range(20)]
     ids = [f"tf{n:02d}" for n in counts] + [f"o{i}" for i in range(20)]
     PgVectorWriter(pg_uri, table, index=IndexSettings(kind="none")).write(batch(ids, contents))

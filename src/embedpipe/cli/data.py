@@ -251,7 +251,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         choices=["vector", "text", "hybrid"],
         help="vector, text or hybrid (repeatable: each is scored; default: vector)",
     )
-    table.add_argument("--rrf-k", type=int, default=60, help="hybrid: the fusion's constant (default: %(default)s)")
+    table.add_argument("--rrf-k", type=int, default=20, help="hybrid: the fusion's constant (default: %(default)s)")
     table.add_argument("--depth", type=int, default=100, help="hybrid: rows per ranking (default: %(default)s)")
     table.add_argument("--exact", action="store_true", help="vector side without its index (exact, slower)")
     evaluate.set_defaults(func=cmd_evaluate)

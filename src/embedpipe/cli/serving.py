@@ -154,7 +154,7 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
         help="vector: nearest embeddings; text: full-text search (no model loaded); hybrid: both, fused by "
         "reciprocal rank fusion (default: %(default)s)",
     )
-    search.add_argument("--rrf-k", type=int, default=60, help="hybrid: the fusion's constant (default: %(default)s)")
+    search.add_argument("--rrf-k", type=int, default=20, help="hybrid: the fusion's constant (default: %(default)s)")
     search.add_argument(
         "--depth", type=int, default=100, help="hybrid: rows each ranking contributes (default: %(default)s)"
     )

@@ -8,8 +8,8 @@ in three documents. Here a row's score is the sum over the query's terms it cont
 with idf = ln(1 + (N - df + 0.5) / (df + 0.5)) as in BM25, N the table's rows and df the rows holding the
 term. `ts_rank` of a single term saturates in the term's frequency (1, 1.25, 1.36, ... of its first
 occurrence's weight: a sum of 1/j², PostgreSQL's `calc_rank_or`) and `normalization` divides it by the
-document's length (1: 1 + log2 of its words, the default, chosen on SciFact's train queries:
-benchmarks/README.md, search).
+document's length (16: 1 + log of its unique words, the default, chosen on SciFact's train queries over
+0 and 1: benchmarks/README.md, search).
 
 Where the statistics come from: df is counted per query term through the GIN index (a single-lexeme
 `@@` needs no recheck, so the count reads no tsvector), and N by `count(*)`; both at query time, so
