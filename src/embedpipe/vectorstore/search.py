@@ -2,7 +2,8 @@
 
 Metadata filters are written in the filter language of `vectorstore.filters` (`year >= 2020 and
 source in ('pubmed', 'pmc')`), compiled to parameterised SQL (`filter_sql`: keys and values are query
-parameters, never spliced into SQL) and combined with the vector search in one query. With a filter,
+parameters, never spliced into SQL) and combined with the search in one query (in text and hybrid mode
+through `hybrid.search_table`, both rankings filtered). With a filter,
 pgvector's iterative index scan is switched on (`scan.ScanSettings`) so a selective filter still
 returns k rows. The older `where={key: value}` is mapped onto the language (`filter_build.where_filter`).
 Only these library functions and `embedpipe search` search: the serving endpoint (`embedpipe serve`,
