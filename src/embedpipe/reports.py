@@ -75,8 +75,10 @@ def _svg_histogram(
     )
 
 
-def evaluation_report(split: str, evaluations, comparison) -> str:
-    """A self-contained HTML report: metric table, verdict, per-query plots (inline SVG)."""
+def evaluation_report(split: str, evaluations, comparison, retrieval: str = "exact cosine search") -> str:
+    """A self-contained HTML report: metric table, verdict, per-query plots (inline SVG).
+
+    `retrieval` says how the documents were found (a table's search modes for `evaluate --table`)."""
     import html
 
     from embedpipe.metrics import metric_names
@@ -118,7 +120,7 @@ td:first-child{{text-align:left}}.verdict{{font-size:1.2em;padding:.6em;backgrou
 </head><body>
 <h1>Retrieval evaluation — {html.escape(split)} split</h1>
 <p class="verdict">{html.escape(comparison.sentence())}</p>
-<p>{len(base.per_query)} queries with a relevant label, {len(base.corpus_ids):,} documents; exact cosine search;
+<p>{len(base.per_query)} queries with a relevant label, {len(base.corpus_ids):,} documents; {html.escape(retrieval)};
 metrics as trec_eval computes them. Time: {seconds}.</p>
 <table><tr><th>metric</th>{header}</tr>{rows}</table>
 {"".join(plots)}

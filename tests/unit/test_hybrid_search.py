@@ -183,6 +183,7 @@ def test_evaluate_table_matches_in_memory_evaluate(pg_uri, table, tiny_example_d
     )
     report = (out / "report.html").read_text()
     assert "vector NDCG@10" in report and "hybrid − vector" in report and "tuned" not in report
+    assert f"searched in table {table} (vector, hybrid, text, exact)" in report and "exact cosine" not in report
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("query-id\tcorpus-id\tscore\n" + f"{queries['_id'][0]}\tnot-in-the-table\t1\n")

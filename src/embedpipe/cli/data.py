@@ -133,7 +133,12 @@ def _evaluate_table(args: argparse.Namespace) -> int:
     ]
     comparison = compare(evaluations[0], evaluations[1] if len(evaluations) > 1 else None)
     out = Path(args.output_dir)
-    storage.write_text_atomic(str(out / "report.html"), evaluation_report(args.split, evaluations, comparison))
+    retrieval = (
+        f"searched in table {args.table} ({', '.join(s.mode for s in settings)}{', exact' if args.exact else ''})"
+    )
+    storage.write_text_atomic(
+        str(out / "report.html"), evaluation_report(args.split, evaluations, comparison, retrieval)
+    )
     with storage.atomic_path(str(out / "per_query.parquet")) as tmp:
         per_query_table(evaluations).to_parquet(tmp, index=False)
     storage.write_text_atomic(
