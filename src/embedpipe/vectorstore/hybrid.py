@@ -25,9 +25,8 @@ from psycopg import sql
 from embedpipe.vectorstore import fulltext
 from embedpipe.vectorstore.filter_sql import compile_filter_named
 from embedpipe.vectorstore.filters import Filter
-from embedpipe.vectorstore.hits import SearchHit, json_value
+from embedpipe.vectorstore.hits import SearchHit, checked_query_vector, json_value, score_of_distance
 from embedpipe.vectorstore.postgres import PgVectorWriter
-from embedpipe.vectorstore.rows import TINY_VALUE
 from embedpipe.vectorstore.scan import ScanSettings, apply_scan_settings
 from embedpipe.vectorstore.schema import METRICS, existing_column_type, parse_column_type
 from embedpipe.vectorstore.text_rank import NORMALIZATIONS, text_ranking
@@ -214,12 +213,7 @@ def search_table(
 def _checked_vector(vector, metric: str) -> np.ndarray:
     if vector is None:
         raise ValueError("vector and hybrid search need the query's embedding")
-    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if not np.isfinite(vector).all():
-        raise ValueError("the query vector contains NaN or inf")
-    if metric == "cosine" and (not vector.size or np.abs(vector).max() < TINY_VALUE):
-        raise ValueError("the query vector is all zeros: it has no direction to compare by cosine")
-    return vector
+    return checked_query_vector(vector, metric)
 
 
 def _vector_ranking(table: sql.Composable, kind: str, operator: str, condition: sql.Composable | None) -> sql.Composed:
@@ -239,6 +233,4 @@ def _vector_ranking(table: sql.Composable, kind: str, operator: str, condition: 
 
 
 def _vector_hit(hit: SearchHit, metric: str) -> SearchHit:
-    distance = hit.score
-    score = 1.0 - distance if metric == "cosine" else -distance
-    return SearchHit(hit.id, score, hit.content, hit.metadata)
+    return SearchHit(hit.id, score_of_distance(metric, hit.score), hit.content, hit.metadata)

@@ -28,18 +28,11 @@ from psycopg import sql
 from embedpipe.vectorstore.filter_build import combine, where_filter
 from embedpipe.vectorstore.filter_sql import compile_filter
 from embedpipe.vectorstore.filters import Filter, parse_filter
-from embedpipe.vectorstore.hits import SearchHit
+from embedpipe.vectorstore.hits import SearchHit, checked_query_vector, json_value, score_of_distance
 from embedpipe.vectorstore.hybrid import SearchSettings, search_table
 from embedpipe.vectorstore.postgres import PgVectorWriter
-from embedpipe.vectorstore.rows import TINY_VALUE
 from embedpipe.vectorstore.scan import ScanSettings, apply_scan_settings
 from embedpipe.vectorstore.schema import METRICS, parse_column_type
-
-
-def _score(metric: str, distance: float) -> float:
-    if metric == "cosine":
-        return 1.0 - distance
-    return -distance  # <#> is the negative inner product; <-> the L2 distance
 
 
 def search_vector(
@@ -77,11 +70,7 @@ def search_vector(
         raise ValueError(f"k must be a positive integer, got {k!r}")
     reader = PgVectorWriter(connect, table, index=None)
     operator = sql.SQL(METRICS[metric][0])
-    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if not np.isfinite(vector).all():
-        raise ValueError("the query vector contains NaN or inf")
-    if metric == "cosine" and (not vector.size or np.abs(vector).max() < TINY_VALUE):
-        raise ValueError("the query vector is all zeros: it has no direction to compare by cosine")
+    vector = checked_query_vector(vector, metric)
     tree = combine(where_filter(where or {}), parse_filter(filter) if isinstance(filter, str) else filter)
     condition, params = compile_filter(tree) if tree is not None else (None, [])
     scan = scan or ScanSettings()
@@ -113,7 +102,7 @@ def search_vector(
         rows = session.execute(query, [literal, *params, literal, k])
         # a zero vector stored before writers refused them has no cosine distance (NaN): never a hit
         return [
-            SearchHit(str(r[0]), _score(metric, float(r[1])), r[2], _json_value(r[3]))
+            SearchHit(str(r[0]), score_of_distance(metric, float(r[1])), r[2], json_value(r[3]))
             for r in rows
             if r[1] is not None and not math.isnan(float(r[1]))
         ]
@@ -121,14 +110,6 @@ def search_vector(
     # relaxed_order may return rows slightly out of order: sort the k we got
     hits = reader.run_transaction(work)[0]
     return sorted(hits, key=lambda h: -h.score)
-
-
-def _json_value(value):
-    import json
-
-    if value is None or isinstance(value, dict):
-        return value
-    return json.loads(value)
 
 
 def search_text(
