@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from embedpipe.cli.commands import add_command_parser
 from embedpipe.cli.common import add_data_arguments, data_paths
 
 
@@ -209,7 +210,7 @@ def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the subcommands of the `embedpipe` parser.
     """
-    prepare = sub.add_parser("prepare", help="validate and prepare BEIR-style data (library only, no KFP)")
+    prepare = add_command_parser(sub, "prepare")
     add_data_arguments(prepare)
     prepare.add_argument("--output-dir", required=True, help="folder for the Parquet files and report.md")
     prepare.add_argument(
@@ -228,7 +229,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the subcommands of the `embedpipe` parser.
     """
-    evaluate = sub.add_parser("evaluate", help="NDCG@10 etc. of a model (and a tuned one) on a BEIR folder")
+    evaluate = add_command_parser(sub, "evaluate")
     add_data_arguments(evaluate)
     evaluate.add_argument(
         "--model", default="default", help="base model: 'default' (packaged MiniLM), folder or hub id"
@@ -268,9 +269,7 @@ def add_fine_tune_parser(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the subcommands of the `embedpipe` parser.
     """
-    tune = sub.add_parser(
-        "fine-tune", help="fine-tune a model on the train labels of a BEIR folder (library only, no KFP)"
-    )
+    tune = add_command_parser(sub, "fine-tune")
     add_data_arguments(tune)
     tune.add_argument(
         "--model", default="default", help="base model: 'default' (packaged MiniLM), folder, gs:// or hub id"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from embedpipe.cli.commands import add_command_parser
+
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """`embedpipe embed`: the Beam job that writes a corpus's vectors as Parquet shards.
@@ -67,9 +69,7 @@ def add_embed_parser(sub: argparse._SubParsersAction) -> None:
     from embedpipe.embed.job import add_job_arguments
     from embedpipe.embed.settings import DataflowSettings, add_arguments
 
-    embed = sub.add_parser(
-        "embed", help="embed a corpus into Parquet vector shards with Beam (local runner or Dataflow)"
-    )
+    embed = add_command_parser(sub, "embed")
     add_job_arguments(embed)
     cloud = embed.add_argument_group("Dataflow (with --runner DataflowRunner)")
     cloud.add_argument(
@@ -87,10 +87,6 @@ def add_stream_parser(sub: argparse._SubParsersAction) -> None:
     """
     from embedpipe.embed.streaming.cli import add_stream_arguments
 
-    stream = sub.add_parser(
-        "embed-stream",
-        aliases=["stream"],
-        help="embed document changes (Pub/Sub, or a file locally) into pgvector as they arrive (local runner or Dataflow)",
-    )
+    stream = add_command_parser(sub, "embed-stream")
     add_stream_arguments(stream)
     stream.set_defaults(func=cmd_stream)

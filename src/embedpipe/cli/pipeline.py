@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from embedpipe.cli.commands import add_command_parser
 from embedpipe.cli.common import add_data_arguments, data_paths, key_values
 from embedpipe.write_modes import WRITE_MODES
 
@@ -188,7 +189,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the subcommands of the `embedpipe` parser.
     """
-    run = sub.add_parser("run", help="run the whole pipeline locally with kfp.local on embedded defaults")
+    run = add_command_parser(sub, "run")
     add_data_arguments(run)
     run.add_argument(
         "--output-dir", default=".embedpipe/runs", help="pipeline root for local runs (default: %(default)s)"
@@ -241,7 +242,7 @@ def add_submit_parser(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the subcommands of the `embedpipe` parser.
     """
-    submit = sub.add_parser("submit", help="submit compiled pipeline YAML to Vertex AI Pipelines")
+    submit = add_command_parser(sub, "submit")
     submit.add_argument("template", help="compiled pipeline YAML, e.g. build/pipelines/tune_and_index.yaml")
     submit.add_argument("--project", required=True, help="Google Cloud project id")
     submit.add_argument("--location", default="us-central1", help="Vertex AI region (default: %(default)s)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from embedpipe.cli.commands import add_command_parser
 from embedpipe.cli.common import key_values
 
 
@@ -95,7 +96,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the subcommands of the `embedpipe` parser.
     """
-    serve = sub.add_parser("serve", help="serve a model with a textembedding-gecko compatible :predict endpoint")
+    serve = add_command_parser(sub, "serve")
     serve.add_argument(
         "--model",
         help="model folder, gs:// folder, hub id or 'default' (default: $AIP_STORAGE_URI or the packaged MiniLM)",
@@ -121,7 +122,7 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the subcommands of the `embedpipe` parser.
     """
-    search = sub.add_parser("search", help="top-k documents for a text from the vector database")
+    search = add_command_parser(sub, "search")
     search.add_argument("query", help="the text to search for")
     search.add_argument("--db", help="Postgres URI (default: the embedded database, started if needed)")
     search.add_argument("--pgdata", help="embedded database folder (default: $EMBEDPIPE_PGDATA or .embedpipe/pg)")
@@ -168,7 +169,7 @@ def add_db_parser(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the subcommands of the `embedpipe` parser.
     """
-    db = sub.add_parser("db", help="start the embedded PostgreSQL + pgvector and print its psql URI")
+    db = add_command_parser(sub, "db")
     db.add_argument("--pgdata", help="its data folder (default: $EMBEDPIPE_PGDATA or .embedpipe/pg)")
     db.add_argument("--stop", action="store_true", help="stop it instead")
     db.set_defaults(func=cmd_db)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from embedpipe.cli.commands import add_command_parser
 from embedpipe.write_modes import WRITE_MODES
 
 #: `embedpipe.vectorstore.upload.TARGETS`, spelled out so building the parser imports no database driver.
@@ -61,9 +62,9 @@ def add_upload_parser(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the subcommands of the `embedpipe` parser.
     """
-    upload = sub.add_parser(
+    upload = add_command_parser(
+        sub,
         "upload",
-        help="write Parquet vectors (an embed_corpus `vectors` folder) into a vector database",
         description="Writes Parquet vectors (a file, or a folder of vectors-*.parquet shards) into a vector "
         "database, as the upload_vectors component does: every row checked first, one transaction for Postgres.",
     )
