@@ -12,6 +12,7 @@ import json
 import pytest
 
 from embedpipe.beir import Label
+from embedpipe.cli import exits
 from embedpipe.cli import main as cli_main
 from embedpipe.prepare import prepare_data, vertex_limit_problems
 from embedpipe.validation import DataValidationError
@@ -94,7 +95,7 @@ def test_vertex_limits_error_makes_them_problems_and_writes_nothing(tmp_path, ca
 
     out = tmp_path / "out"
     argv = ["prepare", "--data", str(tmp_path / "data"), "--output-dir", str(out), "--vertex-limits", "error"]
-    assert cli_main(argv) == 2
+    assert cli_main(argv) == exits.BAD_INPUT
     assert "4 problem(s) found in the input data; nothing was written" in capsys.readouterr().err
     assert not out.exists()
     with pytest.raises(ValueError, match="vertex_limits must be one of warn, error"):

@@ -15,6 +15,7 @@ from kfp import compiler, components, dsl
 
 import compile as compile_script
 from embedpipe import submit as submit_module
+from embedpipe.cli import exits
 from embedpipe.cli import main as cli_main
 from tests.unit.test_submit import FakeAiplatform
 
@@ -150,7 +151,7 @@ def test_the_request_as_documented_is_answered_with_the_open_model_before_any_ca
     fake = FakeAiplatform()
     monkeypatch.setattr(submit_module, "submit", functools.partial(submit_module.submit, aiplatform=fake))
     argv = ["submit", template, "--project", "p", "--request", str(MAIN_REQUEST)]
-    assert cli_main(argv) == 2
+    assert cli_main(argv) == exits.BAD_INPUT
     err = capsys.readouterr().err
     assert "'base_model_version_id'" in err and "textembedding-gecko@002" in err and OPEN_MODEL in err
     assert fake.calls == []
@@ -169,7 +170,7 @@ def test_a_bad_param_names_the_parameter_and_its_type(template, capsys, param, e
     argv = ["submit", template, "--project", "p", "--pipeline-root", "gs://b/r", "--param", param]
     for name in ("corpus_path", "queries_path", "train_label_path"):
         argv += ["--param", f"{name}=gs://b/{name}"]
-    assert cli_main(argv) == 2
+    assert cli_main(argv) == exits.BAD_INPUT
     err = capsys.readouterr().err
     assert expected in err, err
     assert "invalid literal" not in err

@@ -7,6 +7,7 @@ import pytest
 from kfp import dsl
 
 from embedpipe import models, prompts
+from embedpipe.cli import exits
 from embedpipe.cli import main as cli_main
 from embedpipe.components import fine_tune, prepare_data
 from embedpipe.evaluate import run_evaluation
@@ -183,7 +184,7 @@ def test_every_entry_point_answers_a_vertex_model_before_any_work(tmp_path, exam
 
     out = tmp_path / "out"
     argv = ["fine-tune", "--data", str(example_data), "--model", "textembedding-gecko@002", "--output-dir", str(out)]
-    assert cli_main(argv) == 2
+    assert cli_main(argv) == exits.BAD_INPUT
     assert "embedpipe fine-tune: --model: 'textembedding-gecko@002' is a Vertex AI model" in capsys.readouterr().err
     assert not out.exists()
 

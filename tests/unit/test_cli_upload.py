@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from embedpipe import cli
-from embedpipe.cli import upload
+from embedpipe.cli import exits, upload
 from embedpipe.vectorstore import VectorBatch, write_parquet_vectors
 from embedpipe.vectorstore import upload as library
 from tests.unit.test_vectorstore import make_batch
@@ -34,7 +34,7 @@ def test_the_command_offers_the_library_targets_and_modes(capsys):
     assert upload.TARGETS == library.TARGETS
     with pytest.raises(SystemExit) as exited:
         cli.main(["upload", "vectors", "--write-mode", "replace"])
-    assert exited.value.code == 2
+    assert exited.value.code == exits.USAGE  # argparse's own: a bad flag value
     assert "'snapshot', 'append'" in capsys.readouterr().err
 
 
@@ -68,11 +68,13 @@ def test_upload_appends_then_snapshots_and_prints_the_counts(pg_uri, table, tmp_
     ],
     ids=["missing", "not-parquet", "nan-row", "empty-snapshot"],
 )
-def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(pg_uri, table, tmp_path, capsys, make, message):
+def test_bad_input_exits_with_bad_input_and_a_clear_message_and_writes_nothing(
+    pg_uri, table, tmp_path, capsys, make, message
+):
     path = make(tmp_path)
     status = cli.main(["upload", str(path), "--db", pg_uri, "--table", table, "--write-mode", "snapshot"])
     err = capsys.readouterr().err
-    assert status == 2
+    assert status == exits.BAD_INPUT
     assert err.startswith("embedpipe upload: ") and "Traceback" not in err
     assert re.search(message, err, re.S), err
     with psycopg.connect(pg_uri) as conn:
@@ -84,7 +86,7 @@ def test_a_password_in_the_uri_is_refused_and_never_printed(tmp_path, capsys, fl
     vectors = write_parquet_vectors(make_batch(2), tmp_path / "v.parquet")
     uri = "postgresql://writer:s3cret-pw@db.example.com/vectors"
     argv = ["upload", str(vectors), flag, uri] if flag == "--db" else ["upload", str(vectors), flag + uri]
-    assert cli.main(argv) == 2
+    assert cli.main(argv) == exits.BAD_INPUT
     captured = capsys.readouterr()
     assert "password" in captured.err and "--db" in captured.err
     assert "s3cret-pw" not in captured.err + captured.out

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from embedpipe.cli import exits
 from embedpipe.vectorstore.connections import ConnectionSettings, redact_uri
 from embedpipe.vectorstore.conninfo import (
     UNPARSEABLE,
@@ -158,7 +159,9 @@ def test_the_cli_refuses_before_any_work_and_prints_no_secret(tmp_path, argv):
         [sys.executable, "-c", RUN_AND_REPORT, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
-    assert outcome == {"rc": 2, "heavy": []}, done.stderr  # nothing heavy loaded: no pipeline, no model, no job
+    assert outcome == {"rc": exits.BAD_INPUT, "heavy": []}, (
+        done.stderr
+    )  # nothing heavy loaded: no pipeline, no model, no job
     assert "hunter2" not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     assert "password_env" in done.stderr or "cannot parse" in done.stderr

@@ -136,7 +136,7 @@ def test_a_password_in_clear_or_bad_connection_settings_are_refused_before_anyth
 
 
 def test_connection_flags_reach_the_connection_layer_and_dataflow_refuses_what_workers_cannot_use(capsys):
-    from embedpipe.cli import main
+    from embedpipe.cli import exits, main
     from embedpipe.embed.streaming import config_and_args_from_argv
 
     dataflow = ["--runner", "DataflowRunner", "--project", "p", "--temp-location", "gs://b/tmp"]
@@ -157,9 +157,12 @@ def test_connection_flags_reach_the_connection_layer_and_dataflow_refuses_what_w
         (["--database-uri", ""], "the embedded local database: Dataflow workers cannot reach it"),
         (["--messages", "changes.jsonl", "--database-uri", "postgresql://h/db"], "read on the local runner only"),
     ]:
-        assert main(["embed-stream", "--subscription", SUBSCRIPTION, *flags, *dataflow, *checks]) == 2
+        assert main(["embed-stream", "--subscription", SUBSCRIPTION, *flags, *dataflow, *checks]) == exits.BAD_INPUT
         assert error in capsys.readouterr().err
-    assert main(["stream", "--database-uri", "host=h password=hunter2", "--subscription", SUBSCRIPTION]) == 2
+    assert (
+        main(["stream", "--database-uri", "host=h password=hunter2", "--subscription", SUBSCRIPTION])
+        == exits.BAD_INPUT
+    )
     err = capsys.readouterr().err
     assert "carries a password in clear" in err and "hunter2" not in err
 

@@ -12,7 +12,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from embedpipe.cli import main
+from embedpipe.cli import exits, main
 from embedpipe.vectorstore import IndexSettings, PgVectorWriter, VectorBatch
 from embedpipe.vectorstore.fulltext import COLUMN, text_column
 from embedpipe.vectorstore.hybrid import SearchSettings, rrf, search_table
@@ -143,7 +143,10 @@ def test_search_modes_through_the_command(pg_uri, table, capsys):
         assert [hit["id"] for hit in json.loads(capsys.readouterr().out)] == ([] if mode == "text" else ["vit"])
         assert main([*argv, "--where", "kind=pet"]) == 0
         assert [hit["id"] for hit in json.loads(capsys.readouterr().out)] == ([] if mode == "text" else ["cat"])
-    assert main(["search", "x", "--db", pg_uri, "--table", table, "--mode", "hybrid", "--filter", "kind ~ 1"]) == 2
+    assert (
+        main(["search", "x", "--db", pg_uri, "--table", table, "--mode", "hybrid", "--filter", "kind ~ 1"])
+        == exits.BAD_INPUT
+    )
     assert "column" in capsys.readouterr().err
 
 
@@ -187,7 +190,7 @@ def test_evaluate_table_matches_in_memory_evaluate(pg_uri, table, tiny_example_d
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("query-id\tcorpus-id\tscore\n" + f"{queries['_id'][0]}\tnot-in-the-table\t1\n")
-    assert main([*argv, "--test-labels", str(bad)]) == 2
+    assert main([*argv, "--test-labels", str(bad)]) == exits.BAD_INPUT
     assert f"{bad}:2" in capsys.readouterr().err
 
 

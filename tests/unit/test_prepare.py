@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from embedpipe.cli import exits
 from embedpipe.cli import main as cli_main
 from embedpipe.prepare import prepare_data, split_queries
 from embedpipe.validation import DataValidationError, Problem
@@ -326,7 +327,7 @@ def test_malformed_input_names_file_line_and_field_and_writes_nothing(tmp_path, 
 
     out = tmp_path / "out"
     argv = ["prepare", "--data", str(tmp_path / "data"), "--output-dir", str(out)]
-    assert cli_main(argv) == 2
+    assert cli_main(argv) == exits.BAD_INPUT
     assert str(matching[0]) in capsys.readouterr().err
     assert not out.exists(), "nothing may be written when the input has problems"
 

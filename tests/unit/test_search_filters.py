@@ -340,7 +340,8 @@ def test_embedpipe_search_refuses_a_bad_filter_before_connecting_or_loading(caps
     from embedpipe import cli
 
     unreachable = "postgresql://nobody@/nowhere?host=/nonexistent-socket-dir"
-    assert cli.main(["search", "q", "--db", unreachable, "--filter", "year > 2000 and title = 'open"]) == 2
+    status = cli.main(["search", "q", "--db", unreachable, "--filter", "year > 2000 and title = 'open"])
+    assert status == cli.exits.BAD_INPUT
     err = capsys.readouterr().err
     assert "filter error at column 25: this text value has no closing '" in err
     assert err.splitlines()[-1] == "  " + " " * 24 + "^" and "Traceback" not in err

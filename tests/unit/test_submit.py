@@ -6,6 +6,7 @@ import pytest
 
 import compile as compile_script
 from embedpipe import submit as submit_module
+from embedpipe.cli import exits
 from embedpipe.cli import main as cli_main
 
 
@@ -97,7 +98,7 @@ def test_cli_parameters_are_typed_from_the_compiled_pipeline(template):
 
 def test_cli_reports_a_missing_template(tmp_path, capsys):
     argv = ["submit", str(tmp_path / "none.yaml"), "--project", "p", "--pipeline-root", "gs://b/r"]
-    assert cli_main(argv) == 2
+    assert cli_main(argv) == exits.BAD_INPUT
     assert "no such compiled pipeline" in capsys.readouterr().err
 
 

@@ -62,9 +62,13 @@ COMMANDS = (
         "fine-tune a model on the train labels of a BEIR folder (library only, no KFP)",
         "data:add_fine_tune_parser",
     ),
-    Command("serve", "serve a model with a textembedding-gecko compatible :predict endpoint", "serving:add_serve_parser"),
     Command(
-        "upload", "write Parquet vectors (an embed_corpus `vectors` folder) into a vector database", "upload:add_upload_parser"
+        "serve", "serve a model with a textembedding-gecko compatible :predict endpoint", "serving:add_serve_parser"
+    ),
+    Command(
+        "upload",
+        "write Parquet vectors (an embed_corpus `vectors` folder) into a vector database",
+        "upload:add_upload_parser",
     ),
     Command("search", "top-k documents for a text from the vector database", "serving:add_search_parser"),
     Command("db", "start the embedded PostgreSQL + pgvector and print its psql URI", "serving:add_db_parser"),

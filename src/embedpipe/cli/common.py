@@ -10,12 +10,32 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from embedpipe.prompts import TASK_TYPES
+
 
 def example_data() -> Path:
     """The packaged example data (`embedpipe.examples`): the default of --data, wherever embedpipe is installed."""
     from embedpipe.examples import scifact_mini
 
     return scifact_mini()
+
+
+def add_task_type_argument(parser, default: str, what: str) -> None:
+    """Adds --task-type: one of `embedpipe.prompts.TASK_TYPES` (any case), listed in the help.
+
+    Args:
+        parser: the subcommand's parser or argument group.
+        default: the task type when the flag is not given.
+        what: which prompt it selects, e.g. "the query prompt".
+    """
+    parser.add_argument(
+        "--task-type",
+        default=default,
+        type=str.upper,  # as `check_task_type`: retrieval_query is RETRIEVAL_QUERY
+        choices=TASK_TYPES,
+        metavar="TASK_TYPE",
+        help=f"selects {what}: %(choices)s (default: %(default)s)",
+    )
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

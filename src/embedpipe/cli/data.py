@@ -9,8 +9,9 @@ import argparse
 import json
 from pathlib import Path
 
+from embedpipe.cli import exits
 from embedpipe.cli.commands import add_command_parser
-from embedpipe.cli.common import add_data_arguments, data_paths
+from embedpipe.cli.common import add_data_arguments, add_task_type_argument, data_paths
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -20,7 +21,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         args: the parsed `prepare` arguments.
 
     Returns:
-        The exit status, 0.
+        The exit status, `exits.OK`.
     """
     from embedpipe.prepare import SPLITS, prepare_data
 
@@ -41,7 +42,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     )
     print(prepared.report())
     print(f"wrote {out}/{{corpus,queries,train_labels,validation_labels,test_labels}}.parquet and report.md")
-    return 0
+    return exits.OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -51,7 +52,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args: the parsed `evaluate` arguments.
 
     Returns:
-        The exit status, 0.
+        The exit status: `exits.OK`, or `exits.GATE_FAILED` when --tuned-model does not reach the base model's
+        NDCG@10 + --margin (the quality gate of `embedpipe run`; the report is written either way).
     """
     import logging
 
@@ -103,7 +105,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name in metric_names():
         print(f"{name:<14}" + "".join(f"{e.metrics[name]:>10.4f}" for e in evaluations))
     print(f"\n{comparison.sentence()}\nreport: {out / 'report.html'}")
-    return 0
+    if args.tuned_model and not comparison.tuned_is_better:  # the report is written: the gate only sets the status
+        return exits.GATE_FAILED
+    return exits.OK
 
 
 def _evaluate_table(args: argparse.Namespace) -> int:
@@ -149,7 +153,7 @@ def _evaluate_table(args: argparse.Namespace) -> int:
     for name in metric_names():
         print(f"{name:<14}" + "".join(f"{e.metrics[name]:>10.4f}" for e in evaluations))
     print(f"\nreport: {out / 'report.html'}")
-    return 0
+    return exits.OK
 
 
 def cmd_fine_tune(args: argparse.Namespace) -> int:
@@ -159,7 +163,7 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
         args: the parsed `fine-tune` arguments.
 
     Returns:
-        The exit status, 0.
+        The exit status, `exits.OK`.
     """
     import logging
 
@@ -201,7 +205,7 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result.metrics, indent=2))
     print(f"tuned model: {result.model_dir}")
-    return 0
+    return exits.OK
 
 
 def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
@@ -241,9 +245,17 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         choices=["test", "validation", "train"],
         help="labels to evaluate on (default: %(default)s)",
     )
-    evaluate.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")
-    evaluate.add_argument("--margin", type=float, default=0.0, help="tuned passes when NDCG@10 >= base + margin")
-    evaluate.add_argument("--batch-size", type=int, default=32)
+    add_task_type_argument(evaluate, "RETRIEVAL_QUERY", "the query prompt")
+    evaluate.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help=f"the quality gate: --tuned-model passes when its NDCG@10 >= base + margin, else the exit status is {exits.GATE_FAILED} "
+        "(default: %(default)s)",
+    )
+    evaluate.add_argument(
+        "--batch-size", type=int, default=32, help="texts per forward pass when embedding (default: %(default)s)"
+    )
     evaluate.add_argument(
         "--output-dir", default=".embedpipe/evaluate", help="where the report and tables go (default: %(default)s)"
     )
@@ -274,7 +286,7 @@ def add_fine_tune_parser(sub: argparse._SubParsersAction) -> None:
     tune.add_argument(
         "--model", default="default", help="base model: 'default' (packaged MiniLM), folder, gs:// or hub id"
     )
-    tune.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")
+    add_task_type_argument(tune, "RETRIEVAL_QUERY", "the query prompt of the training pairs")
     tune.add_argument("--batch-size", type=int, default=32, help="pairs per step (default: %(default)s)")
     tune.add_argument("--train-steps", type=int, help="optimiser steps (default: --iterations, else 100)")
     tune.add_argument("--iterations", type=int, help="older name of --train-steps")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from embedpipe.cli import exits
 from embedpipe.cli.commands import add_command_parser
 
 
@@ -19,7 +20,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         args: the parsed `embed` arguments.
 
     Returns:
-        The exit status, 0.
+        The exit status, `exits.OK`.
     """
     from dataclasses import replace
 
@@ -36,7 +37,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     print(f"embedpipe embed: {config.input_pattern} ({config.input_format}) -> {config.output} on {args.runner}")
     result = run_job(config, beam_args)
     print(result.summary())
-    return 0
+    return exits.OK
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -46,7 +47,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         args: the parsed `stream` arguments.
 
     Returns:
-        The exit status, 0.
+        The exit status, `exits.OK`.
     """
     import logging
 
@@ -57,7 +58,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     config, beam_args = config_and_args_from_args(args)
     result = run_stream(config, beam_args)
     print(result.summary())
-    return 0
+    return exits.OK
 
 
 def add_embed_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +74,10 @@ def add_embed_parser(sub: argparse._SubParsersAction) -> None:
     add_job_arguments(embed)
     cloud = embed.add_argument_group("Dataflow (with --runner DataflowRunner)")
     cloud.add_argument(
-        "--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"], help="(default: %(default)s)"
+        "--runner",
+        default="DirectRunner",
+        choices=["DirectRunner", "DataflowRunner"],
+        help="Beam's local runner or Google Cloud Dataflow (default: %(default)s)",
     )
     add_arguments(cloud, DataflowSettings)
     embed.set_defaults(func=cmd_embed)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from embedpipe.cli import exits
 from embedpipe.cli.commands import add_command_parser
-from embedpipe.cli.common import add_data_arguments, data_paths, key_values
+from embedpipe.cli.common import add_data_arguments, add_task_type_argument, data_paths, key_values
 from embedpipe.write_modes import WRITE_MODES
 
 
@@ -157,7 +158,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         args: the parsed `submit` arguments.
 
     Returns:
-        The exit status, 0.
+        The exit status, `exits.OK`.
     """
     from embedpipe.submit import Submission, read_request, submit
 
@@ -180,7 +181,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     )
     job = submit(submission)
     print(f"submitted {job.resource_name}\n{getattr(job, '_dashboard_uri', lambda: '')()}")
-    return 0
+    return exits.OK
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -207,7 +208,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         default="default",
         help="base model: 'default' = the packaged all-MiniLM-L6-v2 (default), a folder or hub id",
     )
-    tuning.add_argument("--task-type", default="RETRIEVAL_QUERY", help="selects the prompts (default: %(default)s)")
+    add_task_type_argument(tuning, "RETRIEVAL_QUERY", "the query prompt (training, evaluation, search)")
     tuning.add_argument(
         "--train-steps", "--iterations", type=int, default=30, help="training steps (default: %(default)s)"
     )

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from embedpipe.cli import exits
 from embedpipe.cli.commands import add_command_parser
-from embedpipe.cli.common import key_values
+from embedpipe.cli.common import add_task_type_argument, key_values
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -19,13 +20,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args: the parsed `serve` arguments.
 
     Returns:
-        The exit status, 0.
+        The exit status, `exits.OK`.
     """
     from embedpipe.serving import ServingLimits, serve
 
     limits = ServingLimits.from_arguments(args)
     serve(args.model, host=args.host, port=args.port, hf_token_secret=args.hf_token_secret, limits=limits)
-    return 0
+    return exits.OK
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -35,7 +36,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         args: the parsed `search` arguments.
 
     Returns:
-        The exit status, 0 (also when nothing matched).
+        The exit status, `exits.OK` (also when nothing matched).
     """
     from embedpipe.vectorstore.embedded import embedded_database_uri
     from embedpipe.vectorstore.filters import parse_filter
@@ -63,13 +64,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         import json
 
         print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
-        return 0
+        return exits.OK
     if not hits:
         print("no results")
     for rank, hit in enumerate(hits, 1):
         content = " ".join((hit.content or "").split())
         print(f"{rank:>2}. {hit.score:.4f}  {hit.id}  {content[:100]}{'...' if len(content) > 100 else ''}")
-    return 0
+    return exits.OK
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -79,15 +80,15 @@ def cmd_db(args: argparse.Namespace) -> int:
         args: the parsed `db` arguments.
 
     Returns:
-        The exit status, 0.
+        The exit status, `exits.OK`.
     """
     from embedpipe.vectorstore.embedded import embedded_database_uri, stop_embedded_database
 
     if args.stop:
         print("stopped" if stop_embedded_database(args.pgdata) else "not running")
-        return 0
+        return exits.OK
     embedded_database_uri(args.pgdata, announce=True)
-    return 0
+    return exits.OK
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -126,13 +127,11 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
     search.add_argument("query", help="the text to search for")
     search.add_argument("--db", help="Postgres URI (default: the embedded database, started if needed)")
     search.add_argument("--pgdata", help="embedded database folder (default: $EMBEDPIPE_PGDATA or .embedpipe/pg)")
-    search.add_argument("--table", default="embeddings", help="(default: %(default)s)")
+    search.add_argument("--table", default="embeddings", help="table of vectors to search (default: %(default)s)")
     search.add_argument(
         "--model", default="default", help="the model the corpus was embedded with (default: %(default)s)"
     )
-    search.add_argument(
-        "--task-type", default="RETRIEVAL_QUERY", help="selects the query prompt (default: %(default)s)"
-    )
+    add_task_type_argument(search, "RETRIEVAL_QUERY", "the query prompt")
     search.add_argument("-k", type=int, default=5, help="how many results (default: %(default)s)")
     search.add_argument(
         "--filter",
@@ -147,7 +146,13 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
         help="only rows with metadata KEY equal to VALUE, as text or as a number (repeatable; combined with "
         "--filter by 'and')",
     )
-    search.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="(default: %(default)s)")
+    search.add_argument(
+        "--metric",
+        default="cosine",
+        choices=["cosine", "ip", "l2"],
+        help="vector distance: cosine, inner product (ip) or Euclidean (l2); the table's index serves its own "
+        "(default: %(default)s)",
+    )
     search.add_argument(
         "--mode",
         default="vector",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from embedpipe.cli import exits
 from embedpipe.cli.commands import add_command_parser
 from embedpipe.write_modes import WRITE_MODES
 
@@ -24,8 +25,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
         args: the parsed `upload` arguments.
 
     Returns:
-        The exit status, 0. A bad file, value or row, and a database that refuses or cannot be reached (after
-        the writer's retries), raise a ValueError, which `embedpipe.cli.main` answers with 2 and the reason.
+        The exit status, `exits.OK`. A bad file, value or row, and a database that refuses or cannot be reached (after
+        the writer's retries), raise a ValueError, which `embedpipe.cli.main` answers with `exits.BAD_INPUT` and the reason.
     """
     import logging
 
@@ -53,7 +54,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     )
     summary = upload_vectors(args.vectors, config)
     print(summary.markdown(), end="")
-    return 0
+    return exits.OK
 
 
 def add_upload_parser(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +70,13 @@ def add_upload_parser(sub: argparse._SubParsersAction) -> None:
         "database, as the upload_vectors component does: every row checked first, one transaction for Postgres.",
     )
     upload.add_argument("vectors", help="Parquet file or folder of vectors-*.parquet shards (id, embedding, ...)")
-    upload.add_argument("--target", choices=TARGETS, default="postgres", help="(default: %(default)s)")
+    upload.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="postgres",
+        help="where the vectors go: PostgreSQL + pgvector (a URI, or the embedded one), AlloyDB, Cloud SQL, "
+        "BigQuery or Vertex AI Vector Search (default: %(default)s)",
+    )
     upload.add_argument(
         "--db", help="Postgres URI without a password (target postgres; default: the embedded database)"
     )
@@ -89,15 +96,36 @@ def add_upload_parser(sub: argparse._SubParsersAction) -> None:
     cloud.add_argument(
         "--instance", default="", help="projects/P/locations/L/clusters/C/instances/I or project:region:instance"
     )
-    cloud.add_argument("--database", default="postgres", help="(default: %(default)s)")
-    cloud.add_argument("--user", default="postgres", help="(default: %(default)s)")
+    cloud.add_argument("--database", default="postgres", help="database name (default: %(default)s)")
+    cloud.add_argument(
+        "--user",
+        default="postgres",
+        help="database user; with --iam-auth the service account e-mail without .gserviceaccount.com "
+        "(default: %(default)s)",
+    )
     cloud.add_argument("--password-env", default="", help="name of an environment variable holding the password")
     cloud.add_argument("--password-secret", default="", help="Secret Manager secret holding the password")
     cloud.add_argument("--iam-auth", action="store_true", help="IAM database authentication instead of a password")
-    cloud.add_argument("--ip-type", choices=("PRIVATE", "PUBLIC", "PSC"), default="PRIVATE")
+    cloud.add_argument(
+        "--ip-type",
+        choices=("PRIVATE", "PUBLIC", "PSC"),
+        default="PRIVATE",
+        help="how the connector reaches the instance: private IP, public IP or Private Service Connect "
+        "(default: %(default)s)",
+    )
     index = upload.add_argument_group("pgvector index (built when the table has none)")
-    index.add_argument("--index-kind", choices=("hnsw", "ivfflat", "none"), default="hnsw")
-    index.add_argument("--index-metric", choices=("cosine", "ip", "l2"), default="cosine")
+    index.add_argument(
+        "--index-kind",
+        choices=("hnsw", "ivfflat", "none"),
+        default="hnsw",
+        help="pgvector index type; none: no index, every search exact (default: %(default)s)",
+    )
+    index.add_argument(
+        "--index-metric",
+        choices=("cosine", "ip", "l2"),
+        default="cosine",
+        help="the distance the index serves; search with the same --metric (default: %(default)s)",
+    )
     search = upload.add_argument_group("Vertex AI Vector Search")
     search.add_argument("--vector-search-index", default="", help="projects/P/locations/L/indexes/ID")
     search.add_argument(

@@ -43,6 +43,7 @@ from embedpipe.embed.runtime import (
 )
 from embedpipe.embed.settings import DataflowSettings, DeadLetterLimits, ModelSettings, add_arguments, from_mapping
 from embedpipe.models import ModelLoadError
+from embedpipe.prompts import TASK_TYPES
 
 _PARQUET_MAGIC = b"PAR1"
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz")
@@ -291,7 +292,10 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
         "--task-type",
         "--task_type",
         default="RETRIEVAL_DOCUMENT",
-        help="selects the document prompt (default: %(default)s)",
+        type=str.upper,
+        choices=TASK_TYPES,
+        metavar="TASK_TYPE",
+        help="selects the document prompt: %(choices)s (default: %(default)s)",
     )
     parser.add_argument(
         "--previous",

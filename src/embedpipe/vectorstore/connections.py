@@ -18,10 +18,24 @@ from typing import Any
 
 from embedpipe.vectorstore.conninfo import ConnectionConfigError, parse_connection_string, redact_connection_string
 
-__all__ = ["POSTGRES_TARGETS", "ConnectionConfigError", "ConnectionSettings", "redact_uri", "resolve_password"]
+__all__ = [
+    "IP_TYPES",
+    "POSTGRES_TARGETS",
+    "ConnectionConfigError",
+    "ConnectionSettings",
+    "redact_uri",
+    "resolve_password",
+]
 
 #: Targets that are PostgreSQL + pgvector.
 POSTGRES_TARGETS = ("postgres", "alloydb", "cloudsql")
+#: How the AlloyDB / Cloud SQL connector reaches an instance: private IP, public IP, Private Service Connect.
+IP_TYPES = ("PRIVATE", "PUBLIC", "PSC")
+
+
+def _flag(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
+    """A field whose help (and choices) the command lines show (`embedpipe.embed.settings.add_arguments`)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 def redact_uri(uri: str) -> str:
@@ -79,15 +93,19 @@ class ConnectionSettings:
         secret_client: Secret Manager client (tests pass a fake).
     """
 
-    target: str = "postgres"
+    target: str = _flag("postgres", "postgres (a URI), alloydb or cloudsql", POSTGRES_TARGETS)
     uri: str = ""
-    instance: str = ""
-    database: str = "postgres"
-    user: str = "postgres"
-    password_env: str = ""
-    password_secret: str = ""
-    iam_auth: bool = False
-    ip_type: str = "PRIVATE"
+    instance: str = _flag(
+        "", "AlloyDB projects/P/locations/L/clusters/C/instances/I or Cloud SQL project:region:instance"
+    )
+    database: str = _flag("postgres", "database name (AlloyDB, Cloud SQL)")
+    user: str = _flag(
+        "postgres", "database user; with --iam-auth the service account e-mail without .gserviceaccount.com"
+    )
+    password_env: str = _flag("", "name of an environment variable holding the password")
+    password_secret: str = _flag("", "Secret Manager secret holding the password")
+    iam_auth: bool = _flag(False, "IAM database authentication instead of a password (AlloyDB, Cloud SQL)")
+    ip_type: str = _flag("PRIVATE", "private IP, public IP or Private Service Connect", IP_TYPES)
     connector_factory: Callable[..., Any] | None = field(default=None, repr=False)
     secret_client: Any = field(default=None, repr=False)
 

@@ -36,6 +36,7 @@ from embedpipe.embed.streaming.config import (
     prepare_stream_config,
 )
 from embedpipe.embed.streaming.run import run_stream
+from embedpipe.prompts import TASK_TYPES
 from embedpipe.vectorstore.connections import ConnectionSettings
 
 
@@ -73,7 +74,12 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "--skip-model-check", action="store_true", help="do not load the model on this machine before submitting"
     )
     model.add_argument(
-        "--task-type", default="RETRIEVAL_DOCUMENT", help="selects the document prompt (default: %(default)s)"
+        "--task-type",
+        default="RETRIEVAL_DOCUMENT",
+        type=str.upper,
+        choices=TASK_TYPES,
+        metavar="TASK_TYPE",
+        help="selects the document prompt: %(choices)s (default: %(default)s)",
     )
     model.add_argument(
         "--chunk-tokens", type=int, default=0, help="split documents into chunks of this many tokens (0 = no chunking)"
@@ -101,7 +107,10 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     )
     cloud = parser.add_argument_group("runner (other flags are passed to Beam)")
     cloud.add_argument(
-        "--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"], help="(default: %(default)s)"
+        "--runner",
+        default="DirectRunner",
+        choices=["DirectRunner", "DataflowRunner"],
+        help="Beam's local runner (with --messages) or Google Cloud Dataflow (default: %(default)s)",
     )
     add_arguments(cloud, DataflowSettings)
     cloud.add_argument(
