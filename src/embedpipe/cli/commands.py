@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):  # not a dataclass: `dataclasses` alone takes longer to import than this whole module
     """One subcommand of `embedpipe`.
 
     Attributes:
