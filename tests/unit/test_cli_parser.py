@@ -181,7 +181,18 @@ print(json.dumps({{"code": code, "heavy": heavy}}))
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["-h"], []])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["-h"],
+        [],
+        # only the named command's parser is built: not the embed ones, which import Beam
+        ["search", "--help"],
+        ["prepare", "--help"],
+    ],
+)
 def test_help_and_version_import_nothing_heavy(argv):
     done = subprocess.run(
         [sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv], capture_output=True, text=True, timeout=60
