@@ -14,6 +14,7 @@ from embedpipe.reports.training import training_report
 __all__ = [
     "ReportTexts",
     "evaluation_report",
+    "html_uri",
     "length_summary",
     "log_metrics",
     "render",
@@ -40,6 +41,18 @@ def log_metrics(metrics_artifact, values: dict[str, float]) -> None:
     """Logs every value to a KFP `Metrics` artifact, so the Vertex UI shows it."""
     for name, value in values.items():
         metrics_artifact.log_metric(name, float(value) if not isinstance(value, int) else value)
+
+
+def html_uri(uri: str) -> str:
+    """An HTML artifact's URI with the `.html` ending browsers and the Vertex console's downloads go by.
+
+    A component sets `report.uri = html_uri(report.uri)` before writing `report.path`: KFP records the
+    changed URI in the executor output, so the file is found under that name.
+
+    >>> html_uri("/runs/evaluate/report"), html_uri("gs://b/report.html")
+    ('/runs/evaluate/report.html', 'gs://b/report.html')
+    """
+    return uri if uri.endswith(".html") else uri + ".html"
 
 
 def render(template: str, **context) -> str:

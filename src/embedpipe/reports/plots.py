@@ -39,7 +39,9 @@ _STYLE = {
 
 def _svg(figure) -> str:
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    # No metadata block: no date (the same figure gives the same bytes) and no RDF links to outside schemas.
+    metadata = dict.fromkeys(("Date", "Creator", "Format", "Type"))
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata=metadata)
     plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg") :]
