@@ -53,7 +53,9 @@ def test_the_paired_test_resamples_many_queries_reproducibly():
 def test_unchanged_queries_have_their_own_bar_apart_from_small_gains():
     labels = gain_labels()
     middle = len(labels) // 2
-    assert labels[middle] == "unchanged" and labels[middle + 1] == ">0 to +0.05" and labels[middle - 1] == "-0.05 to <0"
+    assert (
+        labels[middle] == "unchanged" and labels[middle + 1] == ">0 to +0.05" and labels[middle - 1] == "-0.05 to <0"
+    )
     counts = gain_counts([0.0, 1e-12, 0.01, 0.049, 0.05, -0.01, -0.05, 0.3, -1.0, 1.0])
     assert counts[middle] == 2  # exactly 0 and float noise
     assert counts[middle + 1] == 2 and counts[middle + 2] == 1  # 0.05 belongs to the bar farther out
@@ -71,7 +73,9 @@ def test_short_names_are_a_folders_last_part_or_the_reference_given():
 
 # A split of 6 queries and 8 documents. The base model finds q1..q3's document first; the tuned one gains
 # on q4 and q5 and loses q1; q6 is the same for both.
-QUERIES = pd.DataFrame({"_id": [f"q{i}" for i in range(1, 7)], "text": [f"what about topic {i}?" for i in range(1, 7)]})
+QUERIES = pd.DataFrame(
+    {"_id": [f"q{i}" for i in range(1, 7)], "text": [f"what about topic {i}?" for i in range(1, 7)]}
+)
 CORPUS = pd.DataFrame(
     {
         "_id": [f"d{i}" for i in range(1, 9)],

@@ -67,7 +67,7 @@ def scatter_per_query(pairs: Sequence[tuple[float, float]], names: tuple[str, st
         An `<svg>` element.
     """
     with plt.rc_context(_STYLE):
-        figure, axes = _figure(4.6, 4.4)
+        figure, axes = _figure(3.8, 3.7)
         counts = Counter((round(x, 3), round(y, 3)) for x, y in pairs)
         xs, ys = [p[0] for p in counts], [p[1] for p in counts]
         sizes = [18 + 22 * (n - 1) ** 0.75 for n in counts.values()]
@@ -121,7 +121,7 @@ def gain_bars(gains: Sequence[float], names: tuple[str, str], metric: str = "NDC
     middle = len(labels) // 2
     colours = [WORSE] * middle + [SAME] + [BETTER] * middle
     with plt.rc_context(_STYLE):
-        figure, axes = _figure(6.4, 3.4)
+        figure, axes = _figure(5.4, 3.3)
         bars = axes.bar(range(len(labels)), counts, color=colours, width=0.8, zorder=2)
         axes.bar_label(bars, labels=[str(c) if c else "" for c in counts], fontsize=8, padding=2)
         axes.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)

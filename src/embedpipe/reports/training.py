@@ -4,7 +4,7 @@ Rendered from the metadata `embedpipe.fine_tune` writes next to the tuned model
 (`embedpipe_training.json`), so it can be written again later from a model folder alone.
 
 Example:
-    >>> from embedpipe.fine_tune import read_result                 # doctest: +SKIP
+    >>> from embedpipe.fine_tune.result import read_result                 # doctest: +SKIP
     >>> html = training_report(read_result("tuned-model").metadata)  # doctest: +SKIP
 """
 
