@@ -68,9 +68,9 @@ def fine_tune(
     """
     import torch
 
+    from embedpipe import storage
     from embedpipe.fine_tune import FineTuneSettings
     from embedpipe.fine_tune import fine_tune as tune
-    from embedpipe import storage
     from embedpipe.reports import html_uri, log_metrics, training_report
 
     settings = FineTuneSettings(
