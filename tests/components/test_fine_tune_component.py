@@ -47,6 +47,8 @@ def test_component_writes_a_model_folder_and_metrics(tmp_path, inputs):
     from sentence_transformers import SentenceTransformer
 
     assert FineTuneOp is fine_tune and fine_tune.component_spec.implementation.container.image == TRAIN_IMAGE
+    outputs = fine_tune.component_spec.outputs
+    assert set(outputs) == {"model", "metrics", "report"} and outputs["report"].type == "system.HTML@0.0.1"
     assert len(pd.read_parquet(inputs["validation_labels"].path)) == 0  # an empty validation table is fine
     model = dsl.Model(name="model", uri=str(tmp_path / "out" / "model"))
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "out" / "metrics"))

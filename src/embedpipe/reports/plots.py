@@ -70,7 +70,7 @@ def scatter_per_query(pairs: Sequence[tuple[float, float]], names: tuple[str, st
         figure, axes = _figure(3.8, 3.7)
         counts = Counter((round(x, 3), round(y, 3)) for x, y in pairs)
         xs, ys = [p[0] for p in counts], [p[1] for p in counts]
-        sizes = [18 + 22 * (n - 1) ** 0.75 for n in counts.values()]
+        sizes = [30 + 30 * (n - 1) ** 0.75 for n in counts.values()]
         colours = [BETTER if y > x + SAME_TOLERANCE else WORSE if y < x - SAME_TOLERANCE else SAME for x, y in counts]
         axes.plot([0, 1], [0, 1], color=SAME, linestyle="--", linewidth=0.8, zorder=1)
         axes.scatter(xs, ys, s=sizes, c=colours, alpha=0.6, edgecolors="white", linewidths=0.5, zorder=2)
