@@ -12,7 +12,7 @@ from embedpipe.metrics import K_VALUES, evaluate_run
 from embedpipe.reports import ReportTexts, evaluation_report, html_uri, short_name, training_report
 from embedpipe.reports.evaluation import recall_curve
 from embedpipe.reports.plots import gain_counts, gain_labels
-from embedpipe.reports.stats import EXACT_UP_TO, paired_randomization_test
+from embedpipe.reports.stats import EXACT_UP_TO, paired_randomization_test, paired_randomization_tests
 
 
 def brute_force_p(first, second):
@@ -48,6 +48,13 @@ def test_the_paired_test_resamples_many_queries_reproducibly():
     # Against the exact test's answer, on a case where it is known: 18 differences, half +, half -, same size.
     first, second = [0.0] * 18, [0.1] * 9 + [-0.1] * 9
     assert paired_randomization_test(first, second) == 1.0
+    # Several metrics at once: each column's p-value is the one a single test of that column gives.
+    base = rng.random((200, 4))
+    tuned = np.column_stack([base[:, 0] + 0.05, base[:, 1] + rng.normal(0, 0.05, 200), base[:, 2], rng.random(200)])
+    tuned[:190, 3] = base[:190, 3]  # 10 differing queries: exact
+    together = paired_randomization_tests(base, tuned)
+    assert together == [paired_randomization_test(base[:, i], tuned[:, i]) for i in range(4)]
+    assert together[0] < 0.001 < together[1] and together[2] == 1.0
 
 
 def test_unchanged_queries_have_their_own_bar_apart_from_small_gains():

@@ -127,23 +127,25 @@ class QueryRow:
 
 def metric_rows(evaluations: Sequence[Any]) -> list[MetricRow]:
     """Every metric of every model; with two or more, the second against the first over their common queries."""
-    from embedpipe.reports.stats import paired_randomization_test
+    from embedpipe.reports.stats import paired_randomization_tests
 
-    rows = []
-    for name in metric_names():
-        row = MetricRow(name, [e.metrics[name] for e in evaluations])
-        if len(evaluations) > 1:
-            first, second = evaluations[0], evaluations[1]
-            common = sorted(set(first.per_query) & set(second.per_query))
-            a = [first.per_query[q][name] for q in common]
-            b = [second.per_query[q][name] for q in common]
-            row.delta = row.values[1] - row.values[0]
-            row.relative = row.delta / row.values[0] if row.values[0] else None
-            row.p_value = paired_randomization_test(a, b)
-            row.better = sum(y > x + 1e-9 for x, y in zip(a, b))
-            row.worse = sum(y < x - 1e-9 for x, y in zip(a, b))
-            row.same = len(common) - row.better - row.worse
-        rows.append(row)
+    names = metric_names()
+    rows = [MetricRow(name, [e.metrics[name] for e in evaluations]) for name in names]
+    if len(evaluations) < 2:
+        return rows
+    first, second = evaluations[0], evaluations[1]
+    common = sorted(set(first.per_query) & set(second.per_query))
+    a = [[first.per_query[q][name] for name in names] for q in common]
+    b = [[second.per_query[q][name] for name in names] for q in common]
+    p_values = paired_randomization_tests(a, b) if common else [1.0] * len(names)
+    for column, row in enumerate(rows):
+        pairs = [(x[column], y[column]) for x, y in zip(a, b)]
+        row.delta = row.values[1] - row.values[0]
+        row.relative = row.delta / row.values[0] if row.values[0] else None
+        row.p_value = p_values[column]
+        row.better = sum(y > x + 1e-9 for x, y in pairs)
+        row.worse = sum(y < x - 1e-9 for x, y in pairs)
+        row.same = len(pairs) - row.better - row.worse
     return rows
 
 
