@@ -108,6 +108,10 @@ def test_full_pipeline_runs_locally_and_ends_with_rows_in_postgres(tmp_path, tin
     }
     run = run_locally(tune_and_index, arguments, pipeline_root=tmp_path / "runs")
     assert comparison_task(run) is not None
+    # Both HTML reports under names ending .html, as the tasks' executor outputs record them.
+    training = run.uri(run.task("fine-tune"), "report")
+    assert training.endswith("/report.html") and ">step</text>" in open(training, encoding="utf-8").read()
+    assert run.uri(comparison_task(run), "report").endswith("/report.html")
     with psycopg.connect(pg_uri) as connection:
         rows = connection.execute("SELECT count(*) FROM full_pipeline").fetchone()[0]
     corpus_lines = sum(1 for line in (data / "corpus.jsonl").read_text().splitlines() if line.strip())
