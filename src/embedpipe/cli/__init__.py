@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionConfigError as err:
         print(f"embedpipe: {err}", file=sys.stderr)
         return 2
+    from embedpipe.cli import exits
+    from embedpipe.extras import MissingExtra
     from embedpipe.models import check_open_model
     from embedpipe.validation import DataValidationError
 
@@ -102,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 check_open_model(getattr(args, flag), parameter="--" + flag.replace("_", "-"))
         _refuse_passwords(args)  # a password in clear is refused before any work, never echoed
         return args.func(args)
+    except MissingExtra as err:  # an optional package this command needs: the message is its pip line
+        print(f"embedpipe {args.command}: {err}", file=sys.stderr)
+        return exits.MISSING
     except (DataValidationError, FileNotFoundError, ValueError) as err:  # ModelLoadError is a ValueError
         print(f"embedpipe {args.command}: {err}", file=sys.stderr)
         return 2
