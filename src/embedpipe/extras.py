@@ -179,12 +179,17 @@ def optional_imports(extra: str, purpose: str = "") -> Iterator[None]:
         yield
     except ModuleNotFoundError as err:
         missing = err.name or ""
-        if any(
-            missing == name or name.startswith(missing + ".") or missing.startswith(name + ".")
-            for name in EXTRAS[extra]
-        ):
-            raise MissingExtra(missing, extra, purpose) from err
+        if missing and _provides(extra, missing):
+            raise MissingExtra(missing, extra, purpose or getattr(err, "purpose", "")) from err
         raise
+
+
+def _provides(extra: str, module: str) -> bool:
+    """Whether `extra` installs `module`: one of its modules, inside one, or a package one of them is in
+    (`google` is missing when `google.cloud.bigquery` is)."""
+    return any(
+        module == name or module.startswith(name + ".") or name.startswith(module + ".") for name in EXTRAS[extra]
+    )
 
 
 def available(module: str) -> bool:

@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         The command's exit status; 2, with the reason on stderr, when the data, a file or a value is wrong
         (argparse also exits with 2 on a bad flag).
     """
+    from embedpipe.cli import exits
+    from embedpipe.extras import MissingExtra
     from embedpipe.vectorstore.conninfo import ConnectionConfigError
 
     try:
@@ -92,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionConfigError as err:
         print(f"embedpipe: {err}", file=sys.stderr)
         return 2
-    from embedpipe.cli import exits
-    from embedpipe.extras import MissingExtra
+    except MissingExtra as err:  # a connection flag without psycopg (the `local` extra): nothing can connect
+        print(f"embedpipe: {err}", file=sys.stderr)
+        return exits.MISSING
     from embedpipe.models import check_open_model
     from embedpipe.validation import DataValidationError
 
