@@ -154,7 +154,8 @@ def require(module: str, extra: str | None = None, purpose: str = "") -> ModuleT
     except ModuleNotFoundError as err:
         missing = err.name or ""
         if missing and (module == missing or module.startswith(missing + ".")):
-            raise MissingExtra(module, extra or extra_for(module), purpose) from err
+            named = missing if missing in MODULE_EXTRA else module  # psycopg, not psycopg.conninfo
+            raise MissingExtra(named, extra or extra_for(module), purpose) from err
         raise
 
 
