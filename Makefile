@@ -5,21 +5,43 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
+# constraints.txt pins numpy, pandas and scipy releases that need 3.11 (pyproject.toml: requires-python).
+PYTHON_MIN := 3.11
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run lint test test-containers compile images images-local run-docker clean
+.PHONY: help check-python install run lint test test-containers compile images images-local run-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv and install embedpipe with pinned versions (CPU torch 2.13.0)
+install: $(STAMP) ## create .venv and install embedpipe and every extra ([all,dev]) with pinned versions (CPU torch 2.13.0)
+
+# Says which Python was found and which is needed, before any venv is made from it (one shell line: make runs
+# each recipe line in its own shell).
+define check_python
+found=$$($(PYTHON) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null); \
+where=$$(command -v $(PYTHON) 2>/dev/null || echo $(PYTHON)); \
+if [ -z "$$found" ]; then \
+  echo "make: cannot run PYTHON=$(PYTHON) ($$where); embedpipe needs Python $(PYTHON_MIN) or newer." >&2; \
+  echo "  Point make at one: make PYTHON=python$(PYTHON_MIN) $(or $(MAKECMDGOALS),install)" >&2; exit 1; \
+elif ! printf '%s\n' $(PYTHON_MIN) "$$found" | sort -V -C; then \
+  echo "make: PYTHON=$(PYTHON) ($$where) is Python $$found; embedpipe needs Python $(PYTHON_MIN) or newer" >&2; \
+  echo "  (constraints.txt pins numpy, pandas and scipy releases that need it). Point make at one:" >&2; \
+  echo "  make PYTHON=python$(PYTHON_MIN) $(or $(MAKECMDGOALS),install)   (or a full path; no venv was made)" >&2; exit 1; \
+else echo "Python $$found ($$where)"; fi
+endef
+
+check-python: ## say whether $(PYTHON) is new enough to make the venv from (3.11+)
+	@$(check_python)
 
 $(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || { $(check_python); }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# [all]: every extra (the `make run`/`make test` targets use them all); pyproject.toml says what each adds.
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

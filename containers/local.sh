@@ -92,9 +92,10 @@ python_base() {
     echo "$LOCAL_BASE"
 }
 
-# The wheelhouses' cache key: constraints.txt and the package's dependency list (not the rest of pyproject).
+# The wheelhouses' cache key: constraints.txt and the package's dependency lists, the extras' included (not
+# the rest of pyproject).
 dependency_key() {
-    { cat constraints.txt; "$PY" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"])'; } | cksum | cut -d' ' -f1
+    { cat constraints.txt; "$PY" -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(p["dependencies"], p["optional-dependencies"])'; } | cksum | cut -d' ' -f1
 }
 
 # A few dependencies are published as source only (kfp-server-api, google-apitools): built into wheels here,
@@ -127,9 +128,12 @@ cached_wheelhouse() {
     cp -al "$cached" "build/$name" 2>/dev/null || cp -a "$cached" "build/$name"
 }
 
-# Every pinned dependency of the wheel; this machine's pip settings pick the CPU torch.
+# Every pinned dependency of the wheel with every extra ([all]: the images run every command); this machine's
+# pip settings pick the CPU torch.
 download_cpu() {
-    "$PY" -m pip download --quiet -c constraints.txt --dest "$1" torch==2.13.0 build/wheels/embedpipe-*.whl
+    local wheel
+    wheel=$(echo build/wheels/embedpipe-*.whl)
+    "$PY" -m pip download --quiet -c constraints.txt --dest "$1" torch==2.13.0 "$wheel[all]"
 }
 
 # The CPU wheelhouse without its torch, plus PyPI's torch (the CUDA 13 build) and its own dependencies

@@ -33,7 +33,9 @@ def gcs_client(client=None):
     """The Cloud Storage client to use: `client` when given (a real one or a test's fake), else a new one."""
     if client is not None:
         return client
-    from google.cloud import storage  # heavy; only when a gs:// path is used
+    from embedpipe.extras import require
+
+    storage = require("google.cloud.storage", "cloud", "a gs:// path")  # heavy; only when a gs:// path is used
 
     return storage.Client()
 

@@ -361,7 +361,9 @@ def submit(submission: Submission, *, aiplatform=None):
         raise ValueError("cannot submit:\n  - " + "\n  - ".join(problems))
     submission = replace(submission, parameter_values=submission_parameters(submission))
     if aiplatform is None:
-        from google.cloud import aiplatform
+        from embedpipe.extras import require
+
+        aiplatform = require("google.cloud.aiplatform", "cloud", "embedpipe submit")
 
     aiplatform.init(project=submission.project, location=submission.location)
     job = aiplatform.PipelineJob(

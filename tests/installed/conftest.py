@@ -50,7 +50,8 @@ def wheel(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory, wheel) -> Installed:
-    """The wheel and its pinned dependencies (constraints.txt, CPU torch) in a new venv; a few minutes, once per session."""
+    """The wheel with every extra (`[all]`) and its pinned dependencies (constraints.txt, CPU torch) in a new venv; a
+    few minutes, once per session. The venvs of one extra each are in test_extras.py."""
     root = tmp_path_factory.mktemp("installed")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -65,7 +66,7 @@ def installed(tmp_path_factory, wheel) -> Installed:
             "-c",
             str(REPO / "constraints.txt"),
             "torch==2.13.0",
-            str(wheel),
+            f"embedpipe[all] @ {wheel.as_uri()}",  # every extra: this venv runs every command
         ],
         capture_output=True,
         text=True,

@@ -29,6 +29,7 @@ LAYERS = [
     {
         "embedpipe",
         "embedpipe.beir",
+        "embedpipe.extras",
         "embedpipe.images",
         "embedpipe.metrics",
         "embedpipe.models",

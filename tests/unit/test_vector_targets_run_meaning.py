@@ -53,7 +53,7 @@ def test_bigquery_after_a_removal_and_a_shorter_edit(tmp_path, write_mode, left)
 
 def test_bigquery_staging_tables_are_per_run_expire_and_are_dropped_even_when_the_merge_fails(tmp_path):
     client = FakeBigQuery(fail_merge=True)
-    before = datetime.datetime.now(datetime.timezone.utc)
+    before = datetime.datetime.now(datetime.UTC)
     with pytest.raises(RuntimeError, match="Quota"):
         upload_to_bigquery(rows(FIRST), "proj.ds.vectors", write_mode="snapshot", client=client)
     ((staging, expires),) = client.created

@@ -44,6 +44,18 @@ log = logging.getLogger(__name__)
 _prepared_lock = threading.Lock()  # one preparation at a time per process (Beam's threads share the model)
 
 
+def require_onnx() -> None:
+    """Checks that the `int8` extra (onnx, onnxruntime) is installed, before any model is loaded.
+
+    Raises:
+        MissingExtra: either is missing; the message is the `pip install` line that adds them.
+    """
+    from embedpipe.extras import require
+
+    for module in ("onnxruntime", "onnx"):
+        require(module, "int8", "the onnx-int8 backend")
+
+
 def cache_root() -> Path:
     """Where prepared int8 models live: `$EMBEDPIPE_CACHE_DIR/onnx-int8`, else under the temp folder."""
     base = os.environ.get("EMBEDPIPE_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "embedpipe-cache")
@@ -84,7 +96,9 @@ def prepare_int8_model(model: str, st_model=None, *, cache_dir: str | Path | Non
 
     Raises:
         UnsupportedModelError: a module this backend does not run, or a transformer that does not export.
+        MissingExtra: onnx or onnxruntime is not installed (the `int8` extra).
     """
+    require_onnx()
     fingerprint = model_fingerprint(model)
     root = Path(cache_dir) if cache_dir else cache_root()
     target = root / cache_key(fingerprint)
@@ -255,7 +269,9 @@ def load_int8_model(model: str = "default", *, cache_dir: str | Path | None = No
     Raises:
         ModelLoadError: the model cannot be loaded.
         UnsupportedModelError: the model has modules this backend does not run.
+        MissingExtra: onnx or onnxruntime is not installed (the `int8` extra).
     """
+    require_onnx()
     path = resolve_model_path(model)
     st_model = load_for_export(path)
     check_supported(st_model, model)

@@ -36,6 +36,7 @@ from embedpipe.cli.commands import COMMANDS, command_named
 #: traceback; the first match wins. A class is looked up only when its module was imported (an exception of a
 #: module never imported cannot have been raised), so answering an error imports nothing.
 ERROR_STATUSES = (
+    ("embedpipe.extras", "MissingExtra", exits.MISSING),  # an ImportError: the message is its pip line
     ("embedpipe.validation", "DataValidationError", exits.BAD_INPUT),
     ("embedpipe.vectorstore.conninfo", "ConnectionConfigError", exits.BAD_INPUT),
     ("builtins", "FileNotFoundError", exits.BAD_INPUT),

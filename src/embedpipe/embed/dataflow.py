@@ -62,7 +62,9 @@ class DataflowJobs:
     @property
     def client(self):
         if self._client is None:
-            from google.cloud import dataflow_v1beta3
+            from embedpipe.extras import require
+
+            dataflow_v1beta3 = require("google.cloud.dataflow_v1beta3", "dataflow", "the Dataflow API")
 
             self._client = dataflow_v1beta3.JobsV1Beta3Client()
         return self._client

@@ -27,7 +27,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from embedpipe.extras import optional_imports
+
+with optional_imports("dataflow", "the Beam embedding job"):  # a missing Beam: the pip line, not a traceback
+    from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from embedpipe import models
 from embedpipe.embed.settings import ModelSettings

@@ -16,7 +16,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-import apache_beam as beam
+from embedpipe.extras import optional_imports
+
+with optional_imports("dataflow", "the Beam embedding job"):  # a missing Beam: the pip line, not a traceback
+    import apache_beam as beam
 
 from embedpipe.embed import documents as docs
 from embedpipe.embed.runtime import counter

@@ -15,7 +15,10 @@ import os
 import signal
 from collections.abc import Iterable, Iterator
 
-from apache_beam.metrics import Metrics
+from embedpipe.extras import optional_imports
+
+with optional_imports("dataflow", "the Beam embedding job"):  # a missing Beam: the pip line, not a traceback
+    from apache_beam.metrics import Metrics
 
 from embedpipe.models import ModelLoadError
 

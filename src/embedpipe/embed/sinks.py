@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import apache_beam as beam
+from embedpipe.extras import optional_imports
+
+with optional_imports("dataflow", "the Beam embedding job"):  # a missing Beam: the pip line, not a traceback
+    import apache_beam as beam
 
 from embedpipe.embed.runtime import counter
 from embedpipe.embed.types import VectorRow

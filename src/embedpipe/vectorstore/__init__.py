@@ -24,18 +24,41 @@ Modules:
     upload: `upload_vectors(...)`, what the component and `embedpipe run` call.
 """
 
-from embedpipe.vectorstore.connections import ConnectionSettings, redact_uri, resolve_password
-from embedpipe.vectorstore.db_errors import VectorStoreError
-from embedpipe.vectorstore.embedded import embedded_database_uri, embedded_server, psql_command, stop_embedded_database
-from embedpipe.vectorstore.identifiers import IdentifierError, check_identifier, table_identifier
-from embedpipe.vectorstore.postgres import IndexSettings, PgVectorWriter, WriteResult
-from embedpipe.vectorstore.rows import (
-    VectorBatch,
-    read_parquet_vectors,
-    validate_batch,
-    vectors_schema,
-    write_parquet_vectors,
-)
+# The names below load with their module on first use (PEP 562), so importing a light submodule (conninfo,
+# identifiers, filters) does not import psycopg, which only the `local`/`cloud` extras install.
+_EXPORTS = {
+    "ConnectionSettings": "connections",
+    "redact_uri": "connections",
+    "resolve_password": "connections",
+    "VectorStoreError": "db_errors",
+    "embedded_database_uri": "embedded",
+    "embedded_server": "embedded",
+    "psql_command": "embedded",
+    "stop_embedded_database": "embedded",
+    "IdentifierError": "identifiers",
+    "check_identifier": "identifiers",
+    "table_identifier": "identifiers",
+    "IndexSettings": "postgres",
+    "PgVectorWriter": "postgres",
+    "WriteResult": "postgres",
+    "VectorBatch": "rows",
+    "read_parquet_vectors": "rows",
+    "validate_batch": "rows",
+    "vectors_schema": "rows",
+    "write_parquet_vectors": "rows",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ConnectionSettings",

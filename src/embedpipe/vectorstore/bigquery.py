@@ -36,14 +36,16 @@ def check_table_id(table_id: str) -> str:
 
 def staging_table_id(table_id: str, *, now: datetime.datetime | None = None) -> str:
     """A staging table of its own for one run: `<table>_staging_<UTC time>_<random>`, in the target's dataset."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     suffix = f"_staging_{now:%Y%m%d%H%M%S}_{uuid.uuid4().hex[:8]}"
     project, dataset, table = check_table_id(table_id).split(".")
     return f"{project}.{dataset}.{table[: 1024 - len(suffix)]}{suffix}"
 
 
 def bigquery_schema():
-    from google.cloud import bigquery
+    from embedpipe.extras import require
+
+    bigquery = require("google.cloud.bigquery", "cloud", "the BigQuery target")
 
     return [
         bigquery.SchemaField("id", "STRING", mode="REQUIRED"),
@@ -128,7 +130,9 @@ def upload_to_bigquery(
         client: A `bigquery.Client` (tests pass a fake).
         location: BigQuery location for the jobs.
     """
-    from google.cloud import bigquery
+    from embedpipe.extras import require
+
+    bigquery = require("google.cloud.bigquery", "cloud", "the BigQuery target")
 
     check_table_id(table_id)
     merge_sql(table_id, "staging", write_mode)  # checks write_mode before anything is written
@@ -142,7 +146,7 @@ def upload_to_bigquery(
     staging_id = staging_table_id(table_id)
     merge = merge_sql(table_id, staging_id, write_mode)
     staging = bigquery.Table(staging_id, schema=bigquery_schema())
-    staging.expires = datetime.datetime.now(datetime.timezone.utc) + STAGING_EXPIRATION
+    staging.expires = datetime.datetime.now(datetime.UTC) + STAGING_EXPIRATION
     config = bigquery.LoadJobConfig(
         source_format=bigquery.SourceFormat.PARQUET,
         write_disposition=bigquery.WriteDisposition.WRITE_EMPTY,  # the run's own table, created empty just now

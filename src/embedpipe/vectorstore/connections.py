@@ -68,8 +68,9 @@ def resolve_password(password_env: str = "", password_secret: str = "", *, secre
                 f"password_secret {password_secret!r} must look like projects/PROJECT/secrets/NAME[/versions/VERSION]"
             )
         if secret_client is None:
-            from google.cloud import secretmanager
+            from embedpipe.extras import require
 
+            secretmanager = require("google.cloud.secretmanager", "cloud", "a password from Secret Manager")
             secret_client = secretmanager.SecretManagerServiceClient()
         return secret_client.access_secret_version(request={"name": name}).payload.data.decode("utf-8")
     return None
@@ -184,8 +185,8 @@ def _embedded_uri() -> str:
 
 
 def _default_connector_factory(target: str):
-    if target == "alloydb":
-        from google.cloud.alloydb.connector import Connector
-    else:
-        from google.cloud.sql.connector import Connector
-    return Connector
+    from embedpipe.extras import require
+
+    module = "google.cloud.alloydb.connector" if target == "alloydb" else "google.cloud.sql.connector"
+    require("pg8000", "cloud", f"the {target} target")  # the connectors' driver, needed at the first connect
+    return require(module, "cloud", f"the {target} target").Connector

@@ -63,8 +63,11 @@ def parse_connection_string(text: str, *, what: str = "database_uri") -> Connect
 
     Raises:
         ConnectionConfigError: it cannot be parsed; the message says why without quoting it.
+        MissingExtra: psycopg (its parser) is not installed.
     """
-    from psycopg.conninfo import conninfo_to_dict
+    from embedpipe.extras import require
+
+    conninfo_to_dict = require("psycopg.conninfo", "local", "a PostgreSQL connection string").conninfo_to_dict
 
     if not text or not text.strip():
         return ConnectionString(text or "")

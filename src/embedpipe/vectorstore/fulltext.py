@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import re
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 from embedpipe.validation import DataValidationError, Problem
 from embedpipe.vectorstore.identifiers import split_table_name, table_identifier, unique_derived_name

@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 #: Plain Postgres identifiers: a letter or underscore, then letters, digits, `_` or `$`; at most 63 bytes.
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")

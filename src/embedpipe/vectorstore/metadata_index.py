@@ -18,7 +18,10 @@ import hashlib
 import logging
 import re
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 from embedpipe.vectorstore.filter_sql import typed_value
 from embedpipe.vectorstore.filters import FilterError, parse_key

@@ -25,7 +25,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 from embedpipe.vectorstore import schema
 from embedpipe.vectorstore.identifiers import table_identifier

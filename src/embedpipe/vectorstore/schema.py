@@ -15,7 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 from embedpipe.validation import DataValidationError, Problem
 from embedpipe.vectorstore.fulltext import check_text_search

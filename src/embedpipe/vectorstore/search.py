@@ -23,7 +23,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from psycopg import sql
+
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 from embedpipe.vectorstore.filter_build import combine, where_filter
 from embedpipe.vectorstore.filter_sql import compile_filter

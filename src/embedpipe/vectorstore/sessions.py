@@ -10,7 +10,10 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 
 def is_connection_lost(err: BaseException) -> bool:
@@ -48,7 +51,10 @@ class Session:
         self.conn = conn
         self.kind = "psycopg" if type(conn).__module__.startswith("psycopg") else "dbapi"
         if self.kind == "psycopg":
-            from pgvector.psycopg import register_vector
+            from embedpipe.extras import optional_imports
+
+            with optional_imports("local", "pgvector's types in psycopg"):
+                from pgvector.psycopg import register_vector
 
             try:
                 register_vector(conn)
@@ -57,7 +63,10 @@ class Session:
 
     def register_vector(self) -> None:
         if self.kind == "psycopg":
-            from pgvector.psycopg import register_vector
+            from embedpipe.extras import optional_imports
+
+            with optional_imports("local", "pgvector's types in psycopg"):
+                from pgvector.psycopg import register_vector
 
             register_vector(self.conn)
 

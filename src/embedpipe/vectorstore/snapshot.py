@@ -17,7 +17,10 @@ call it.
 
 from __future__ import annotations
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 from embedpipe.vectorstore.identifiers import table_identifier
 from embedpipe.vectorstore.sessions import Session

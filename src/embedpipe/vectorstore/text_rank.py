@@ -25,7 +25,10 @@ index, loops = terms), never `@@` evaluated on every row.
 
 from __future__ import annotations
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 from embedpipe.vectorstore import fulltext
 

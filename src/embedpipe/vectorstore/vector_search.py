@@ -105,7 +105,10 @@ def datapoint(ident: str, embedding, metadata: str | None) -> dict:
 
 def index_datapoint(point: dict):
     """The `IndexDatapoint` message `upsert_datapoints` takes, from a batch-format datapoint."""
-    from google.cloud.aiplatform.compat.types import index as gca_index
+    from embedpipe.extras import optional_imports
+
+    with optional_imports("cloud", "the Vertex AI Vector Search target"):
+        from google.cloud.aiplatform.compat.types import index as gca_index
 
     message = gca_index.IndexDatapoint
     return message(
@@ -219,7 +222,11 @@ def upload_to_vector_search(
     snapshot = settings.write_mode == "snapshot"
     current = set(batch.ids)
     if index_class is None:
-        from google.cloud.aiplatform import MatchingEngineIndex as index_class
+        from embedpipe.extras import require
+
+        index_class = require(
+            "google.cloud.aiplatform", "cloud", "the Vertex AI Vector Search target"
+        ).MatchingEngineIndex
     index = index_class(index_name=settings.index)
     uploaded: list[str] = []
     contents = settings.contents_delta_uri.rstrip("/")

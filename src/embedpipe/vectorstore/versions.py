@@ -16,7 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from psycopg import sql
+from embedpipe.extras import optional_imports
+
+with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
+    from psycopg import sql
 
 from embedpipe.vectorstore.identifiers import split_table_name, unique_derived_name
 from embedpipe.vectorstore.transactions import advisory_lock, lock_key

@@ -16,7 +16,10 @@ import json
 import logging
 from typing import Any, NamedTuple
 
-import apache_beam as beam
+from embedpipe.extras import optional_imports
+
+with optional_imports("dataflow", "the Beam embedding job"):  # a missing Beam: the pip line, not a traceback
+    import apache_beam as beam
 
 from embedpipe.embed.pipeline import embed_documents
 from embedpipe.embed.streaming.config import StreamConfig

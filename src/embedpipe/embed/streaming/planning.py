@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections import defaultdict
+from datetime import UTC
 from typing import NamedTuple
 
 from embedpipe.embed.types import VectorRow, Version
@@ -48,9 +49,9 @@ def given_version(order: tuple) -> tuple[int | None, float | None]:
 
 
 def _time(seconds: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def stale_reason(given: tuple[int | None, float | None], stored) -> str:

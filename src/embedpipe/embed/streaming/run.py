@@ -14,7 +14,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import apache_beam as beam
+from embedpipe.extras import optional_imports
+
+with optional_imports("dataflow", "the Beam embedding job"):  # a missing Beam: the pip line, not a traceback
+    import apache_beam as beam
 
 from embedpipe.embed.runtime import (
     LOCAL_STREAM_RUNNERS,
