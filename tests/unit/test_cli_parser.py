@@ -179,7 +179,8 @@ try:
     main(sys.argv[1:])
 except SystemExit as exited:
     code = exited.code
-heavy = sorted(m for m in {heavy!r} if m in sys.modules and m not in at_start)
+new = set(sys.modules) - at_start
+heavy = sorted(h for h in {heavy!r} if any(m == h or m.startswith(h + ".") for m in new))
 print(json.dumps({{"code": code, "heavy": heavy}}))
 """
 
