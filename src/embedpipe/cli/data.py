@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from embedpipe.cli.common import add_data_arguments, data_paths
+from embedpipe.cli.console import configure_logging
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -52,13 +53,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     Returns:
         The exit status, 0.
     """
-    import logging
-
     from embedpipe.evaluate import EvaluationOutputs, run_evaluation
     from embedpipe.metrics import metric_names
     from embedpipe.prepare import SPLITS, prepare_data
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_logging()
     if args.table:
         return _evaluate_table(args)
     paths = data_paths(args)
@@ -160,12 +159,10 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
     Returns:
         The exit status, 0.
     """
-    import logging
-
     from embedpipe.fine_tune import FineTuneSettings, fine_tune
     from embedpipe.prepare import SPLITS, prepare_data
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_logging()
     settings = FineTuneSettings(  # checked before anything is written
         base_model=args.model,
         task_type=args.task_type,

@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -32,6 +34,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from embedpipe import models
 from embedpipe.embed.settings import ModelSettings
 from embedpipe.embed.types import EmbedItem
+from embedpipe.progress import Progress
 
 
 class Encoder:
@@ -185,6 +188,7 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
         self, batch: Sequence[EmbedItem], model: Encoder, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
         vectors = model.embed([item.input for item in batch])
+        _worker_progress(len(batch))
         return [PredictionResult(item, vector) for item, vector in zip(batch, vectors)]
 
     def get_num_bytes(self, batch: Sequence[EmbedItem]) -> int:
@@ -195,3 +199,19 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
 
     def __repr__(self) -> str:
         return f"SentenceTransformerHandler(model={self._settings.model!r}, backend={self._settings.backend!r})"
+
+
+#: Texts embedded by this worker process: one progress line per worker (threads share it), every ~10 s.
+_PROGRESS: dict[int, Progress] = {}
+_PROGRESS_LOCK = threading.Lock()
+
+
+def _worker_progress(texts: int) -> None:
+    """Counts texts this worker process embedded and logs a throttled progress line (rate; no total: a worker
+    does not know its share)."""
+    pid = os.getpid()  # keyed by process: a forked worker starts its own count
+    with _PROGRESS_LOCK:
+        progress = _PROGRESS.get(pid)
+        if progress is None:
+            progress = _PROGRESS[pid] = Progress(f"embed-corpus worker {pid}", unit="texts")
+        progress.update(texts)
