@@ -1,17 +1,17 @@
 """One progress reporter for every long loop: "what: done/total unit (pct), rate unit/s, ETA" log lines.
 
 Lines go through `logging` (logger `embedpipe.progress` unless told otherwise), throttled by time: the
-first update, then at most one line every `interval` seconds (10 s when stderr is not a terminal, 2 s
-when it is), then the last. Each message starts with `PROGRESS_MARK`, so a parent process (`embedpipe run`
+first update a second or more after the start (so that it has a rate), then at most one line every
+`interval` seconds (10 s when stderr is not a terminal, 2 s when it is), then the last. Each message starts with `PROGRESS_MARK`, so a parent process (`embedpipe run`
 reading a kfp.local task's output) can pick these lines out of everything else a task prints
 (`progress_text` finds them). Only the standard library is used: any layer may report progress.
 
 Example:
-    >>> clock = iter([0.0, 0.0, 5.0, 20.0]).__next__
+    >>> clock = iter([0.0, 2.0, 5.0, 20.0]).__next__
     >>> progress = Progress("encode", total=100, unit="texts", clock=clock, interval=10, emit=print)
     >>> progress.update(10)
-    [progress] encode: 10/100 texts (10%)
-    >>> progress.update(10)  # 5 s later: throttled
+    [progress] encode: 10/100 texts (10%), 5.0 texts/s, ETA 18 s
+    >>> progress.update(10)  # 3 s later: throttled
     >>> progress.finish(80)
     [progress] encode: 100/100 texts (100%), 5.0 texts/s, 20 s
 """
@@ -30,6 +30,9 @@ PROGRESS_MARK = "[progress]"
 QUIET_INTERVAL = 10.0
 #: Seconds between two lines on a terminal.
 TTY_INTERVAL = 2.0
+#: The first line waits this long after the start, so that it can say a rate (and a loop done sooner says
+#: only its last line).
+FIRST_LINE_AFTER = 1.0
 
 
 def default_interval() -> float:
@@ -133,7 +136,10 @@ class Progress:
             self.finish()
             return
         now = self.clock()
-        if self._last_line is None or now - self._last_line >= self.interval:
+        if self._last_line is None:
+            if now - self.started >= FIRST_LINE_AFTER:  # the first line, once it can say a rate
+                self._log(now)
+        elif now - self._last_line >= self.interval:
             self._log(now)
 
     def finish(self, n: int = 0, **figures) -> None:

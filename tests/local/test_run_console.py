@@ -62,3 +62,24 @@ def test_embedpipe_run_console_is_short_names_every_stage_and_keeps_the_rest_in_
         "The embedded PostgreSQL is still running (data: pg); stop it with: embedpipe db --stop --pgdata pg" in shown
     )
     assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped", stopped.stdout + stopped.stderr
+
+
+@pytest.mark.slow
+def test_a_failing_task_shows_its_cause_without_verbose(tmp_path):
+    data = make_tiny_example_data(tmp_path / "tiny")
+    with (data / "corpus.jsonl").open("a") as corpus:
+        corpus.write('{"_id": "broken", "text": \n')  # a line that is not JSON: prepare-data refuses the data
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDPIPE_PGDATA": str(tmp_path / "pg")}
+    env.pop("EMBEDPIPE_VERBOSE", None)
+    command = [str(EMBEDPIPE), "run", "--data", str(data), "--output-dir", "runs", "--table", "never_written"]
+    try:
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run([str(EMBEDPIPE), "db", "--stop"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr  # exits.RUN_FAILED
+    assert "prepare-data FAILED after" in done.stdout
+    shown_tail = [line for line in done.stdout.splitlines() if line.startswith("  | ")]
+    assert 0 < len(shown_tail) <= 30 and any("corpus.jsonl" in line for line in shown_tail), done.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert f"the full log: {(run_dir / 'embedpipe-run.log').relative_to(tmp_path)}" in done.stderr
+    assert "embedpipe run failed (task prepare-data)" in done.stderr

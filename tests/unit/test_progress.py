@@ -66,9 +66,20 @@ def test_unknown_total_has_no_percentage_nor_eta_and_figures_come_last():
     assert lines[-1] == f"{PROGRESS_MARK} embed: 300 texts, 150 texts/s, loss 0.1235"
 
 
-def test_no_rate_before_any_time_has_passed():
-    progress, _, lines = reporter(total=10)
+def test_the_first_line_waits_a_second_and_a_loop_done_sooner_says_only_its_last_line():
+    progress, clock, lines = reporter(total=10)
+    clock.now += 0.5
     progress.update(1)
+    assert lines == []  # no rate to say yet
+    clock.now += 0.4
+    progress.update(9)  # total reached: the last line at once, and only once
+    progress.finish()
+    assert lines == [f"{PROGRESS_MARK} encode: 10/10 texts (100%), 11.1 texts/s, 1 s"]
+
+
+def test_no_rate_when_no_time_has_passed():
+    progress, _, lines = reporter(total=10)
+    progress.finish(1)
     assert lines[-1] == f"{PROGRESS_MARK} encode: 1/10 texts (10%)"
 
 

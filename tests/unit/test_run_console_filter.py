@@ -152,3 +152,19 @@ def test_display_path_is_relative_under_the_current_folder(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     assert display_path(tmp_path / "runs" / "a.log") == "runs/a.log"
     assert display_path("/elsewhere/b") == "/elsewhere/b"
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_on_a_terminal_progress_lines_replace_each_other(tmp_path):
+    out = FakeTerminal()
+    console = RunConsole(out, lambda: tmp_path)
+    body = ["[progress] training: 1/3 steps (33%)", "[progress] training: 2/3 steps (66%)"]
+    for line in kfp_lines("fine-tune", body=body):
+        console.feed(line)
+    text = out.getvalue()
+    assert "training: 1/3 steps (33%)\r\x1b[K" in text  # the second overwrites the first
+    assert "training: 2/3 steps (66%)\n" in text and "fine-tune done" in text.splitlines()[-1]

@@ -164,8 +164,7 @@ def _print_run_summary(run, args, database_uri: str, watcher) -> None:
     print("Stages: " + ", ".join(f"{task} {seconds:.0f} s" for task, seconds in times))
     prepared = run.outputs.get("prepare-data")
     if prepared:
-        counts = prepared["metrics"]["metadata"]
-        print("Data: " + ", ".join(f"{k} {int(v):,}" for k, v in counts.items()))
+        print("Data: " + _data_counts(prepared["metrics"]["metadata"]))
         print(f"Data report: {display_path(prepared['report']['uri'])}")
     compared = comparison_task(run)
     if compared:
@@ -190,13 +189,25 @@ def _print_run_summary(run, args, database_uri: str, watcher) -> None:
         query = example_query(run).replace('"', "'")
         model = indexed_model(run) or args.model
         shown_model = display_path(model) if Path(model).is_dir() else model
-        db = "" if embedded else f" --db '{database_uri}'"  # search finds the embedded database by itself
+        # Searched with the model the vectors were embedded with; the embedded database is found by itself.
+        db = "" if embedded else f" --db '{database_uri}'"
         print(
-            f'  search them (same model): embedpipe search "{query}"{db} --table {args.table} '
+            f'  embedpipe search "{query}"{db} --table {args.table} '
             f"--model '{shown_model}' --task-type {args.task_type}"
         )
     if embedded:
         _print_embedded_database_notice()
+
+
+def _data_counts(counts: dict) -> str:
+    """prepare-data's counts in one short line: '400 documents, 60 queries; labels: 90 train, 30 test; 3 warnings'."""
+
+    def count(name: str) -> int:
+        return int(counts.get(name) or 0)
+
+    labels = [f"{count(f'{split}_labels'):,} {split}" for split in ("train", "validation", "test")]
+    text = f"{count('corpus_documents'):,} documents, {count('queries'):,} queries; labels: " + ", ".join(labels)
+    return text + (f"; {count('warnings'):,} warnings (see the data report)" if count("warnings") else "")
 
 
 def _print_embedded_database_notice() -> None:
@@ -208,7 +219,7 @@ def _print_embedded_database_notice() -> None:
 
     pgdata = display_path(default_pgdata())
     option = "" if not os.environ.get("EMBEDPIPE_PGDATA") else f" --pgdata {pgdata}"
-    print(f"\nThe embedded PostgreSQL is still running (data: {pgdata}); stop it with: embedpipe db --stop{option}")
+    print(f"The embedded PostgreSQL is still running (data: {pgdata}); stop it with: embedpipe db --stop{option}")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

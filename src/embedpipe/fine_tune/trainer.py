@@ -285,7 +285,8 @@ def _progress_callback():
             self.progress = Progress(f"training{resumed}", total=state.max_steps - self.first_step, unit="steps")
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.progress.set(state.global_step - self.first_step)
+            if state.global_step < state.max_steps:  # the last line waits for on_train_end: the last loss is logged
+                self.progress.set(state.global_step - self.first_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             # The Trainer calls on_log after on_step_end: a line shows the last loss logged before its step.
@@ -293,6 +294,7 @@ def _progress_callback():
                 self.progress.figures["loss"] = f"{logs['loss']:.4f}"
 
         def on_train_end(self, args, state, control, **kwargs):
+            self.progress.done = state.global_step - self.first_step
             self.progress.finish()
 
     return ProgressLog()
