@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -181,16 +182,18 @@ class _LineStream(io.TextIOBase):
     def __init__(self, log: TextIO, on_line: Callable[[str], None]):
         super().__init__()
         self.log, self.on_line, self.pending = log, on_line, ""
+        self.lock = threading.Lock()  # a library may log from a thread of its own
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        self.log.write(text)
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
-        for line in lines:
-            self.on_line(line)
+        with self.lock:
+            self.log.write(text)
+            self.pending += text
+            *lines, self.pending = self.pending.split("\n")
+            for line in lines:
+                self.on_line(line)
         return len(text)
 
     def flush(self) -> None:

@@ -30,6 +30,7 @@ def test_embedpipe_run_console_is_short_names_every_stage_and_keeps_the_rest_in_
             [str(EMBEDPIPE), "db", "--stop"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
         )
     console = done.stdout + done.stderr
+    (tmp_path / "console.txt").write_text(console)  # beside the run, for a look after a failure
     assert done.returncode == 0, console
     lines = console.splitlines()
     assert len(lines) <= 40, console

@@ -126,7 +126,9 @@ def test_stage_figures(task, output, figure):
 def test_watched_run_captures_print_logging_and_warnings_and_moves_the_log_into_the_run_folder(tmp_path):
     out = io.StringIO()
     root = tmp_path / "runs"
+    stdout, stderr = sys.stdout, sys.stderr
     with watched_run(root, console=out) as watcher:
+        assert sys.stdout is not stdout and sys.stderr is not stderr
         # as kfp.local logs: a handler on sys.stdout made while it runs
         handler = logging.StreamHandler(sys.stdout)
         logging.getLogger("kfp_like").addHandler(handler)
@@ -145,7 +147,7 @@ def test_watched_run_captures_print_logging_and_warnings_and_moves_the_log_into_
     assert "a dump nobody needs" not in shown
     assert "prepare-data: prepare: 1/2 rows (50%)" in shown and "prepare-data done, 0 s: 3 documents" in shown
     assert f"full log: {display_path(log)}" in shown
-    assert sys.stdout is not None and not isinstance(sys.stdout, type(watcher))
+    assert sys.stdout is stdout and sys.stderr is stderr  # given back
 
 
 def test_display_path_is_relative_under_the_current_folder(tmp_path, monkeypatch):
