@@ -115,10 +115,11 @@ class RunConsole:
         started, finished = _STARTED.search(plain), _FINISHED.search(plain)
         if started:
             self._locate_run_dir()
+            again = started.group(1) in {task for task, _, figure in self.stages if figure == "FAILED"}
             self.task, self.task_started = started.group(1), self.clock()
             self.tail.clear()
-            if not self.verbose:
-                self._show(f"{_now()} {self.task} ...")
+            if not self.verbose:  # a task with a retry policy runs again after failing (kfp.local logs it nowhere)
+                self._show(f"{_now()} {self.task} ..." + (" again (retried)" if again else ""))
             return
         if finished:
             self._finish(finished.group(1), finished.group(2))

@@ -170,3 +170,14 @@ def test_on_a_terminal_progress_lines_replace_each_other(tmp_path):
     text = out.getvalue()
     assert "training: 1/3 steps (33%)\r\x1b[K" in text  # the second overwrites the first
     assert "training: 2/3 steps (66%)\n" in text and "fine-tune done" in text.splitlines()[-1]
+
+
+def test_a_retried_task_says_so(tmp_path):
+    out = io.StringIO()
+    console = RunConsole(out, lambda: tmp_path)
+    for line in kfp_lines("fine-tune", "FAILURE", ["Terminated"]) + kfp_lines("fine-tune"):
+        console.feed(line)
+    shown = [line[9:] for line in out.getvalue().splitlines()]
+    assert (
+        shown[0] == "fine-tune ..." and "fine-tune ... again (retried)" in shown and shown[-1] == "fine-tune done, 0 s"
+    )

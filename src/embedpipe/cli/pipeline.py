@@ -8,6 +8,7 @@ the vectors. `submit` sends compiled pipeline YAML to Vertex.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -49,11 +50,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"embedpipe run --runner docker: {err}", file=sys.stderr)
             return exits.MISSING
     if args.verbose:  # the tasks inherit it: their libraries keep their INFO lines
-        import os
-
         from embedpipe.progress import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
+    else:  # the tasks inherit it: no tqdm bars of model loads and saves in the log (huggingface_hub's switch)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     print(
         f"embedpipe run: pipeline {tune_and_index.name!r} with kfp.local under {display_path(args.output_dir)}"
         + ("" if args.verbose else "; --verbose shows the tasks' full logs")
@@ -212,8 +213,6 @@ def _data_counts(counts: dict) -> str:
 
 def _print_embedded_database_notice() -> None:
     """Says that the embedded PostgreSQL this run started keeps running, where its data is, how to stop it."""
-    import os
-
     from embedpipe.local_console import display_path
     from embedpipe.vectorstore.embedded import default_pgdata
 
