@@ -187,8 +187,10 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
     def run_inference(
         self, batch: Sequence[EmbedItem], model: Encoder, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
+        progress = _worker_progress()  # made before the first batch: its rate counts that batch's time
         vectors = model.embed([item.input for item in batch])
-        _worker_progress(len(batch))
+        with _PROGRESS_LOCK:
+            progress.update(len(batch))
         return [PredictionResult(item, vector) for item, vector in zip(batch, vectors)]
 
     def get_num_bytes(self, batch: Sequence[EmbedItem]) -> int:
@@ -206,12 +208,11 @@ _PROGRESS: dict[int, Progress] = {}
 _PROGRESS_LOCK = threading.Lock()
 
 
-def _worker_progress(texts: int) -> None:
-    """Counts texts this worker process embedded and logs a throttled progress line (rate; no total: a worker
-    does not know its share)."""
+def _worker_progress() -> Progress:
+    """This worker process's count of texts embedded (throttled progress lines with the rate; no total: a
+    worker does not know its share)."""
     pid = os.getpid()  # keyed by process: a forked worker starts its own count
     with _PROGRESS_LOCK:
-        progress = _PROGRESS.get(pid)
-        if progress is None:
-            progress = _PROGRESS[pid] = Progress(f"embed-corpus worker {pid}", unit="texts")
-        progress.update(texts)
+        if pid not in _PROGRESS:
+            _PROGRESS[pid] = Progress(f"embedding (worker {pid})", unit="texts")
+        return _PROGRESS[pid]
