@@ -19,7 +19,7 @@ CHATTY_LIBRARIES = ("transformers", "sentence_transformers", "apache_beam", "url
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Sends INFO and above to stderr in `LOG_FORMAT`, replacing earlier handlers of the root logger.
+    """Sends INFO and above to stderr in `LOG_FORMAT`, unless the root logger has handlers already.
 
     Libraries that chat per step (`CHATTY_LIBRARIES`) are held at WARNING unless `$EMBEDPIPE_VERBOSE`.
 
@@ -28,5 +28,6 @@ def configure_logging(level: int = logging.INFO) -> None:
     """
     from embedpipe.progress import quiet_libraries
 
-    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=DATE_FORMAT, stream=sys.stderr, force=True)
+    # Not forced: where logging is set up already (a test's capture, an embedding application), that wins.
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=DATE_FORMAT, stream=sys.stderr)
     quiet_libraries(*CHATTY_LIBRARIES)

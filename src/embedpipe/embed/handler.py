@@ -71,6 +71,7 @@ class Encoder:
         return models.truncate_and_normalize(vectors, self.output_dimensionality).astype(np.float32, copy=False)
 
     def _encode(self, texts: list[str], batch_size: int):
+        progress = _worker_progress()  # made before the first pass: its rate counts that pass's time
         vectors = self.model.encode(
             texts,
             batch_size=batch_size,
@@ -79,6 +80,8 @@ class Encoder:
             convert_to_tensor=True,
             show_progress_bar=False,
         )
+        with _PROGRESS_LOCK:  # one forward pass done (RunInference's batches, ~1,000 texts, are too coarse)
+            progress.update(len(texts))
         return vectors.float().cpu().numpy()
 
 
@@ -187,10 +190,7 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
     def run_inference(
         self, batch: Sequence[EmbedItem], model: Encoder, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
-        progress = _worker_progress()  # made before the first batch: its rate counts that batch's time
         vectors = model.embed([item.input for item in batch])
-        with _PROGRESS_LOCK:
-            progress.update(len(batch))
         return [PredictionResult(item, vector) for item, vector in zip(batch, vectors)]
 
     def get_num_bytes(self, batch: Sequence[EmbedItem]) -> int:
@@ -203,7 +203,8 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
         return f"SentenceTransformerHandler(model={self._settings.model!r}, backend={self._settings.backend!r})"
 
 
-#: Texts embedded by this worker process: one progress line per worker (threads share it), every ~10 s.
+#: Texts embedded by this process (a Beam worker, or the process that holds a model shared by a machine's
+#: workers): one progress line per process (threads share it), every ~10 s.
 _PROGRESS: dict[int, Progress] = {}
 _PROGRESS_LOCK = threading.Lock()
 
