@@ -135,6 +135,8 @@ class RunConsole:
         if status != "SUCCESS":
             self.failed = task
             self.stages.append((task, seconds, "FAILED"))
+            if self.verbose:  # its lines are on the console already
+                return
             if task.startswith("quality-gate-failed"):  # `embedpipe run` says what the gate decided
                 self._show(f"{_now()} {task} after {format_seconds(seconds)}")
                 return

@@ -89,10 +89,10 @@ def test_a_failing_task_shows_its_last_lines(tmp_path):
     assert console.failed == "fine-tune"
 
 
-def test_verbose_shows_every_line_once(tmp_path):
+def test_verbose_shows_every_line_once_a_failing_tasks_included(tmp_path):
     out = io.StringIO()
     console = RunConsole(out, lambda: tmp_path, verbose=True)
-    lines = kfp_lines("select-corpus", body=["[progress] x: 1 rows"])
+    lines = kfp_lines("select-corpus", body=["[progress] x: 1 rows"]) + kfp_lines("fine-tune", "FAILURE", ["boom"])
     for line in lines:
         console.feed(line)
     assert out.getvalue().splitlines() == lines
