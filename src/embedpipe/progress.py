@@ -2,7 +2,8 @@
 
 Lines go through `logging` (logger `embedpipe.progress` unless told otherwise), throttled by time: the
 first update a second or more after the start (so that it has a rate), then at most one line every
-`interval` seconds (10 s when stderr is not a terminal, 2 s when it is), then the last. Each message starts with `PROGRESS_MARK`, so a parent process (`embedpipe run`
+`interval` seconds (10 s when stderr is not a terminal, 2 s when it is), then the last (none at all for
+a loop done within a second). Each message starts with `PROGRESS_MARK`, so a parent process (`embedpipe run`
 reading a kfp.local task's output) can pick these lines out of everything else a task prints
 (`progress_text` finds them). Only the standard library is used: any layer may report progress.
 
@@ -30,8 +31,8 @@ PROGRESS_MARK = "[progress]"
 QUIET_INTERVAL = 10.0
 #: Seconds between two lines on a terminal.
 TTY_INTERVAL = 2.0
-#: The first line waits this long after the start, so that it can say a rate (and a loop done sooner says
-#: only its last line).
+#: The first line waits this long after the start, so that it can say a rate; a loop done sooner says
+#: nothing (its stage's own line says what it did).
 FIRST_LINE_AFTER = 1.0
 
 
@@ -143,13 +144,16 @@ class Progress:
             self._log(now)
 
     def finish(self, n: int = 0, **figures) -> None:
-        """Adds the last `n` and logs the last line (elapsed time instead of ETA); once only."""
+        """Adds the last `n` and logs the last line (elapsed time instead of ETA); once only, and not for a loop
+        that took less than `FIRST_LINE_AFTER` and logged nothing before."""
         if self._finished:
             return
         self.done += n
         self.figures.update({name: _figure(value) for name, value in figures.items()})
         self._finished = True
-        self._log(self.clock())
+        now = self.clock()
+        if self.lines or now - self.started >= FIRST_LINE_AFTER:  # a loop done within a second says nothing
+            self._log(now)
 
     def text(self, now: float | None = None) -> str:
         """The progress line as it would be logged now."""

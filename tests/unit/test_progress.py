@@ -66,26 +66,34 @@ def test_unknown_total_has_no_percentage_nor_eta_and_figures_come_last():
     assert lines[-1] == f"{PROGRESS_MARK} embed: 300 texts, 150 texts/s, loss 0.1235"
 
 
-def test_the_first_line_waits_a_second_and_a_loop_done_sooner_says_only_its_last_line():
+def test_the_first_line_waits_a_second_so_that_it_has_a_rate():
     progress, clock, lines = reporter(total=10)
     clock.now += 0.5
     progress.update(1)
     assert lines == []  # no rate to say yet
-    clock.now += 0.4
-    progress.update(9)  # total reached: the last line at once, and only once
+    clock.now += 1.0
+    progress.update(4)
+    assert lines == [f"{PROGRESS_MARK} encode: 5/10 texts (50%), 3.3 texts/s, ETA 2 s"]
+    clock.now += 0.5
+    progress.update(5)  # total reached: the last line at once (whatever the interval), and only once
     progress.finish()
-    assert lines == [f"{PROGRESS_MARK} encode: 10/10 texts (100%), 11.1 texts/s, 1 s"]
+    assert lines[1:] == [f"{PROGRESS_MARK} encode: 10/10 texts (100%), 5.0 texts/s, 2 s"]
 
 
-def test_no_rate_when_no_time_has_passed():
-    progress, _, lines = reporter(total=10)
-    progress.finish(1)
-    assert lines[-1] == f"{PROGRESS_MARK} encode: 1/10 texts (10%)"
+def test_a_loop_done_within_a_second_says_nothing():
+    progress, clock, lines = reporter(total=10)
+    clock.now += 0.9
+    progress.update(10)
+    progress.finish()
+    assert lines == []
 
 
 def test_lines_go_through_logging_under_embedpipe(caplog):
+    clock = FakeClock()
     with caplog.at_level(logging.INFO, logger="embedpipe.progress"):
-        Progress("rows", total=2, unit="rows", interval=10).finish(2)
+        progress = Progress("rows", total=2, unit="rows", interval=10, clock=clock)
+        clock.now += 2
+        progress.finish(2)
     (record,) = caplog.records
     assert record.name == "embedpipe.progress" and record.getMessage().startswith(f"{PROGRESS_MARK} rows: 2/2 rows")
 
