@@ -91,7 +91,8 @@ def run_locally(
         LocalRun with the run folder and every task's outputs.
 
     Raises:
-        LocalRunFailed: when a task fails (its log, printed above, says why); carries the partial run.
+        LocalRunFailed: when a task fails (its log says why: printed by kfp.local, or in the run's log file under
+            `embedpipe.local_console.watched_run`); carries the partial run.
     """
     from kfp import local
 

@@ -11,6 +11,7 @@ import yaml
 
 import compile as compile_script
 from embedpipe import __version__
+from embedpipe.cli import exits
 from embedpipe.local import LOCAL_OVERRIDES, comparison_task, run_locally
 from embedpipe.pipelines import tune_and_index
 
@@ -144,7 +145,7 @@ def test_embedpipe_run_prints_the_comparison_and_a_search_command_that_works(
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "cloud-only steps skipped locally: package-for-serving + register-model" in out
-    assert "Data: corpus_documents 14" in out
+    assert "Data: 14 documents, 180 queries; labels: 3 train, 0 validation, 5 test" in out
     assert "NDCG@10 on the test labels: base " in out and "quality gate passed" in out
     assert "Vectors: 14 rows in table 'cli_run'" in out
     assert "  snapshot: inserted 14, updated 0, deleted 0" in out  # --write-mode's default, the pipeline's
@@ -178,7 +179,7 @@ def test_embedpipe_run_stops_at_the_gate_and_keeps_the_reports(tmp_path, tiny_ex
         "--table",
         "never_written",
     ]
-    assert main(args) == 1
+    assert main(args) == exits.GATE_FAILED
     captured = capsys.readouterr()
     assert "quality gate did not pass" in captured.out
     assert "stopped at the quality gate" in captured.err and "--index-with-base-model" in captured.err

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from embedpipe import cli
+from embedpipe.cli import exits
 from embedpipe.docker_runner import DockerUnavailable, check_docker, database_socket_folder, plan_containers
 
 
@@ -42,6 +43,6 @@ def test_run_with_the_docker_runner_stops_before_any_work_without_a_daemon(monke
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
     monkeypatch.setenv("EMBEDPIPE_PGDATA", str(tmp_path / "pg"))
     status = cli.main(["run", "--runner", "docker", "--output-dir", str(tmp_path / "runs")])
-    assert status == 3
+    assert status == exits.MISSING
     assert "no Docker daemon answers" in capsys.readouterr().err
     assert not (tmp_path / "pg").exists() and not (tmp_path / "runs").exists(), "nothing may start before the check"

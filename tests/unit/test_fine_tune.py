@@ -4,6 +4,8 @@ before training. Small slices, a few CPU steps. Killed processes and two DDP pro
 test_fine_tune_processes.py."""
 
 import json
+import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -176,7 +178,7 @@ class StopAfter(TrainerCallback):
             raise KeyboardInterrupt("preempted")
 
 
-def test_a_restarted_run_resumes_from_the_last_checkpoint(prepared, tmp_path):
+def test_a_restarted_run_resumes_from_the_last_checkpoint(prepared, tmp_path, caplog):
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         fine_tune(
@@ -190,8 +192,13 @@ def test_a_restarted_run_resumes_from_the_last_checkpoint(prepared, tmp_path):
         )
     assert (out / CHECKPOINTS_DIR / "checkpoint-2").is_dir() and not (out / METADATA_FILE).exists()
 
-    result = fine_tune(**prepared, output_dir=str(out), batch_size=8, train_steps=4, save_steps=2, **FAST)
+    with caplog.at_level(logging.INFO, logger="embedpipe.progress"):
+        result = fine_tune(**prepared, output_dir=str(out), batch_size=8, train_steps=4, save_steps=2, **FAST)
     assert result.metrics["resumed_from_step"] == 2
+    # The progress line counts this run's steps (its rate and ETA are this run's) and ends with the last loss.
+    last = [record.getMessage() for record in caplog.records if record.name == "embedpipe.progress"][-1]
+    assert last.startswith("[progress] training (resumed at step 2): 2/2 steps (100%), "), last
+    assert re.search(r", loss \d+\.\d{4}$", last), last
     assert result.metrics["steps_this_run"] == 2 and result.metrics["train_steps"] == 4
     assert [step for step, _ in result.metadata["loss_curve"]][-2:] == [3, 4]
 

@@ -89,7 +89,10 @@ def test_a_run_killed_mid_way_resumes_from_its_last_checkpoint_and_ends_like_an_
     assert all(np.allclose(resumed[name], uninterrupted[name], atol=1e-5) for name in resumed)
 
 
-def test_two_gloo_processes_train_one_model_with_distributed_data_parallel(prepared, tmp_path, capfd, caplog):
+def test_two_gloo_processes_train_one_model_with_distributed_data_parallel(
+    prepared, tmp_path, capfd, caplog, monkeypatch
+):
+    monkeypatch.setenv("EMBEDPIPE_VERBOSE", "1")  # sentence-transformers' own lines, quiet by default, say who saved
     out = tmp_path / "ddp"
     validation = tmp_path / "validation_labels.parquet"
     pd.read_parquet(prepared["train_labels_path"]).tail(16).to_parquet(validation)
@@ -101,7 +104,10 @@ def test_two_gloo_processes_train_one_model_with_distributed_data_parallel(prepa
     # torchrun started two processes; both trained every step of one run; rank 0 alone wrote the model.
     assert "torch.distributed.run --standalone --nproc-per-node=2 -m embedpipe.fine_tune" in caplog.text
     for rank in (0, 1):
-        assert f"rank {rank}/2 fine_tune: default on 132 pairs" in log and f"rank {rank}/2 fine_tune: step 4/4" in log
+        assert (
+            f"rank {rank}/2 fine_tune: default on 132 pairs" in log
+            and f"rank {rank}/2 [progress] training: 4/4 steps (100%)" in log
+        )
     assert log.count("fine_tune: done,") == 1 and "rank 0/2 fine_tune: done," in log
     # sentence-transformers' log line of a checkpoint's model (see trainer.build_trainer: rank 0 only).
     assert "rank 0/2 Saving model checkpoint" in log and "rank 1/2 Saving model" not in log

@@ -12,6 +12,7 @@ from pathlib import Path
 from embedpipe.cli import exits
 from embedpipe.cli.commands import add_command_parser
 from embedpipe.cli.common import add_data_arguments, add_task_type_argument, data_paths
+from embedpipe.cli.console import configure_logging
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -55,13 +56,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         The exit status: `exits.OK`, or `exits.GATE_FAILED` when --tuned-model does not reach the base model's
         NDCG@10 + --margin (the quality gate of `embedpipe run`; the report is written either way).
     """
-    import logging
-
     from embedpipe.evaluate import EvaluationOutputs, run_evaluation
     from embedpipe.metrics import metric_names
     from embedpipe.prepare import SPLITS, prepare_data
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_logging()
     if args.table:
         return _evaluate_table(args)
     paths = data_paths(args)
@@ -165,12 +164,10 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
     Returns:
         The exit status, `exits.OK`.
     """
-    import logging
-
     from embedpipe.fine_tune import FineTuneSettings, fine_tune
     from embedpipe.prepare import SPLITS, prepare_data
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_logging()
     settings = FineTuneSettings(  # checked before anything is written
         base_model=args.model,
         task_type=args.task_type,

@@ -11,6 +11,7 @@ import argparse
 
 from embedpipe.cli import exits
 from embedpipe.cli.commands import add_command_parser
+from embedpipe.cli.console import configure_logging
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -28,6 +29,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from embedpipe.embed.job import config_from_args, run_job
     from embedpipe.embed.settings import DataflowSettings, from_mapping
 
+    configure_logging()  # the job's progress lines: without it, nothing between the first line and the last
     dataflow = from_mapping(DataflowSettings, args)
     beam_args = []
     if args.runner == "DataflowRunner":
@@ -49,12 +51,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     Returns:
         The exit status, `exits.OK`.
     """
-    import logging
-
     from embedpipe.embed.streaming import run_stream
     from embedpipe.embed.streaming.cli import config_and_args_from_args
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    configure_logging()
     config, beam_args = config_and_args_from_args(args)
     result = run_stream(config, beam_args)
     print(result.summary())

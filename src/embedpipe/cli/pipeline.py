@@ -8,7 +8,9 @@ the vectors. `submit` sends compiled pipeline YAML to Vertex.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from embedpipe.cli import exits
 from embedpipe.cli.commands import add_command_parser
@@ -19,19 +21,25 @@ from embedpipe.write_modes import WRITE_MODES
 def cmd_run(args: argparse.Namespace) -> int:
     """`embedpipe run`: the `tune_and_index` pipeline with kfp.local, then a summary of what it made.
 
+    The console gets one line per stage as it starts and ends, the running task's progress lines and, for a
+    failing task, its last lines; everything (kfp.local's dumps, the tasks' full logs) goes to a log file in
+    the run folder, and to the console too with --verbose.
+
     Args:
         args: the parsed `run` arguments.
 
     Returns:
-        The exit status: 0, 1 when a task failed (the quality gate included), 3 when --runner docker finds
-        no Docker daemon.
+        The exit status: OK; RUN_FAILED when a task failed; GATE_FAILED when the tuned model did not pass the
+        quality gate; MISSING when --runner docker finds no Docker daemon.
     """
+    from embedpipe.cli import exits
     from embedpipe.vectorstore.conninfo import check_no_password
 
     # Before anything starts (and before it becomes a pipeline parameter, which kfp.local writes to the run's
     # files and logs): a password in clear is refused, and the message shows the URI redacted.
     check_no_password(args.database_uri, what="--database-uri")
     from embedpipe.local import CLOUD_ONLY_STEPS, LOCAL_OVERRIDES, LocalRunFailed, declared_parameters, run_locally
+    from embedpipe.local_console import display_path, watched_run
     from embedpipe.pipelines import tune_and_index
 
     paths = data_paths(args)
@@ -42,12 +50,61 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_docker().close()
         except DockerUnavailable as err:
             print(f"embedpipe run --runner docker: {err}", file=sys.stderr)
-            return 3
-    database_uri = args.database_uri
-    if not database_uri:
-        from embedpipe.vectorstore.embedded import embedded_database_uri
+            return exits.MISSING
+    if args.verbose:  # the tasks inherit it: their libraries keep their INFO lines
+        from embedpipe.progress import VERBOSE_ENV
 
-        database_uri = embedded_database_uri()
+        os.environ[VERBOSE_ENV] = "1"
+    else:  # the tasks inherit it: no tqdm bars of model loads and saves in the log (huggingface_hub's switch)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    print(
+        f"embedpipe run: pipeline {tune_and_index.name!r} with kfp.local under {display_path(args.output_dir)}"
+        + ("" if args.verbose else "; --verbose shows the tasks' full logs")
+    )
+    print("cloud-only steps skipped locally: " + "; ".join(CLOUD_ONLY_STEPS))
+    sys.stdout.flush()
+    # From here on, what libraries print (the embedded database starting, kfp.local, the tasks) goes to the log.
+    with watched_run(args.output_dir, verbose=args.verbose) as watcher:
+        database_uri = args.database_uri
+        if not database_uri:
+            from embedpipe.vectorstore.embedded import embedded_database_uri
+
+            database_uri = embedded_database_uri()
+        arguments = _pipeline_arguments(
+            args, paths, database_uri, LOCAL_OVERRIDES, declared_parameters(tune_and_index)
+        )
+        runner = None
+        if args.runner == "docker":
+            runner, runner_name = _docker_runner(arguments, database_uri)
+            watcher.say(f"runner: {runner_name}")
+        try:
+            run, failure = run_locally(tune_and_index, arguments, pipeline_root=args.output_dir, runner=runner), None
+        except LocalRunFailed as err:
+            run, failure = err.run, err
+    if failure is None:
+        _print_run_summary(run, args, database_uri, watcher)
+        return exits.OK
+    if run is not None:
+        _print_run_summary(run, args, database_uri, watcher)
+    if not args.index_with_base_model and run is not None and _gate_failed(run):
+        print(
+            "\nembedpipe run stopped at the quality gate: the tuned model did not beat the base model by "
+            f"--margin {args.margin}; the reports above are kept. Train longer (--train-steps), change "
+            "--learning-rate-multiplier, lower --margin, or pass --index-with-base-model.",
+            file=sys.stderr,
+        )
+        return exits.GATE_FAILED
+    failed = f" (task {watcher.failed})" if watcher.failed else ""
+    print(
+        f"\nembedpipe run failed{failed}: {_plain(str(failure))}\nIts last lines are above; the full log: "
+        f"{display_path(watcher.log_path)}",
+        file=sys.stderr,
+    )
+    return exits.RUN_FAILED
+
+
+def _pipeline_arguments(args, paths: dict, database_uri: str, overrides: dict, declared: set[str]) -> dict:
+    """`tune_and_index`'s arguments from the `run` flags: those the pipeline declares."""
     wanted = {
         "corpus_path": paths["corpus_path"],
         "queries_path": paths["queries_path"],
@@ -57,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "test_fraction": args.test_fraction,
         "validation_fraction": args.validation_fraction,
         "seed": args.seed,
-        **LOCAL_OVERRIDES,
+        **overrides,
         "base_model_version_id": args.model,
         "task_type": args.task_type,
         "train_steps": args.train_steps,
@@ -69,31 +126,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         "vector_table": args.table,
         "write_mode": args.write_mode,
     }
-    declared = declared_parameters(tune_and_index)
-    arguments = {name: value for name, value in wanted.items() if name in declared}
-    runner, runner_name = None, "SubprocessRunner"
-    if args.runner == "docker":
-        runner, runner_name = _docker_runner(arguments, database_uri)
-    print(f"embedpipe run: pipeline {tune_and_index.name!r} with kfp.local ({runner_name}) under {args.output_dir}")
-    print("cloud-only steps skipped locally: " + "; ".join(CLOUD_ONLY_STEPS))
-    try:
-        run = run_locally(tune_and_index, arguments, pipeline_root=args.output_dir, runner=runner)
-    except LocalRunFailed as err:
-        if err.run is not None:
-            _print_run_summary(err.run, args, database_uri)
-        gate_failed = not args.index_with_base_model and err.run is not None and _gate_failed(err.run)
-        if gate_failed:
-            print(
-                "\nembedpipe run stopped at the quality gate: the tuned model did not beat the base model by "
-                f"--margin {args.margin}; the reports above are kept. Train longer (--train-steps), change "
-                "--learning-rate-multiplier, lower --margin, or pass --index-with-base-model.",
-                file=sys.stderr,
-            )
-        else:
-            print(f"\nembedpipe run failed: {err}\nThe failing task's log above says why.", file=sys.stderr)
-        return 1
-    _print_run_summary(run, args, database_uri)
-    return 0
+    return {name: value for name, value in wanted.items() if name in declared}
+
+
+def _plain(text: str) -> str:
+    """kfp.local's message without its colour codes."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def _docker_runner(arguments: dict, database_uri: str):
@@ -111,19 +151,24 @@ def _gate_failed(run) -> bool:
     return compared is not None and not run.outputs[compared]["tuned_is_better"]["metadata"]["value"]
 
 
-def _print_run_summary(run, args, database_uri: str) -> None:
+def _print_run_summary(run, args, database_uri: str, watcher) -> None:
+    """What the run made, in short lines; paths relative to the current folder where they are under it."""
     from embedpipe.local import comparison_task, example_query, indexed_model, stage_times
+    from embedpipe.local_console import display_path
     from embedpipe.vectorstore.conninfo import redact_connection_string
 
+    embedded = not args.database_uri
     database_uri = redact_connection_string(database_uri)
-    times = stage_times(run, run.started_at)
-    print(f"\n== embedpipe run: {sum(t for _, t in times):.0f} s; run folder: {run.run_dir}")
-    print("\nStages: " + ", ".join(f"{task} {seconds:.0f} s" for task, seconds in times))
+    # The times the console saw each stage take; from the files' times when it saw none (a run it did not watch).
+    times = [(task, seconds) for task, seconds, _ in watcher.stages] or stage_times(run, run.started_at)
+    print(f"\n== embedpipe run: {sum(t for _, t in times):.0f} s; run folder: {display_path(run.run_dir)}")
+    if watcher.log_path is not None:
+        print(f"Full log: {display_path(watcher.log_path)}")
+    print("Stages: " + ", ".join(f"{task} {seconds:.0f} s" for task, seconds in times))
     prepared = run.outputs.get("prepare-data")
     if prepared:
-        counts = prepared["metrics"]["metadata"]
-        print("Data: " + ", ".join(f"{k} {int(v):,}" for k, v in counts.items()))
-        print(f"Data report: {prepared['report']['uri']}")
+        print("Data: " + _data_counts(prepared["metrics"]["metadata"]))
+        print(f"Data report: {display_path(prepared['report']['uri'])}")
     compared = comparison_task(run)
     if compared:
         outputs = run.outputs[compared]
@@ -133,22 +178,49 @@ def _print_run_summary(run, args, database_uri: str) -> None:
         print(
             f"\nNDCG@10 on the test labels: base {base:.4f} -> tuned {tuned:.4f} ({tuned - base:+.4f}); quality gate {gate}"
         )
-        print(f"Evaluation report: {outputs['report']['uri']}")
+        print(f"Evaluation report: {display_path(outputs['report']['uri'])}")
     uploaded = [task for task in run.outputs if task.startswith("upload-vectors")]
+    where = "the embedded PostgreSQL" if embedded else database_uri
     for task in uploaded:
         counts = run.outputs[task]["metrics"]["metadata"]
-        print(f"\nVectors: {int(counts.get('rows') or 0):,} rows in table {args.table!r} of {database_uri}")
+        print(f"\nVectors: {int(counts.get('rows') or 0):,} rows in table {args.table!r} of {where}")
         changes = [f"{name} {int(counts[name]):,}" for name in ("inserted", "updated", "deleted") if name in counts]
         if changes:
             print(f"  {args.write_mode}: " + ", ".join(changes))
-        print(f"  psql '{database_uri}'")
+        if not embedded:
+            print(f"  psql '{database_uri}'")
         query = example_query(run).replace('"', "'")
         model = indexed_model(run) or args.model
-        print(f"  embedded with {model}; search it with the same model:")
+        shown_model = display_path(model) if Path(model).is_dir() else model
+        # Searched with the model the vectors were embedded with; the embedded database is found by itself.
+        db = "" if embedded else f" --db '{database_uri}'"
         print(
-            f"  embedpipe search \"{query}\" --db '{database_uri}' --table {args.table} "
-            f"--model '{model}' --task-type {args.task_type}"
+            f'  embedpipe search "{query}"{db} --table {args.table} '
+            f"--model '{shown_model}' --task-type {args.task_type}"
         )
+    if embedded:
+        _print_embedded_database_notice()
+
+
+def _data_counts(counts: dict) -> str:
+    """prepare-data's counts in one short line: '400 documents, 60 queries; labels: 90 train, 30 test; 3 warnings'."""
+
+    def count(name: str) -> int:
+        return int(counts.get(name) or 0)
+
+    labels = [f"{count(f'{split}_labels'):,} {split}" for split in ("train", "validation", "test")]
+    text = f"{count('corpus_documents'):,} documents, {count('queries'):,} queries; labels: " + ", ".join(labels)
+    return text + (f"; {count('warnings'):,} warnings (see the data report)" if count("warnings") else "")
+
+
+def _print_embedded_database_notice() -> None:
+    """Says that the embedded PostgreSQL this run started keeps running, where its data is, how to stop it."""
+    from embedpipe.local_console import display_path
+    from embedpipe.vectorstore.embedded import default_pgdata
+
+    pgdata = display_path(default_pgdata())
+    option = "" if not os.environ.get("EMBEDPIPE_PGDATA") else f" --pgdata {pgdata}"
+    print(f"The embedded PostgreSQL is still running (data: {pgdata}); stop it with: embedpipe db --stop{option}")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -201,6 +273,12 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         default="subprocess",
         help="subprocess: every task in this Python (default); docker: every task in the image the compiled YAML "
         "names, built by `make images-local` (needs a Docker daemon)",
+    )
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show everything on the console: kfp.local's task inputs and outputs, the tasks' full logs "
+        "(by default: one line per stage and its progress; the rest goes to the log file in the run folder)",
     )
     tuning = run.add_argument_group("tuning (Vertex's parameter names)")
     tuning.add_argument(

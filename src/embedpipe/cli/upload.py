@@ -12,6 +12,7 @@ import argparse
 
 from embedpipe.cli import exits
 from embedpipe.cli.commands import add_command_parser
+from embedpipe.cli.console import configure_logging
 from embedpipe.write_modes import WRITE_MODES
 
 #: `embedpipe.vectorstore.upload.TARGETS`, spelled out so building the parser imports no database driver.
@@ -28,12 +29,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
         The exit status, `exits.OK`. A bad file, value or row, and a database that refuses or cannot be reached (after
         the writer's retries), raise a ValueError, which `embedpipe.cli.main` answers with `exits.BAD_INPUT` and the reason.
     """
-    import logging
-
     from embedpipe.vectorstore.postgres import IndexSettings
     from embedpipe.vectorstore.upload import UploadConfig, upload_vectors
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_logging()
     config = UploadConfig(
         target=args.target,
         database_uri=args.db or "",

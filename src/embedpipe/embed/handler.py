@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -35,6 +37,7 @@ with optional_imports("dataflow", "the Beam embedding job"):  # a missing Beam: 
 from embedpipe import models
 from embedpipe.embed.settings import ModelSettings
 from embedpipe.embed.types import EmbedItem
+from embedpipe.progress import Progress
 
 
 class Encoder:
@@ -71,6 +74,7 @@ class Encoder:
         return models.truncate_and_normalize(vectors, self.output_dimensionality).astype(np.float32, copy=False)
 
     def _encode(self, texts: list[str], batch_size: int):
+        progress = _worker_progress()  # made before the first pass: its rate counts that pass's time
         vectors = self.model.encode(
             texts,
             batch_size=batch_size,
@@ -79,6 +83,8 @@ class Encoder:
             convert_to_tensor=True,
             show_progress_bar=False,
         )
+        with _PROGRESS_LOCK:  # one forward pass done (RunInference's batches, ~1,000 texts, are too coarse)
+            progress.update(len(texts))
         return vectors.float().cpu().numpy()
 
 
@@ -198,3 +204,19 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
 
     def __repr__(self) -> str:
         return f"SentenceTransformerHandler(model={self._settings.model!r}, backend={self._settings.backend!r})"
+
+
+#: Texts embedded by this process (a Beam worker, or the process that holds a model shared by a machine's
+#: workers): one progress line per process (threads share it), every ~10 s.
+_PROGRESS: dict[int, Progress] = {}
+_PROGRESS_LOCK = threading.Lock()
+
+
+def _worker_progress() -> Progress:
+    """This worker process's count of texts embedded (throttled progress lines with the rate; no total: a
+    worker does not know its share)."""
+    pid = os.getpid()  # keyed by process: a forked worker starts its own count
+    with _PROGRESS_LOCK:
+        if pid not in _PROGRESS:
+            _PROGRESS[pid] = Progress(f"embedding (worker {pid})", unit="texts")
+        return _PROGRESS[pid]

@@ -20,6 +20,7 @@ from embedpipe.fine_tune.settings import (
     CHECKPOINTS_DIR,
     FineTuneSettings,
 )
+from embedpipe.progress import quiet_libraries
 
 log = logging.getLogger(__package__)
 
@@ -209,8 +210,8 @@ def training_arguments(
 
 
 def build_trainer(model, args, loss: TrainingLoss, data: TrainingSet, callbacks: Sequence[Any] = ()):
-    """A SentenceTransformerTrainer that logs progress (`fine_tune: step ...`) instead of printing it, and
-    writes checkpoints from rank 0 only."""
+    """A SentenceTransformerTrainer that logs progress (`embedpipe.progress` lines) instead of printing it, and
+    writes checkpoints from rank 0 only; the libraries' own INFO lines are hidden unless EMBEDPIPE_VERBOSE."""
     from sentence_transformers.sentence_transformer.trainer import (
         SentenceTransformerTrainer,
     )
@@ -229,9 +230,10 @@ def build_trainer(model, args, loss: TrainingLoss, data: TrainingSet, callbacks:
         train_dataset=data.train,
         eval_dataset=data.validation,
         loss=loss.loss,
-        callbacks=[_progress_callback(args.per_device_train_batch_size * args.world_size), *callbacks],
+        callbacks=[_progress_callback(), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # our progress log says the same, once
+    quiet_libraries("transformers", "sentence_transformers")  # checkpoint saves and the like, per step
     return trainer
 
 
@@ -273,30 +275,31 @@ def release_device_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def _progress_callback(batch_size: int):
+def _progress_callback():
     from transformers import TrainerCallback
 
+    from embedpipe.progress import Progress
+
     class ProgressLog(TrainerCallback):
-        """Logs loss, steps/s, samples/s and the ETA at every logging step."""
+        """Progress lines (`embedpipe.progress`): steps, steps/s, ETA and the last logged loss."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.started = time.monotonic()
             self.first_step = state.global_step
+            resumed = f" (resumed at step {self.first_step})" if self.first_step else ""
+            # Counted from the resumed step, so that the rate and the ETA are this run's own.
+            self.progress = Progress(f"training{resumed}", total=state.max_steps - self.first_step, unit="steps")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step < state.max_steps:  # the last line waits for on_train_end: the last loss is logged
+                self.progress.set(state.global_step - self.first_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
-                return
-            done = state.global_step - self.first_step
-            rate = done / max(time.monotonic() - self.started, 1e-9)
-            eta = (state.max_steps - state.global_step) / rate if rate else float("inf")
-            log.info(
-                "fine_tune: step %d/%d loss %.4f (%.2f steps/s, %.1f samples/s, ETA %.0f s)",
-                state.global_step,
-                state.max_steps,
-                logs["loss"],
-                rate,
-                rate * batch_size,
-                eta,
-            )
+            # The Trainer calls on_log after on_step_end: a line shows the last loss logged before its step.
+            if logs and "loss" in logs:
+                self.progress.figures["loss"] = f"{logs['loss']:.4f}"
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.progress.done = state.global_step - self.first_step
+            self.progress.finish()
 
     return ProgressLog()

@@ -161,32 +161,30 @@ def encode_in_chunks(
     what: str = "texts",
     tokens_per_batch: int = 0,
 ):
-    """Encodes many formatted texts with progress logs (texts/s, ETA); returns float32, normalised.
+    """Encodes many formatted texts with progress lines (`embedpipe.progress`); returns float32, normalised.
 
     Texts are sorted by length first, so each forward pass pads little, then returned in the input order.
     A pass holds at most `batch_size` texts and `tokens_per_batch` padded tokens (see `plan_batches`;
-    0 = auto, -1 = no limit).
+    0 = auto, -1 = no limit). Progress advances after every pass, throttled by time.
     """
-    import logging
-    import time
-
     import numpy as np
 
-    log = logging.getLogger(__name__)
+    from embedpipe.progress import Progress
+
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
     result = np.zeros((len(texts), embedding_dimension(model)), dtype=np.float32)
     budget = resolve_tokens_per_batch(model, tokens_per_batch)
-    started = time.monotonic()
+    progress = Progress(what, total=len(texts), unit="texts")
+
+    def encode_pass(part, size):
+        vectors = encode(model, part, batch_size=size)
+        progress.update(len(part))
+        return vectors
+
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
         result[rows] = encode_in_passes(
-            model,
-            [texts[i] for i in rows],
-            lambda part, size: encode(model, part, batch_size=size),
-            batch_size=batch_size,
-            tokens_per_batch=budget,
+            model, [texts[i] for i in rows], encode_pass, batch_size=batch_size, tokens_per_batch=budget
         )
-        done = start + len(rows)
-        rate = done / max(time.monotonic() - started, 1e-9)
-        log.info("%s: %d/%d embedded (%.1f/s, ETA %.0f s)", what, done, len(texts), rate, (len(texts) - done) / rate)
+    progress.finish()
     return result

@@ -48,6 +48,7 @@ from embedpipe.extras import optional_imports
 with optional_imports("local", "the PostgreSQL vector store"):  # a missing psycopg: the pip line, not a traceback
     from psycopg import sql
 
+from embedpipe.progress import Progress
 from embedpipe.vectorstore import fulltext, metadata_index, schema
 from embedpipe.vectorstore.db_errors import batch_error, explain, is_database_error
 from embedpipe.vectorstore.identifiers import derived_name, split_table_name, table_identifier
@@ -259,7 +260,7 @@ class PgVectorWriter:
             kind, created = self.lock_for_write(session, batch.dimension, exclusive=snapshot)
             result = WriteResult(self.table, len(batch), created_table=created)
             if len(batch) and created:  # nothing to conflict with (ids are unique): straight into the table
-                session.copy_rows(self.ident, database_rows(batch), kind.split("(")[0])
+                session.copy_rows(self.ident, self._rows(batch), kind.split("(")[0])
                 result.inserted = len(batch)
             elif len(batch):
                 staging = self._staging()
@@ -303,6 +304,14 @@ class PgVectorWriter:
         )
         return result
 
+    def _rows(self, batch: VectorBatch):
+        """`database_rows(batch)` with progress lines as COPY takes them (a retried transaction starts over)."""
+        progress = Progress(f"upload into {self.table}", total=len(batch), unit="rows")
+        for row in database_rows(batch):
+            yield row
+            progress.update()
+        progress.finish()
+
     def _staging(self) -> sql.Identifier:
         return sql.Identifier(derived_name(self.table, "staging"))
 
@@ -313,7 +322,7 @@ class PgVectorWriter:
                 "CREATE TEMP TABLE {} (id TEXT, embedding {}, content TEXT, metadata JSONB) ON COMMIT DROP"
             ).format(staging, sql.SQL(kind))
         )
-        session.copy_rows(staging, database_rows(batch), kind.split("(")[0])
+        session.copy_rows(staging, self._rows(batch), kind.split("(")[0])
 
     def _upsert_from_staging(self, session: Session) -> tuple[int, int]:
         counts = session.execute(
