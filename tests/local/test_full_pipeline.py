@@ -187,6 +187,10 @@ def test_embedpipe_run_stops_at_the_gate_and_keeps_the_reports(tmp_path, tiny_ex
         line.split(": ", 1)[1] for line in captured.out.splitlines() if line.startswith("Evaluation report: ")
     )
     assert Path(report).exists()
+    training = next(
+        line.split(": ", 1)[1] for line in captured.out.splitlines() if line.startswith("Training report: ")
+    )
+    assert training.endswith(".html") and "loss" in Path(training).read_text()
     with psycopg.connect(pg_uri) as connection:
         exists = connection.execute("SELECT to_regclass('never_written')").fetchone()[0]
     assert exists is None

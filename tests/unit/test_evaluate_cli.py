@@ -16,3 +16,14 @@ def test_evaluate_command_on_a_folder_with_only_test_labels(tmp_path, tiny_examp
     assert table["query-id"].nunique() == 4 and set(table["model"]) == {"base"}
     assert (out / "runs" / "test.base.trec").is_file() and (out / "report.html").is_file()
     assert (out / "corpus_embeddings" / "base.parquet").is_file()
+
+
+def test_fine_tune_command_writes_the_model_and_its_training_report(tmp_path, tiny_example_data, capsys):
+    out = tmp_path / "tuned"
+    argv = ["fine-tune", "--data", str(tiny_example_data), "--output-dir", str(out), "--train-steps", "2"]
+    assert main([*argv, "--batch-size", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"training report: {out / 'report.html'}" in printed
+    report = (out / "report.html").read_text()
+    assert "<svg" in report and "loss" in report.lower()
+    assert (out / "model" / "config.json").is_file()

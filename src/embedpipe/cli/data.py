@@ -114,7 +114,7 @@ def _evaluate_table(args: argparse.Namespace) -> int:
     from embedpipe import storage
     from embedpipe.evaluate import compare, flat_metrics, per_query_table
     from embedpipe.metrics import metric_names
-    from embedpipe.reports import evaluation_report
+    from embedpipe.reports import ReportTexts, evaluation_report
     from embedpipe.vectorstore.embedded import embedded_database_uri
     from embedpipe.vectorstore.evaluation import evaluate_table, load_table_split
     from embedpipe.vectorstore.hybrid import SearchSettings
@@ -141,7 +141,9 @@ def _evaluate_table(args: argparse.Namespace) -> int:
         f"searched in table {args.table} ({', '.join(s.mode for s in settings)}{', exact' if args.exact else ''})"
     )
     storage.write_text_atomic(
-        str(out / "report.html"), evaluation_report(args.split, evaluations, comparison, retrieval)
+        str(out / "report.html"),
+        # The documents are in the table, not a file: the report shows the queries' texts and the documents' ids.
+        evaluation_report(args.split, evaluations, comparison, retrieval, texts=ReportTexts(queries, None, labels)),
     )
     with storage.atomic_path(str(out / "per_query.parquet")) as tmp:
         per_query_table(evaluations).to_parquet(tmp, index=False)
@@ -164,8 +166,10 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
     Returns:
         The exit status, `exits.OK`.
     """
+    from embedpipe import storage
     from embedpipe.fine_tune import FineTuneSettings, fine_tune
     from embedpipe.prepare import SPLITS, prepare_data
+    from embedpipe.reports import training_report
 
     configure_logging()
     settings = FineTuneSettings(  # checked before anything is written
@@ -200,8 +204,10 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
         settings,
         validation_labels_path=str(data / "validation_labels.parquet"),
     )
+    report = Path(args.output_dir) / "report.html"
+    storage.write_text_atomic(str(report), training_report(result.metadata))
     print(json.dumps(result.metrics, indent=2))
-    print(f"tuned model: {result.model_dir}")
+    print(f"tuned model: {result.model_dir}\ntraining report: {report}")
     return exits.OK
 
 

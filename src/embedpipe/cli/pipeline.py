@@ -169,6 +169,9 @@ def _print_run_summary(run, args, database_uri: str, watcher) -> None:
     if prepared:
         print("Data: " + _data_counts(prepared["metrics"]["metadata"]))
         print(f"Data report: {display_path(prepared['report']['uri'])}")
+    trained = [task for task in run.outputs if task.startswith("fine-tune") and "report" in run.outputs[task]]
+    for task in trained:
+        print(f"Training report: {display_path(run.outputs[task]['report']['uri'])}")
     compared = comparison_task(run)
     if compared:
         outputs = run.outputs[compared]
