@@ -27,6 +27,9 @@ from typing import TextIO
 
 from embedpipe.progress import PROGRESS_MARK, format_rate, format_seconds, progress_text
 
+#: Not on a terminal: seconds between a stage's first two progress lines on the console, doubling after each.
+FIRST_PROGRESS_GAP = 30.0
+
 #: How many of a failing task's last lines the console shows.
 TAIL_LINES = 30
 
@@ -106,6 +109,8 @@ class RunConsole:
         self.log_path: Path | None = None
         self._tty = _isatty(console)
         self._progress_open = False
+        self._next_progress = 0.0  # when the next progress line may show (not on a terminal)
+        self._progress_gap = FIRST_PROGRESS_GAP
 
     def feed(self, line: str) -> None:
         """Takes one line of output (without its newline)."""
@@ -117,6 +122,7 @@ class RunConsole:
             self._locate_run_dir()
             again = started.group(1) in {task for task, _, figure in self.stages if figure == "FAILED"}
             self.task, self.task_started = started.group(1), self.clock()
+            self._next_progress, self._progress_gap = self.task_started, FIRST_PROGRESS_GAP
             self.tail.clear()
             if not self.verbose:  # a task with a retry policy runs again after failing (kfp.local logs it nowhere)
                 self._show(f"{_now()} {self.task} ..." + (" again (retried)" if again else ""))
@@ -126,8 +132,20 @@ class RunConsole:
             return
         self.tail.append(plain.strip())
         progress = progress_text(plain)
-        if progress and not self.verbose:
+        if progress and not self.verbose and self._progress_due():
             self._show(f"{_now()}   {self.task or ''}: {progress[len(PROGRESS_MARK) :].strip()}", progress=True)
+
+    def _progress_due(self) -> bool:
+        # On a terminal every line shows (each replaces the one before). Elsewhere the lines stay, so within a
+        # stage the gap between two doubles (30 s, 60 s, 120 s, ...): a stage of any length shows a few lines,
+        # and the whole run stays short enough to read; the log file keeps them all.
+        if self._tty:
+            return True
+        now = self.clock()
+        if now < self._next_progress:
+            return False
+        self._next_progress, self._progress_gap = now + self._progress_gap, self._progress_gap * 2
+        return True
 
     def _finish(self, task: str, status: str) -> None:
         seconds = self.clock() - self.task_started if task == self.task else 0.0

@@ -181,3 +181,22 @@ def test_a_retried_task_says_so(tmp_path):
     assert (
         shown[0] == "fine-tune ..." and "fine-tune ... again (retried)" in shown and shown[-1] == "fine-tune done, 0 s"
     )
+
+
+def test_off_a_terminal_a_long_stage_shows_few_progress_lines_their_gaps_doubling(tmp_path):
+    out, clock = io.StringIO(), FakeClock()
+    console = RunConsole(out, lambda: tmp_path, clock=clock)
+    started, *body, finished, outputs, dump = kfp_lines("fine-tune", body=["x"])
+    for line in (started, "12:00:00.001 - INFO - Streamed logs:"):
+        console.feed(line)
+    for second in range(0, 1200, 10):  # a 20-minute stage, a progress line every 10 s
+        clock.now = float(second)
+        console.feed(f"    [progress] training: {second}/1200 steps")
+    shown = [line[9:] for line in out.getvalue().splitlines() if "training:" in line]
+    # at 0 s, then after gaps of 30, 60, 120, 240, 480 s: 6 lines of 120, the log file keeps them all
+    assert [line.split(": ", 2)[2].split("/")[0] for line in shown] == ["0", "30", "90", "210", "450", "930"]
+    console.feed("    [progress] training: 1200/1200 steps")
+    console.feed(finished)
+    console.feed(started)  # the next stage (a retry here) shows its first line at once again
+    console.feed("    [progress] training: 1/2 steps")
+    assert out.getvalue().splitlines()[-1].endswith("fine-tune: training: 1/2 steps")
