@@ -35,6 +35,42 @@ class Installed:
         return done
 
 
+def installed_environment(root: Path, venv: Path) -> dict:
+    """What a command of the venv runs with: the venv's bin first, no PYTHONPATH, offline, its own PGDATA under root."""
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
+    env.update(
+        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        EMBEDPIPE_PGDATA=str(root / "pg"),
+    )
+    return env
+
+
+def assert_serves_predictions(installed: Installed, *serve: str) -> None:
+    """Starts `serve` (the command line of `embedpipe serve`, without --port) in the venv and checks that it
+    answers a Vertex AI text-embedding :predict request as textembedding-gecko does."""
+    from tests.http_client import assert_gecko_shaped, call, free_port, vertex_predict_request, wait_until_healthy
+
+    port = free_port()
+    server = subprocess.Popen(
+        [*serve, "--port", str(port)],
+        cwd=installed.workdir,
+        env=installed.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}/health", alive=lambda: server.poll() is None)
+        status, answer = call(f"http://127.0.0.1:{port}/predict", vertex_predict_request())
+        assert status == 200, answer
+        assert_gecko_shaped(answer, instances=len(vertex_predict_request()["instances"]), dimensions=384)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory) -> Path:
     """The wheel of this checkout, built the way `make images` builds it."""
@@ -74,13 +110,7 @@ def installed(tmp_path_factory, wheel) -> Installed:
     assert done.returncode == 0, f"installing the wheel failed:\n{done.stderr[-4000:]}"
     workdir = root / "work"
     workdir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
-    env.update(
-        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        EMBEDPIPE_PGDATA=str(root / "pg"),
-    )
+    env = installed_environment(root, venv)
     yield Installed(venv, workdir, env)
     subprocess.run(
         [str(venv / "bin" / "embedpipe"), "db", "--stop"], cwd=workdir, env=env, capture_output=True, timeout=120

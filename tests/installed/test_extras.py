@@ -12,7 +12,6 @@ rest of the installed tier uses: not built twice.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import sysconfig
@@ -21,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, make_tiny_example_data
-from tests.http_client import assert_gecko_shaped, call, free_port, vertex_predict_request, wait_until_healthy
-from tests.installed.conftest import Installed
+from tests.http_client import free_port
+from tests.installed.conftest import Installed, assert_serves_predictions, installed_environment
 
 pytestmark = pytest.mark.slow
 
@@ -43,17 +42,6 @@ def _pip(venv: Path, *args: str) -> None:
     assert done.returncode == 0, f"pip install {' '.join(args)} failed:\n{done.stderr[-4000:]}"
 
 
-def _environment(root: Path, venv: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
-    env.update(
-        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        EMBEDPIPE_PGDATA=str(root / "pg"),
-    )
-    return env
-
-
 @pytest.fixture(scope="module")
 def core(tmp_path_factory, wheel) -> Installed:
     """The wheel with its core dependencies only (CPU torch installed first: unpinned, pip would take CUDA's)."""
@@ -63,7 +51,7 @@ def core(tmp_path_factory, wheel) -> Installed:
     _pip(venv, "torch==2.13.0")
     _pip(venv, f"embedpipe @ {wheel.as_uri()}")
     (root / "work").mkdir()
-    return Installed(venv, root / "work", _environment(root, venv))
+    return Installed(venv, root / "work", installed_environment(root, venv))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +74,7 @@ def with_extra(core: Installed, wheel: Path, extra: str, tmp_path: Path) -> Inst
     _pip(venv, f"embedpipe[{extra}] @ {wheel.as_uri()}")
     work = tmp_path / f"work-{extra}"
     work.mkdir()
-    return Installed(venv, work, _environment(tmp_path / extra, venv))
+    return Installed(venv, work, installed_environment(tmp_path / extra, venv))
 
 
 def embedpipe(installed: Installed, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -140,23 +128,7 @@ def test_local_embeds_uploads_and_searches_the_embedded_database(core, wheel, tm
 
 def test_serve_answers_a_predict_request(core, wheel, tmp_path, model_folder):
     serve = with_extra(core, wheel, "serve", tmp_path)
-    port = free_port()
-    server = subprocess.Popen(
-        [serve.bin("python"), "-m", "embedpipe.cli", "serve", "--model", str(model_folder), "--port", str(port)],
-        cwd=serve.workdir,
-        env=serve.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}/health", alive=lambda: server.poll() is None)
-        status, answer = call(f"http://127.0.0.1:{port}/predict", vertex_predict_request())
-        assert status == 200, answer
-        assert_gecko_shaped(answer, instances=len(vertex_predict_request()["instances"]), dimensions=384)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert_serves_predictions(serve, serve.bin("python"), "-m", "embedpipe.cli", "serve", "--model", str(model_folder))
     assert_missing(serve, "local", "db")
 
 

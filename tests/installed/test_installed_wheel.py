@@ -2,7 +2,6 @@
 a whole local pipeline ending in rows in PostgreSQL, `embedpipe search` and `embedpipe serve`."""
 
 import json
-import subprocess
 import zipfile
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.conftest import REPO, make_tiny_example_data
-from tests.http_client import assert_gecko_shaped, call, free_port, vertex_predict_request, wait_until_healthy
+from tests.installed.conftest import assert_serves_predictions
 
 pytestmark = pytest.mark.slow
 
@@ -111,20 +110,4 @@ def test_a_whole_local_run_then_search_then_serve(installed):
     hits = json.loads(search.stdout)
     assert len(hits) == 3
 
-    port = free_port()
-    server = subprocess.Popen(
-        [installed.bin("embedpipe"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=installed.workdir,
-        env=installed.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}/health", alive=lambda: server.poll() is None)
-        status, answer = call(f"http://127.0.0.1:{port}/predict", vertex_predict_request())
-        assert status == 200, answer
-        assert_gecko_shaped(answer, instances=len(vertex_predict_request()["instances"]), dimensions=384)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert_serves_predictions(installed, installed.bin("embedpipe"), "serve", "--host", "127.0.0.1")
