@@ -49,7 +49,8 @@ def evaluate(
             query counts and seconds, and `<split>/tuned_minus_base/ndcg@10`.
         per_query: Parquet, one row per (model, query) with every metric.
         run_files: Folder of TREC run files (`<split>.<model>.trec`, top 100 per query).
-        report: HTML report with the metric table, the gate's verdict and per-query plots.
+        report: HTML report (`….html`): metric table with deltas and a paired significance test, the gate's
+            verdict, per-query plots, recall@k curves, and the queries that gained and lost most.
         corpus_embeddings: `<model>.parquet` (`id`, `embedding`) + `<model>.json`, for reuse.
         tuned_is_better: The quality gate: tuned NDCG@10 >= base + margin (False without a tuned model).
         base_ndcg_at_10: Base model NDCG@10.
@@ -58,8 +59,11 @@ def evaluate(
     from collections import namedtuple
 
     from embedpipe.evaluate import EvaluationOutputs, run_evaluation
-    from embedpipe.reports import log_metrics
+    from embedpipe.reports import html_uri, log_metrics
 
+    # A name ending .html opens in a browser (kfp.local's run folder, a downloaded artifact); the new URI
+    # reaches executor_output.json, so kfp.local and Vertex record it. The type (system.HTML) stays.
+    report.uri = html_uri(report.uri)
     _, comparison, values = run_evaluation(
         corpus.path,
         queries.path,

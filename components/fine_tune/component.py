@@ -1,7 +1,7 @@
 """fine_tune: fine-tune an open embedding model on the prepared train labels, with Vertex's parameters."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from embedpipe.images import TRAIN_IMAGE
 
@@ -16,6 +16,7 @@ def fine_tune(
     train_labels: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
+    report: Output[HTML],
     validation_labels: Input[Dataset] = None,
     base_model: str = "default",
     task_type: str = "RETRIEVAL_QUERY",
@@ -62,12 +63,15 @@ def fine_tune(
             base_model, task_type, dimension, prompts, train_steps.
         metrics: train_loss (last), train_loss_first, train_loss_min, train_loss_mean, validation_loss
             (with validation labels), train_steps, train_seconds, samples_per_second, dimension.
+        report: HTML training report (`….html`): loss curve (and validation loss), steps, batch size,
+            learning rate, time, examples/s.
     """
     import torch
 
+    from embedpipe import storage
     from embedpipe.fine_tune import FineTuneSettings
     from embedpipe.fine_tune import fine_tune as tune
-    from embedpipe.reports import log_metrics
+    from embedpipe.reports import html_uri, log_metrics, training_report
 
     settings = FineTuneSettings(
         base_model=base_model,
@@ -96,3 +100,5 @@ def fine_tune(
         model.metadata[key] = result.metadata[key]
     model.metadata["framework"] = "sentence-transformers"
     log_metrics(metrics, result.metrics)
+    report.uri = html_uri(report.uri)  # opens in a browser; the type (system.HTML) stays
+    storage.write_text_atomic(report.path, training_report(result.metadata))

@@ -338,7 +338,7 @@ def run_evaluation(
     """
     from embedpipe.models import check_open_model, load_model
     from embedpipe.prompts import check_task_type
-    from embedpipe.reports import evaluation_report
+    from embedpipe.reports import ReportTexts, evaluation_report
 
     task_type = check_task_type(task_type)
     check_open_model(base_model, parameter="base_model")  # a Vertex AI model id, before any file is read
@@ -383,7 +383,8 @@ def run_evaluation(
             for evaluation in evaluations:
                 save_embeddings(evaluation, tmp)
     if outputs.report:
-        storage.write_text_atomic(outputs.report, evaluation_report(split, evaluations, comparison))
+        report = evaluation_report(split, evaluations, comparison, texts=ReportTexts(queries, corpus, labels))
+        storage.write_text_atomic(outputs.report, report)
     log.info(comparison.sentence())
     return evaluations, comparison, flat
 

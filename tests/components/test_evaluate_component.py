@@ -89,7 +89,11 @@ def test_base_and_tuned_are_scored_and_the_gate_decided(tmp_path, small_split):
         assert row["ndcg@10"] == pytest.approx(reference[row["query-id"]]["ndcg_cut_10"], abs=1e-6)
         assert row["recall@100"] == pytest.approx(reference[row["query-id"]]["recall_100"], abs=1e-6)
     report = open(out["report"].path, encoding="utf-8").read()
+    assert evaluate.component_spec.outputs["report"].type == "system.HTML@0.0.1"  # the Vertex console shows it
     assert report.startswith("<!DOCTYPE html>") and "<svg" in report and "the gate" in report
+    # Named .html (the URI the executor output records); the tuned model is headed by its folder's name.
+    assert out["report"].uri == str(tmp_path / "a" / "report.html") and out["report"].path.endswith(".html")
+    assert "<small>tuned</small>" in report and f">{tuned_folder}<" not in report
     cached = load_embeddings(out["corpus_embeddings"].path, "tuned")
     assert cached.corpus_embeddings.shape == (len(pd.read_parquet(small_split["corpus"])), 384)
 

@@ -47,13 +47,17 @@ def test_component_writes_a_model_folder_and_metrics(tmp_path, inputs):
     from sentence_transformers import SentenceTransformer
 
     assert FineTuneOp is fine_tune and fine_tune.component_spec.implementation.container.image == TRAIN_IMAGE
+    outputs = fine_tune.component_spec.outputs
+    assert set(outputs) == {"model", "metrics", "report"} and outputs["report"].type == "system.HTML@0.0.1"
     assert len(pd.read_parquet(inputs["validation_labels"].path)) == 0  # an empty validation table is fine
     model = dsl.Model(name="model", uri=str(tmp_path / "out" / "model"))
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "out" / "metrics"))
+    report = dsl.HTML(name="report", uri=str(tmp_path / "out" / "report"))
     fine_tune.python_func(
         **inputs,
         model=model,
         metrics=metrics,
+        report=report,
         batch_size=8,
         train_steps=2,
         max_seq_length=48,
@@ -66,6 +70,11 @@ def test_component_writes_a_model_folder_and_metrics(tmp_path, inputs):
     assert json.loads((Path(model.path) / "embedpipe_training.json").read_text())["train_steps"] == 2
     assert metrics.metadata["train_steps"] == 2 and metrics.metadata["train_loss"] > 0
     assert metrics.metadata["samples_per_second"] > 0
+    # The training report: named .html (the URI the executor output records), with the loss curve's plot.
+    assert report.uri.endswith("/report.html") and report.path.endswith("/report.html")
+    page = Path(report.path).read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and ">step</text>" in page
+    assert "examples / s" in page and "learning rate" in page
 
 
 def test_component_fails_before_training_on_a_bad_task_type(tmp_path, inputs):
@@ -73,7 +82,13 @@ def test_component_fails_before_training_on_a_bad_task_type(tmp_path, inputs):
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "out" / "metrics"))
     with pytest.raises(FineTuneError, match="unknown task_type"):
         fine_tune.python_func(
-            **inputs, model=model, metrics=metrics, task_type="RETRIEVE", batch_size=8, train_steps=2
+            **inputs,
+            model=model,
+            metrics=metrics,
+            report=dsl.HTML(name="report", uri=str(tmp_path / "out" / "report")),
+            task_type="RETRIEVE",
+            batch_size=8,
+            train_steps=2,
         )
     assert not Path(model.path, "model.safetensors").exists()
 
@@ -96,5 +111,6 @@ def test_component_trains_with_one_process_per_visible_gpu(tmp_path, inputs, mon
         monkeypatch.setattr(torch.cuda, "device_count", lambda gpus=gpus: gpus)
         model = dsl.Model(name="model", uri=str(tmp_path / f"out-{gpus}" / "model"))
         metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / f"out-{gpus}" / "metrics"))
-        fine_tune.python_func(**inputs, model=model, metrics=metrics, batch_size=8, train_steps=2)
+        report = dsl.HTML(name="report", uri=str(tmp_path / f"out-{gpus}" / "report"))
+        fine_tune.python_func(**inputs, model=model, metrics=metrics, report=report, batch_size=8, train_steps=2)
         assert seen[-1].processes == processes and seen[-1].batch_size == 8

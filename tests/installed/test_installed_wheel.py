@@ -46,6 +46,9 @@ def test_the_wheel_holds_every_package_of_the_tree(wheel):
                 inside = package.replace(".", "/") + "/" + str(module.relative_to(REPO / folder))
                 assert inside in names, f"{module.relative_to(REPO)} is not in the wheel"
     assert "embedpipe/examples/scifact-mini/qrels/test.tsv" in names and "embedpipe/py.typed" in names
+    # The reports' templates (package data, not modules).
+    templates = REPO / "src" / "embedpipe" / "reports" / "templates"
+    assert {f"embedpipe/reports/templates/{t.name}" for t in templates.glob("*.j2")} <= set(names)
 
 
 def test_embedpipe_is_imported_from_the_installed_wheel(installed):
@@ -84,6 +87,10 @@ def test_a_whole_local_run_then_search_then_serve(installed):
         "installed_tier",
     )
     assert "NDCG@10 on the test labels: base" in run.stdout, run.stdout[-3000:]
+    # The evaluation report, rendered from the wheel's templates, under a name that opens in a browser.
+    report = next(line.split(": ", 1)[1] for line in run.stdout.splitlines() if line.startswith("Evaluation report: "))
+    page = Path(report).read_text(encoding="utf-8")
+    assert report.endswith(".html") and page.startswith("<!DOCTYPE html>") and 'id="gained"' in page and "<svg" in page
     uri = next(line.split("of ", 1)[1] for line in run.stdout.splitlines() if line.startswith("Vectors:"))
     documents = len((data / "corpus.jsonl").read_text().splitlines())
     with psycopg.connect(uri) as connection:

@@ -1,6 +1,7 @@
 """Pipeline tier: evaluate under kfp.local, without and with its optional inputs connected."""
 
 import shutil
+from pathlib import Path
 
 from kfp import dsl
 
@@ -48,5 +49,10 @@ def test_evaluate_runs_under_kfp_local_with_and_without_a_tuned_model(tmp_path, 
     assert both["test/tuned/ndcg@10"] == both["test/base/ndcg@10"] == base_only["test/base/ndcg@10"]
     assert both["test/tuned_minus_base/ndcg@10"] == 0.0
     assert run.metadata("evaluate-2", "tuned_is_better")["value"] is True
-    report = open(run.uri("evaluate-2", "report"), encoding="utf-8").read()
-    assert "cached corpus vectors" in report and "passes" in report
+    # The report's file, as the task's executor_output.json names it, ends in .html (the component renamed
+    # the artifact's URI) and holds the page; nothing is left under the name KFP first gave.
+    uri = run.uri("evaluate-2", "report")
+    assert uri.endswith("/report.html") and not Path(uri[: -len(".html")]).exists()
+    report = open(uri, encoding="utf-8").read()
+    assert report.startswith("<!DOCTYPE html>") and "cached corpus vectors" in report and "passes" in report
+    assert 'id="gained"' in report and "<svg" in report

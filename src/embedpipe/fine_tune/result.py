@@ -97,6 +97,7 @@ def build_result(
         "seed": settings.seed,
         "seconds": round(run.seconds, 2),
         "loss_curve": [[int(step), float(value)] for step, value in losses],
+        "validation_curve": [[int(step), float(value)] for step, value in run.validation_losses],
         "metrics": metrics,
     }
     return FineTuneResult(str(output), metrics, metadata)

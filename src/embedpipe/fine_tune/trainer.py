@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class TrainingRun:
         mean_loss: The trainer's mean training loss.
         validation_loss: The final validation loss, or None without validation pairs.
         processes: Processes that trained together (DistributedDataParallel when more than 1).
+        validation_losses: (step, validation loss) of every evaluation during training and the final one.
     """
 
     batch_size: int
@@ -68,6 +69,7 @@ class TrainingRun:
     mean_loss: float
     validation_loss: float | None = None
     processes: int = 1
+    validation_losses: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def steps_run(self) -> int:
@@ -247,6 +249,8 @@ def train(trainer, resume_from: str | None) -> TrainingRun:
     validation_loss = None
     if trainer.eval_dataset is not None:
         validation_loss = float(trainer.evaluate()["eval_loss"])
+    # The evaluations at checkpoints and the final one, once per step (the training report's validation curve).
+    evaluated = {e["step"]: float(e["eval_loss"]) for e in trainer.state.log_history if "eval_loss" in e}
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
     return TrainingRun(
         trainer.args.per_device_train_batch_size * trainer.args.world_size,
@@ -257,6 +261,7 @@ def train(trainer, resume_from: str | None) -> TrainingRun:
         float(result.training_loss),
         validation_loss,
         trainer.args.world_size,
+        sorted(evaluated.items()),
     )
 
 
