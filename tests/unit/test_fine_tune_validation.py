@@ -61,7 +61,9 @@ def test_the_automatic_split_holds_out_whole_queries_seeded_between_a_floor_and_
 
 
 def test_queries_without_a_positive_label_are_not_counted_or_drawn():
-    labels = pd.concat([labels_of(250), labels_of(400).assign(**{"query-id": lambda f: "z" + f["query-id"], "score": 0})])
+    labels = pd.concat(
+        [labels_of(250), labels_of(400).assign(**{"query-id": lambda f: "z" + f["query-id"], "score": 0})]
+    )
     held = split_validation(labels, share=0.1, seed=1).validation
     assert held["query-id"].nunique() == 25 and not held["query-id"].str.startswith("z").any()
 
@@ -240,3 +242,49 @@ def test_no_test_label_is_read_and_the_automatic_split_draws_from_train_only(pre
     assert first.metadata["validation_corpus"] == "the whole corpus (400 documents)"
     assert first.metrics["train_pairs"] < (train["score"] >= 1).sum()  # the held-out queries' pairs are not trained on
     assert "validation NDCG@10 at step 0" in caplog.text
+
+
+# --- where the settings and figures show -------------------------------------------------------------------
+
+
+def test_the_component_and_the_cli_default_to_the_settings_defaults():
+    import dataclasses
+    import inspect
+
+    from embedpipe.cli import build_parser
+    from embedpipe.components import fine_tune as component
+
+    defaults = {f.name: f.default for f in dataclasses.fields(FineTuneSettings)}
+    parameters = inspect.signature(component.python_func).parameters
+    args = build_parser().parse_args(["fine-tune", "--data", "x"])
+    for name in ("validation_share", "validation_steps", "early_stopping_patience"):
+        assert parameters[name].default == (defaults[name] or 0) == (getattr(args, name) or 0), name
+
+
+def test_the_training_report_draws_the_validation_ndcg_curve_and_the_chosen_step():
+    import re
+
+    from embedpipe.reports import training_report
+
+    metadata = {
+        "base_model": "default",
+        "loss_curve": [[1, 2.5], [2, 2.1], [3, 1.7], [4, 1.6]],
+        "validation_ndcg_curve": [[0, 0.61], [2, 0.66], [4, 0.64]],
+        "validation_ndcg_base": 0.61,
+        "chosen_step": 2,
+        "last_step": 4,
+        "stopped_early": True,
+        "early_stopping_patience": 1,
+        "validation_source": "split",
+        "validation_queries": 81,
+        "validation_corpus": "the whole corpus (400 documents)",
+        "metrics": {"train_steps": 4, "validation_ndcg@10": 0.66, "chosen_step": 2},
+    }
+    page = training_report(metadata)
+    svgs = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert len(svgs) == 2 and ">NDCG@10<" in svgs[1] and "chosen (step 2)" in svgs[1] and "base model" in svgs[1]
+    for fact in ("2 of 4", "0.6100 → 0.6600", "yes (patience 1 evaluations)", "81 (held out of the train queries)"):
+        assert f"<td>{fact}</td>" in page, fact
+    assert "3 evaluations" in page and "training stopped early" in page
+    # Without a validation NDCG@10 curve: one figure, as before.
+    assert len(re.findall(r"<svg", training_report({"base_model": "d", "loss_curve": [[1, 1.0]], "metrics": {}}))) == 1

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__package__)
 
@@ -149,7 +150,11 @@ def selection_callback(
             saved = stored.get("attributes", {}).get("curve") if isinstance(stored, dict) else None
             if state.global_step and saved:
                 restored = ValidationCurve.from_dict(saved)
-                curve.points, curve.best_step, curve.best_score = restored.points, restored.best_step, restored.best_score
+                curve.points, curve.best_step, curve.best_score = (
+                    restored.points,
+                    restored.best_step,
+                    restored.best_score,
+                )
                 curve.since_improvement = restored.since_improvement
                 log.info(
                     "fine_tune: resumed the validation curve at step %d (best step %s, NDCG@10 %s)",
@@ -188,9 +193,7 @@ def selection_callback(
             best = curve.record(step, score)
             if best and writes:
                 save_weights(model, best_weights_path(checkpoints, step))
-            log.info(
-                "fine_tune: validation NDCG@10 at step %d: %.4f%s", step, score, " (best so far)" if best else ""
-            )
+            log.info("fine_tune: validation NDCG@10 at step %d: %.4f%s", step, score, " (best so far)" if best else "")
 
         def _drop_weights(self, keep: int | None, newer_than: int | None = None) -> None:
             if not writes:

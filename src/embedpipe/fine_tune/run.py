@@ -296,13 +296,19 @@ def _with_validation(data: TrainingData, settings: FineTuneSettings) -> tuple[Tr
         return data, "given", ""
     split = split_validation(data.train_labels, share=settings.validation_share, seed=settings.seed)
     if split.validation is not None and (split.train["score"].astype(int) >= 1).sum() < settings.batch_size:
-        reason = f"no automatic validation split: it would leave fewer train pairs than batch_size={settings.batch_size}"
+        reason = (
+            f"no automatic validation split: it would leave fewer train pairs than batch_size={settings.batch_size}"
+        )
         log.info("fine_tune: %s", reason)
         return data, "", reason
     log.info("fine_tune: %s", split.reason)
     if split.validation is None:
         return data, "", split.reason
-    return dataclasses.replace(data, train_labels=split.train, validation_labels=split.validation), "split", split.reason
+    return (
+        dataclasses.replace(data, train_labels=split.train, validation_labels=split.validation),
+        "split",
+        split.reason,
+    )
 
 
 def _launch(

@@ -136,7 +136,9 @@ class FineTuneSettings:
         if int(self.validation_steps or 0) < 0:
             raise FineTuneError(f"validation_steps must be >= 0 (0 = every checkpoint), got {self.validation_steps}")
         if int(self.early_stopping_patience) < 0:
-            raise FineTuneError(f"early_stopping_patience must be >= 0 (0 = never), got {self.early_stopping_patience}")
+            raise FineTuneError(
+                f"early_stopping_patience must be >= 0 (0 = never), got {self.early_stopping_patience}"
+            )
         # Frozen: the normalised values are set once, here.
         object.__setattr__(self, "task_type", task_type)
         object.__setattr__(self, "train_steps", int(train_steps))

@@ -74,7 +74,9 @@ def validation_set(corpus, queries, labels, *, model, task_type: str, seed: int,
     """
     import numpy as np
 
-    labels = labels.assign(**{"query-id": labels["query-id"].astype(str), "corpus-id": labels["corpus-id"].astype(str)})
+    labels = labels.assign(
+        **{"query-id": labels["query-id"].astype(str), "corpus-id": labels["corpus-id"].astype(str)}
+    )
     query_ids = set(labels["query-id"])
     queries = queries[queries["_id"].astype(str).isin(query_ids)]
     corpus = corpus.assign(_id=corpus["_id"].astype(str)).drop_duplicates("_id").reset_index(drop=True)
@@ -118,8 +120,9 @@ def _sample(items: list[str], size: int, rng) -> list[str]:
 def _base_ranking(candidates, queries, labels, model, task_type: str) -> dict[str, list[str]]:
     from embedpipe.evaluate import evaluate_model
 
-    ranked = evaluate_model("base", candidates, queries, labels, name="validation corpus", task_type=task_type,
-                            loaded_model=model)
+    ranked = evaluate_model(
+        "base", candidates, queries, labels, name="validation corpus", task_type=task_type, loaded_model=model
+    )
     return {query: [doc for doc, _ in docs] for query, docs in ranked.run.items()}
 
 
