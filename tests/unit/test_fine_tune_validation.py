@@ -288,3 +288,60 @@ def test_the_training_report_draws_the_validation_ndcg_curve_and_the_chosen_step
     assert "3 evaluations" in page and "training stopped early" in page
     # Without a validation NDCG@10 curve: one figure, as before.
     assert len(re.findall(r"<svg", training_report({"base_model": "d", "loss_curve": [[1, 1.0]], "metrics": {}}))) == 1
+
+
+# --- the learning-rate search --------------------------------------------------------------------------------
+
+
+def test_the_learning_rate_search_runs_each_factor_briefly_and_keeps_the_best(tmp_path):
+    from embedpipe.fine_tune import FineTuneResult
+    from embedpipe.fine_tune.lr_search import search_learning_rate
+
+    settings = FineTuneSettings(
+        train_steps=100, validation_steps=5, learning_rate_multiplier=2, learning_rate_search=[1, 2, 4]
+    )
+    scores = {2.0: 0.50, 4.0: 0.61, 8.0: 0.61}  # a tie: the earlier factor
+    trials = []
+
+    def train(folder, trial):
+        trials.append((trial.learning_rate_multiplier, trial.train_steps, trial.early_stopping_patience))
+        return FineTuneResult(folder, {"validation_ndcg@10": scores[trial.learning_rate_multiplier], "chosen_step": 5})
+
+    full, record = search_learning_rate(settings, tmp_path, train)
+    assert trials == [(2.0, 15, 0), (4.0, 15, 0), (8.0, 15, 0)]  # 3 evaluations' worth of steps each
+    assert full.learning_rate_multiplier == 4.0 and full.learning_rate_search == () and full.train_steps == 100
+    assert record["chosen_multiplier"] == 4.0 and [t["validation_ndcg@10"] for t in record["trials"]] == [
+        0.5,
+        0.61,
+        0.61,
+    ]
+
+    trials.clear()  # a resumed run reads the outcome instead of searching again
+    again, _ = search_learning_rate(settings, tmp_path, train)
+    assert trials == [] and again == full
+
+    with pytest.raises(FineTuneError, match="needs validation NDCG@10"):
+        search_learning_rate(settings, tmp_path / "none", lambda folder, trial: FineTuneResult(folder, {}))
+    with pytest.raises(FineTuneError, match="factors must be > 0"):
+        FineTuneSettings(learning_rate_search=(1, 0))
+    with pytest.raises(FineTuneError, match="one process only"):
+        FineTuneSettings(learning_rate_search=(1, 2), processes=2)
+
+
+def test_a_run_with_a_learning_rate_search_records_what_it_tried(prepared, held_out, tmp_path, monkeypatch):
+    clock = Clock()
+    scripted(monkeypatch, clock, dict.fromkeys(range(5), 0.5))
+    result = fine_tune(
+        **prepared,
+        output_dir=str(tmp_path / "search"),
+        validation_labels_path=held_out,
+        train_steps=2,
+        validation_steps=1,
+        learning_rate_search=(1, 3),
+        **FAST,
+    )
+    search = result.metadata["learning_rate_search"]
+    assert [t["multiplier"] for t in search["trials"]] == [1.0, 3.0] and search["steps_per_trial"] == 2
+    assert result.metadata["learning_rate_multiplier"] == 1.0 and result.metrics["learning_rate_search_seconds"] > 0
+    assert json.loads((tmp_path / "search" / METADATA_FILE).read_text())["learning_rate_search"] == search
+    assert not (tmp_path / "search" / "checkpoints").exists()

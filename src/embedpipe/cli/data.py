@@ -185,6 +185,7 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
         validation_share=args.validation_share,
         validation_steps=args.validation_steps,
         early_stopping_patience=args.early_stopping_patience,
+        learning_rate_search=args.learning_rate_search,
     )
     prepared = prepare_data(
         **data_paths(args),
@@ -319,6 +320,14 @@ def add_fine_tune_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=3,
         help="stop after this many evaluations without improvement (0 = never; default: %(default)s)",
+    )
+    tune.add_argument(
+        "--learning-rate-search",
+        type=lambda text: tuple(float(factor) for factor in text.split(",") if factor.strip()),
+        default=(),
+        metavar="F1,F2,...",
+        help="try these factors of the learning rate first (short runs scored on validation NDCG@10), "
+        "then train with the best (default: no search)",
     )
     tune.add_argument(
         "--output-dir", default=".embedpipe/fine_tune", help="prepared data and model/ go here (default: %(default)s)"

@@ -17,6 +17,7 @@ from typing import Any
 from embedpipe.fine_tune import distributed
 from embedpipe.fine_tune.data import TrainingData, formatted_pairs, read_training_data, training_set
 from embedpipe.fine_tune.early_stop import ValidationCurve, best_weights_path, load_weights, selection_callback
+from embedpipe.fine_tune.lr_search import search_learning_rate
 from embedpipe.fine_tune.model import BaseModel, load_base_model, output_dimension, save_model
 from embedpipe.fine_tune.result import METADATA_FILE, FineTuneResult, build_result, read_result, write_metadata
 from embedpipe.fine_tune.settings import CHECKPOINTS_DIR, FineTuneError, FineTuneSettings
@@ -86,9 +87,23 @@ def fine_tune(
         if callbacks:
             raise FineTuneError(f"callbacks run in one process only; give processes=1, not {settings.processes}")
         return _launch(*paths, settings, validation_labels_path=validation_labels_path, gcs_client=gcs_client)
-    return run_training(
+    search = None
+    if settings.learning_rate_search:
+        settings, search = search_learning_rate(
+            settings,
+            Path(output_dir),
+            lambda folder, trial: run_training(
+                *paths[:3], folder, trial, validation_labels_path=validation_labels_path, gcs_client=gcs_client
+            ),
+        )
+    result = run_training(
         *paths, settings, validation_labels_path=validation_labels_path, callbacks=callbacks, gcs_client=gcs_client
     )
+    if search is not None:
+        result.metadata["learning_rate_search"] = search
+        result.metrics["learning_rate_search_seconds"] = search["seconds"]
+        write_metadata(result)
+    return result
 
 
 def run_training(

@@ -77,6 +77,9 @@ class FineTuneSettings:
             with the best validation NDCG@10 and `train_steps` is a ceiling.
         early_stopping_patience: Stop after this many validation evaluations without improvement;
             0 = never stop early (the best step is still the one saved).
+        learning_rate_search: Factors of `learning_rate_multiplier` to try first, e.g. (1, 2, 4): each trains
+            a few evaluations' worth of steps from the base model and is scored on validation NDCG@10; the
+            best then runs in full (`embedpipe.fine_tune.lr_search`). () = no search (the default).
         iterations: Older name of `train_steps` (init only); used when `train_steps` is not given.
 
     Raises:
@@ -103,6 +106,7 @@ class FineTuneSettings:
     validation_share: float = DEFAULT_VALIDATION_SHARE
     validation_steps: int | None = 0
     early_stopping_patience: int = DEFAULT_EARLY_STOPPING_PATIENCE
+    learning_rate_search: tuple[float, ...] = ()
     iterations: InitVar[int | None] = None
 
     def __post_init__(self, iterations: int | None) -> None:
@@ -139,6 +143,13 @@ class FineTuneSettings:
             raise FineTuneError(
                 f"early_stopping_patience must be >= 0 (0 = never), got {self.early_stopping_patience}"
             )
+        search = tuple(float(factor) for factor in self.learning_rate_search or ())
+        if any(factor <= 0 for factor in search):
+            raise FineTuneError(f"learning_rate_search factors must be > 0, got {list(search)}")
+        if search and int(self.processes) > 1:
+            raise FineTuneError(
+                f"learning_rate_search runs in one process only; give processes=1, not {self.processes}"
+            )
         # Frozen: the normalised values are set once, here.
         object.__setattr__(self, "task_type", task_type)
         object.__setattr__(self, "train_steps", int(train_steps))
@@ -148,6 +159,7 @@ class FineTuneSettings:
         object.__setattr__(self, "validation_share", float(self.validation_share))
         object.__setattr__(self, "validation_steps", int(self.validation_steps or 0))
         object.__setattr__(self, "early_stopping_patience", int(self.early_stopping_patience))
+        object.__setattr__(self, "learning_rate_search", search)
 
     @property
     def learning_rate(self) -> float:
