@@ -345,3 +345,22 @@ def test_a_run_with_a_learning_rate_search_records_what_it_tried(prepared, held_
     assert result.metadata["learning_rate_multiplier"] == 1.0 and result.metrics["learning_rate_search_seconds"] > 0
     assert json.loads((tmp_path / "search" / METADATA_FILE).read_text())["learning_rate_search"] == search
     assert not (tmp_path / "search" / "checkpoints").exists()
+
+
+# --- several processes -------------------------------------------------------------------------------------
+
+
+def test_with_two_processes_rank_zero_evaluates_and_both_follow_its_curve(prepared, held_out, tmp_path, capfd):
+    out = tmp_path / "ddp"
+    settings = FineTuneSettings(
+        train_steps=4, validation_steps=2, early_stopping_patience=0, processes=2, batch_size=4, max_seq_length=32
+    )
+    result = fine_tune(**prepared, output_dir=str(out), settings=settings, validation_labels_path=held_out)
+    log = capfd.readouterr().err  # the processes' logs
+    assert "rank 0/2 validation: ndcg@10" in log and "rank 1/2 validation: ndcg@10" not in log  # rank 0 evaluates
+    for rank in (0, 1):  # ... and every rank records the same curve
+        for step in (0, 2, 4):
+            assert f"rank {rank}/2 fine_tune: validation NDCG@10 at step {step}:" in log, (rank, step)
+    curve = result.metadata["validation_ndcg_curve"]
+    assert [step for step, _ in curve] == [0, 2, 4] and result.metadata["chosen_step"] in (2, 4)
+    assert result.metrics["validation_ndcg@10"] == max(score for step, score in curve if step)

@@ -163,8 +163,8 @@ def selection_callback(
                     curve.best_score,
                 )
             self._drop_weights(keep=curve.best_step, newer_than=state.global_step)
-            if not curve.points:
-                self._evaluate(0, model)
+            if not curve.points and state.global_step == 0:
+                self._evaluate(0, model)  # the base model (a checkpoint without a curve has no step 0 to score)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             step = state.global_step

@@ -137,14 +137,7 @@ def run_training(
 
     processes = distributed.world_size()
     validation_pairs = inputs.validation_pairs
-    validation = inputs.validation
-    if validation is not None and processes > 1:
-        log.warning(
-            "fine_tune: no validation NDCG@10, best-step selection or early stopping with %d processes (not "
-            "supported yet): the model of the last step is saved",
-            processes,
-        )
-        validation = None
+    validation = inputs.validation  # rank 0's: it evaluates, and shares each score with the other ranks
     if processes > 1 and validation_pairs is not None and len(validation_pairs) < settings.batch_size:
         # Each process evaluates full batches only (the loss gathers same-sized ones): none here.
         log.warning(
@@ -171,9 +164,9 @@ def run_training(
         settings, output, base.device, precision, validation=dataset.validation is not None, processes=processes
     )
     resume_from = last_checkpoint(output)
-    curve = ValidationCurve(settings.early_stopping_patience) if validation is not None else None
+    curve = ValidationCurve(settings.early_stopping_patience) if inputs.validation_source else None
     if curve is not None:
-        callbacks = [*callbacks, _selection(validation, curve, base, settings, output)]
+        callbacks = [*callbacks, _selection(validation, curve, settings, output, processes)]
     trainer = build_trainer(base.model, args, loss, dataset, callbacks)
     log.info(
         "fine_tune: %s on %d pairs, %s, %d steps of %d%s, lr %.2g, %s on %s%s",
@@ -191,7 +184,7 @@ def run_training(
     run = train(trainer, resume_from)
 
     writes = trainer.is_world_process_zero()
-    if curve is not None and curve.best_step is not None and curve.best_step != run.global_step:
+    if writes and curve is not None and curve.best_step is not None and curve.best_step != run.global_step:
         log.info(
             "fine_tune: saving step %d (validation NDCG@10 %.4f), the best of %d evaluations, not the last step %d",
             curve.best_step,
@@ -232,20 +225,27 @@ def run_training(
     return result
 
 
-def _selection(validation, curve: ValidationCurve, base: BaseModel, settings: FineTuneSettings, output: Path):
+def _selection(validation, curve: ValidationCurve, settings: FineTuneSettings, output: Path, processes: int):
+    """The selection callback; with several processes rank 0 evaluates and the others take its score."""
     from embedpipe.fine_tune.validation import validation_ndcg
 
-    log.info(
-        "fine_tune: validation NDCG@10 every %d steps on %d %s validation queries against %s; patience %d",
-        settings.evaluation_steps,
-        validation.query_count,
-        validation.source,
-        validation.description,
-        settings.early_stopping_patience,
-    )
+    if validation is not None:
+        log.info(
+            "fine_tune: validation NDCG@10 every %d steps on %d %s validation queries against %s; patience %d",
+            settings.evaluation_steps,
+            validation.query_count,
+            validation.source,
+            validation.description,
+            settings.early_stopping_patience,
+        )
+
+    def evaluate(model) -> float:
+        score = validation_ndcg(model, validation, task_type=settings.task_type) if validation is not None else None
+        return distributed.share_from_rank_zero(score) if processes > 1 else score
+
     return selection_callback(
         curve,
-        lambda model: validation_ndcg(model, validation, task_type=settings.task_type),
+        evaluate,
         every=settings.evaluation_steps,
         checkpoints=output / CHECKPOINTS_DIR,
         writes=distributed.rank() == 0,
@@ -265,6 +265,7 @@ class _Inputs:
     validation_pairs: Any
     validation: Any = None
     split_reason: str = ""
+    validation_source: str = ""
 
 
 def _checked_inputs(
@@ -285,7 +286,8 @@ def _checked_inputs(
     prompts = resolve_prompts(settings.task_type, base.model.prompts)
     pairs, validation_pairs = formatted_pairs(data, prompts, batch_size=settings.batch_size)
     validation = None
-    if source and settings.processes == 1:
+    # Rank 0 of the training processes evaluates (one process: itself; not the launcher, which only checks).
+    if source and distributed.rank() == 0 and (distributed.launched() or settings.processes == 1):
         from embedpipe.fine_tune.validation import validation_set
 
         validation = validation_set(
@@ -297,7 +299,7 @@ def _checked_inputs(
             seed=settings.seed,
             source=source,
         )
-    return _Inputs(base, dimension, prompts, data.corpus, pairs, validation_pairs, validation, split_reason)
+    return _Inputs(base, dimension, prompts, data.corpus, pairs, validation_pairs, validation, split_reason, source)
 
 
 def _with_validation(data: TrainingData, settings: FineTuneSettings) -> tuple[TrainingData, str, str]:
