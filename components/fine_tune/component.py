@@ -29,6 +29,9 @@ def fine_tune(
     hard_negatives: bool = False,
     iterations: int = 0,
     hf_token_secret: str = "",
+    validation_share: float = 0.1,
+    validation_steps: int = 0,
+    early_stopping_patience: int = 3,
 ):
     """Fine-tunes a sentence-transformers model on the positive (query, document) pairs of the train labels.
 
@@ -42,7 +45,9 @@ def fine_tune(
         corpus: prepare_data's corpus (Parquet).
         queries: prepare_data's queries.
         train_labels: prepare_data's train labels; pairs with score 0 are not positives.
-        validation_labels: prepare_data's validation labels (may be empty); gives a validation loss.
+        validation_labels: prepare_data's validation labels; empty or absent: `validation_share` of the train
+            queries are held out instead. They give a validation loss and NDCG@10 every `validation_steps`;
+            the model saved is the step with the best validation NDCG@10 (`train_steps` is a ceiling).
         base_model: "default" (packaged all-MiniLM-L6-v2), a hub id (google/embeddinggemma-300m), or a
             local or gs:// sentence-transformers folder.
         task_type: Vertex task type (RETRIEVAL_QUERY, ...); selects the prompts.
@@ -57,14 +62,19 @@ def fine_tune(
             (`train_steps` wins when both are given: `embedpipe.vertex.resolve_train_steps`).
         hf_token_secret: Secret Manager secret version (`projects/P/secrets/S/versions/V`) holding a Hugging
             Face token, for a gated base model; read at run time, never logged.
+        validation_share: Share of the train queries held out (by query) when there are no validation labels;
+            0 = none (at least 20, at most 300 queries; none with fewer than 200 train queries).
+        validation_steps: Steps between validation NDCG@10 evaluations; 0 = about a tenth of the run.
+        early_stopping_patience: Stop after this many evaluations without improvement; 0 = never early.
 
     Returns:
         model: A sentence-transformers folder (safetensors) with `embedpipe_training.json`; metadata
             base_model, task_type, dimension, prompts, train_steps.
         metrics: train_loss (last), train_loss_first, train_loss_min, train_loss_mean, validation_loss
-            (with validation labels), train_steps, train_seconds, samples_per_second, dimension.
-        report: HTML training report (`….html`): loss curve (and validation loss), steps, batch size,
-            learning rate, time, examples/s.
+            (with validation labels), train_steps, train_seconds, samples_per_second, dimension; with
+            validation: validation_ndcg@10 (chosen step), validation_ndcg@10_base, chosen_step, stopped_early.
+        report: HTML training report (`….html`): loss curve (and validation loss), validation NDCG@10 curve
+            with the chosen step, steps, batch size, learning rate, time, examples/s.
     """
     import torch
 
@@ -85,6 +95,9 @@ def fine_tune(
         mine_hard_negatives=hard_negatives,
         iterations=iterations,
         hf_token_secret=hf_token_secret,
+        validation_share=validation_share,
+        validation_steps=validation_steps,
+        early_stopping_patience=early_stopping_patience,
         # The GPUs Vertex gave the task (accelerator_count): one process each, DistributedDataParallel when > 1.
         processes=max(1, torch.cuda.device_count()),
     )

@@ -183,6 +183,10 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_seq_length=args.max_seq_length,
         mine_hard_negatives=args.hard_negatives,
+        validation_share=args.validation_share,
+        validation_steps=args.validation_steps,
+        early_stopping_patience=args.early_stopping_patience,
+        learning_rate_search=args.learning_rate_search,
     )
     prepared = prepare_data(
         **data_paths(args),
@@ -301,6 +305,33 @@ def add_fine_tune_parser(sub: argparse._SubParsersAction) -> None:
     )
     tune.add_argument("--max-seq-length", type=int, default=0, help="tokens per text (0 = the model's own)")
     tune.add_argument("--hard-negatives", action="store_true", help="mine one hard negative per pair from the corpus")
+    tune.add_argument(
+        "--validation-share",
+        type=float,
+        default=0.1,
+        help="share of the train queries held out for validation when there are no validation labels "
+        "(0 = none; default: %(default)s)",
+    )
+    tune.add_argument(
+        "--validation-steps",
+        type=int,
+        default=0,
+        help="steps between validation NDCG@10 evaluations (0 = a tenth of the run); the best step is saved",
+    )
+    tune.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=3,
+        help="stop after this many evaluations without improvement (0 = never; default: %(default)s)",
+    )
+    tune.add_argument(
+        "--learning-rate-search",
+        type=lambda text: tuple(float(factor) for factor in text.split(",") if factor.strip()),
+        default=(),
+        metavar="F1,F2,...",
+        help="try these factors of the learning rate first (short runs scored on validation NDCG@10), "
+        "then train with the best (default: no search)",
+    )
     tune.add_argument(
         "--output-dir", default=".embedpipe/fine_tune", help="prepared data and model/ go here (default: %(default)s)"
     )

@@ -8,6 +8,9 @@ mined from the corpus, and MatryoshkaLoss when a smaller `output_dimensionality`
 Texts are formatted by `embedpipe.prompts` (the one place for prompts), exactly as evaluation, the
 embedding job and serving format them, so a query is trained the way it is later embedded.
 
+With validation labels (given, or a share of the train queries held out), validation NDCG@10 is computed
+during training; the best step is the saved model and training stops early when it stops improving.
+
 Everything that can be wrong with the inputs is checked before training starts. Checkpoints go to
 `<output_dir>/checkpoints`; a restarted run (a preempted Vertex task, retried) resumes from the last
 complete one, with the optimiser, scheduler, RNG and data order where they were, and ends at the same step
@@ -22,6 +25,10 @@ Modules:
     data: reading and checking the prepared tables; formatted pairs (`training_pairs`); hard negatives.
     model: loading the base model through `embedpipe.models`; saving the tuned (truncated) model.
     trainer: the loss, the training arguments, the progress log, training and resuming.
+    split: the automatic validation split (a seeded share of the train queries, by query).
+    validation: the fixed validation corpus and validation NDCG@10 by `embedpipe.evaluate`.
+    early_stop: the validation curve, the best step, patience; the callback that keeps the best weights.
+    lr_search: the optional learning-rate search before the full run.
     result: metrics and the `embedpipe_training.json` metadata (`FineTuneResult`).
     distributed: launching the processes of a multi-GPU run (torchrun) and what each one is.
     run: `fine_tune`, the steps in order; `run_training`, the steps of one process.

@@ -59,6 +59,15 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1")) if launched() else 1
 
 
+def share_from_rank_zero(value):
+    """`value` as rank 0 has it, in every process of a launched run (a collective: every rank calls it)."""
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def process_device(device: str) -> str:
     """The device of this process: plain "cuda" is "cuda:<LOCAL_RANK>" in a launched process, so each
     process loads the model on its own GPU."""

@@ -41,6 +41,9 @@ def build_result(
     run: TrainingRun,
     pairs: int,
     precision: str,
+    validation=None,
+    curve=None,
+    split: str = "",
 ) -> FineTuneResult:
     """The metrics and metadata of a finished run.
 
@@ -54,6 +57,9 @@ def build_result(
         run: What `train` reported.
         pairs: Number of training pairs.
         precision: "bf16" or "fp32".
+        validation: The `embedpipe.fine_tune.validation.ValidationSet` scored during training, or None.
+        curve: Its `embedpipe.fine_tune.early_stop.ValidationCurve`, or None.
+        split: What the automatic validation split did ("" when validation labels were given).
 
     Returns:
         FineTuneResult of `output`.
@@ -75,6 +81,9 @@ def build_result(
     }
     if run.validation_loss is not None:
         metrics["validation_loss"] = run.validation_loss
+    selection = _selection(validation, curve, run)
+    if selection:
+        metrics.update(selection["metrics"])
     metadata = {
         "base_model": settings.base_model,
         "base_model_path": base.path,
@@ -98,9 +107,39 @@ def build_result(
         "seconds": round(run.seconds, 2),
         "loss_curve": [[int(step), float(value)] for step, value in losses],
         "validation_curve": [[int(step), float(value)] for step, value in run.validation_losses],
+        "validation_split": split,
         "metrics": metrics,
     }
+    if selection:
+        metadata.update(selection["metadata"])
     return FineTuneResult(str(output), metrics, metadata)
+
+
+def _selection(validation, curve, run: TrainingRun) -> dict[str, dict[str, Any]]:
+    """The validation NDCG@10 figures: flat metrics (KFP shows them) and metadata (the report's curve)."""
+    if validation is None or curve is None or curve.best_step is None:
+        return {}
+    metrics = {
+        "validation_ndcg@10": float(curve.best_score),
+        "chosen_step": int(curve.best_step),
+        "stopped_early": int(curve.stopped_early),
+        "validation_queries": validation.query_count,
+        "validation_corpus_documents": len(validation.corpus),
+    }
+    if curve.base_score is not None:
+        metrics["validation_ndcg@10_base"] = float(curve.base_score)
+    metadata = {
+        "validation_ndcg_curve": [[int(step), float(score)] for step, score in curve.points],
+        "validation_ndcg_base": curve.base_score,
+        "chosen_step": int(curve.best_step),
+        "last_step": run.global_step,
+        "stopped_early": bool(curve.stopped_early),
+        "early_stopping_patience": curve.patience,
+        "validation_source": validation.source,
+        "validation_queries": validation.query_count,
+        "validation_corpus": validation.description,
+    }
+    return {"metrics": metrics, "metadata": metadata}
 
 
 def write_metadata(result: FineTuneResult) -> Path:

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from embedpipe.fine_tune import distributed
-from embedpipe.fine_tune.data import formatted_pairs, read_training_data, training_set
+from embedpipe.fine_tune.data import TrainingData, formatted_pairs, read_training_data, training_set
+from embedpipe.fine_tune.early_stop import ValidationCurve, best_weights_path, load_weights, selection_callback
+from embedpipe.fine_tune.lr_search import search_learning_rate
 from embedpipe.fine_tune.model import BaseModel, load_base_model, output_dimension, save_model
 from embedpipe.fine_tune.result import METADATA_FILE, FineTuneResult, build_result, read_result, write_metadata
-from embedpipe.fine_tune.settings import FineTuneError, FineTuneSettings
+from embedpipe.fine_tune.settings import CHECKPOINTS_DIR, FineTuneError, FineTuneSettings
+from embedpipe.fine_tune.split import split_validation
 from embedpipe.fine_tune.trainer import (
     build_loss,
     build_trainer,
@@ -58,8 +61,12 @@ def fine_tune(
         train_labels_path: Prepared train labels Parquet (`query-id`, `corpus-id`, `score`).
         output_dir: Local folder the tuned model is saved to (checkpoints go to its `checkpoints/`).
         settings: Hyper-parameters and options; default `FineTuneSettings()`.
-        validation_labels_path: Validation labels Parquet; when it has rows, the validation loss is
-            computed at every checkpoint and at the end. "" or an empty table: none.
+        validation_labels_path: Validation labels Parquet. "" or an empty table: `settings.validation_share`
+            of the train queries are held out instead (`embedpipe.fine_tune.split`). With validation labels
+            (given or held out), the validation loss and NDCG@10 (`embedpipe.fine_tune.validation`) are computed
+            every `settings.evaluation_steps` and at the end, the step with the best NDCG@10 is the saved model
+            and training stops early after `settings.early_stopping_patience` evaluations without improvement
+            (`embedpipe.fine_tune.early_stop`). Test labels are never an input.
         callbacks: Extra `transformers.TrainerCallback`s (one process only: they cannot cross to others).
         gcs_client: Storage client (or fake) for a `gs://` base model.
         **options: Instead of `settings`: its fields as keywords (`batch_size=8, train_steps=2, ...`).
@@ -80,9 +87,23 @@ def fine_tune(
         if callbacks:
             raise FineTuneError(f"callbacks run in one process only; give processes=1, not {settings.processes}")
         return _launch(*paths, settings, validation_labels_path=validation_labels_path, gcs_client=gcs_client)
-    return run_training(
+    search = None
+    if settings.learning_rate_search:
+        settings, search = search_learning_rate(
+            settings,
+            Path(output_dir),
+            lambda folder, trial: run_training(
+                *paths[:3], folder, trial, validation_labels_path=validation_labels_path, gcs_client=gcs_client
+            ),
+        )
+    result = run_training(
         *paths, settings, validation_labels_path=validation_labels_path, callbacks=callbacks, gcs_client=gcs_client
     )
+    if search is not None:
+        result.metadata["learning_rate_search"] = search
+        result.metrics["learning_rate_search_seconds"] = search["seconds"]
+        write_metadata(result)
+    return result
 
 
 def run_training(
@@ -116,6 +137,7 @@ def run_training(
 
     processes = distributed.world_size()
     validation_pairs = inputs.validation_pairs
+    validation = inputs.validation  # rank 0's: it evaluates, and shares each score with the other ranks
     if processes > 1 and validation_pairs is not None and len(validation_pairs) < settings.batch_size:
         # Each process evaluates full batches only (the loss gathers same-sized ones): none here.
         log.warning(
@@ -142,6 +164,9 @@ def run_training(
         settings, output, base.device, precision, validation=dataset.validation is not None, processes=processes
     )
     resume_from = last_checkpoint(output)
+    curve = ValidationCurve(settings.early_stopping_patience) if inputs.validation_source else None
+    if curve is not None:
+        callbacks = [*callbacks, _selection(validation, curve, settings, output, processes)]
     trainer = build_trainer(base.model, args, loss, dataset, callbacks)
     log.info(
         "fine_tune: %s on %d pairs, %s, %d steps of %d%s, lr %.2g, %s on %s%s",
@@ -159,6 +184,15 @@ def run_training(
     run = train(trainer, resume_from)
 
     writes = trainer.is_world_process_zero()
+    if writes and curve is not None and curve.best_step is not None and curve.best_step != run.global_step:
+        log.info(
+            "fine_tune: saving step %d (validation NDCG@10 %.4f), the best of %d evaluations, not the last step %d",
+            curve.best_step,
+            curve.best_score,
+            len(curve.points),
+            run.global_step,
+        )
+        load_weights(base.model, best_weights_path(output / CHECKPOINTS_DIR, curve.best_step))
     if writes:
         save_model(base, output, dimension, keep_checkpoints=settings.keep_checkpoints)
     result = build_result(
@@ -171,6 +205,9 @@ def run_training(
         run=run,
         pairs=dataset.pairs,
         precision=precision,
+        validation=validation,
+        curve=curve,
+        split=inputs.split_reason,
     )
     if writes:
         write_metadata(result)
@@ -188,9 +225,37 @@ def run_training(
     return result
 
 
+def _selection(validation, curve: ValidationCurve, settings: FineTuneSettings, output: Path, processes: int):
+    """The selection callback; with several processes rank 0 evaluates and the others take its score."""
+    from embedpipe.fine_tune.validation import validation_ndcg
+
+    if validation is not None:
+        log.info(
+            "fine_tune: validation NDCG@10 every %d steps on %d %s validation queries against %s; patience %d",
+            settings.evaluation_steps,
+            validation.query_count,
+            validation.source,
+            validation.description,
+            settings.early_stopping_patience,
+        )
+
+    def evaluate(model) -> float:
+        score = validation_ndcg(model, validation, task_type=settings.task_type) if validation is not None else None
+        return distributed.share_from_rank_zero(score) if processes > 1 else score
+
+    return selection_callback(
+        curve,
+        evaluate,
+        every=settings.evaluation_steps,
+        checkpoints=output / CHECKPOINTS_DIR,
+        writes=distributed.rank() == 0,
+    )
+
+
 @dataclass(frozen=True)
 class _Inputs:
-    """The checked inputs of a run: the base model, the sizes and prompts, the formatted pairs."""
+    """The checked inputs of a run: the base model, the sizes and prompts, the formatted pairs, the
+    validation set (None without validation labels) and what the automatic split did."""
 
     base: BaseModel
     dimension: int
@@ -198,6 +263,9 @@ class _Inputs:
     corpus: Any
     pairs: Any
     validation_pairs: Any
+    validation: Any = None
+    split_reason: str = ""
+    validation_source: str = ""
 
 
 def _checked_inputs(
@@ -212,11 +280,52 @@ def _checked_inputs(
     data = read_training_data(
         corpus_path, queries_path, train_labels_path, validation_labels_path, batch_size=settings.batch_size
     )
+    data, source, split_reason = _with_validation(data, settings)
     base = load_base_model(settings, gcs_client=gcs_client, model_path=base_model_path)
     dimension = output_dimension(base, settings.output_dimensionality)
     prompts = resolve_prompts(settings.task_type, base.model.prompts)
     pairs, validation_pairs = formatted_pairs(data, prompts, batch_size=settings.batch_size)
-    return _Inputs(base, dimension, prompts, data.corpus, pairs, validation_pairs)
+    validation = None
+    # Rank 0 of the training processes evaluates (one process: itself; not the launcher, which only checks).
+    if source and distributed.rank() == 0 and (distributed.launched() or settings.processes == 1):
+        from embedpipe.fine_tune.validation import validation_set
+
+        validation = validation_set(
+            data.corpus,
+            data.queries,
+            data.validation_labels,
+            model=base.model,
+            task_type=settings.task_type,
+            seed=settings.seed,
+            source=source,
+        )
+    return _Inputs(base, dimension, prompts, data.corpus, pairs, validation_pairs, validation, split_reason, source)
+
+
+def _with_validation(data: TrainingData, settings: FineTuneSettings) -> tuple[TrainingData, str, str]:
+    """The data with its validation labels: the given ones, else a split of the train queries.
+
+    Returns:
+        (data, source: "given", "split" or "" for none, the split's log line or "").
+    """
+    given = data.validation_labels
+    if given is not None and (given["score"].astype(int) >= 1).sum() >= 1:
+        return data, "given", ""
+    split = split_validation(data.train_labels, share=settings.validation_share, seed=settings.seed)
+    if split.validation is not None and (split.train["score"].astype(int) >= 1).sum() < settings.batch_size:
+        reason = (
+            f"no automatic validation split: it would leave fewer train pairs than batch_size={settings.batch_size}"
+        )
+        log.info("fine_tune: %s", reason)
+        return data, "", reason
+    log.info("fine_tune: %s", split.reason)
+    if split.validation is None:
+        return data, "", split.reason
+    return (
+        dataclasses.replace(data, train_labels=split.train, validation_labels=split.validation),
+        "split",
+        split.reason,
+    )
 
 
 def _launch(

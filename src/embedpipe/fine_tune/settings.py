@@ -29,6 +29,10 @@ CACHED_LOSS_MINI_BATCH_SIZE = 32
 CHECKPOINTS_DIR = "checkpoints"
 #: Optimiser steps when neither `train_steps` nor `iterations` is given.
 DEFAULT_TRAIN_STEPS = 100
+#: Share of the train queries held out for validation when no validation labels are given.
+DEFAULT_VALIDATION_SHARE = 0.1
+#: Validation evaluations without improvement before training stops.
+DEFAULT_EARLY_STOPPING_PATIENCE = 3
 
 
 class FineTuneError(ValueError):
@@ -65,6 +69,17 @@ class FineTuneSettings:
         processes: Training processes, one per GPU. 1: the calling process trains. More: `fine_tune` launches
             that many with torchrun and trains with DistributedDataParallel, each process taking `batch_size`
             pairs per step (see `embedpipe.fine_tune.distributed`).
+        validation_share: Share of the train queries held out (by query, seeded) as the validation split when
+            no validation labels are given; 0 = none. Bounded by `embedpipe.fine_tune.split` (at least 20 and
+            at most 300 queries; none with fewer than 200 train queries).
+        validation_steps: Steps between validation NDCG@10 evaluations (and the last step); None/0 = the
+            checkpoint interval. With validation labels (given or split off), the saved model is the step
+            with the best validation NDCG@10 and `train_steps` is a ceiling.
+        early_stopping_patience: Stop after this many validation evaluations without improvement;
+            0 = never stop early (the best step is still the one saved).
+        learning_rate_search: Factors of `learning_rate_multiplier` to try first, e.g. (1, 2, 4): each trains
+            a few evaluations' worth of steps from the base model and is scored on validation NDCG@10; the
+            best then runs in full (`embedpipe.fine_tune.lr_search`). () = no search (the default).
         iterations: Older name of `train_steps` (init only); used when `train_steps` is not given.
 
     Raises:
@@ -88,6 +103,10 @@ class FineTuneSettings:
     keep_checkpoints: bool = False
     hf_token_secret: str = ""
     processes: int = 1
+    validation_share: float = DEFAULT_VALIDATION_SHARE
+    validation_steps: int | None = 0
+    early_stopping_patience: int = DEFAULT_EARLY_STOPPING_PATIENCE
+    learning_rate_search: tuple[float, ...] = ()
     iterations: InitVar[int | None] = None
 
     def __post_init__(self, iterations: int | None) -> None:
@@ -116,12 +135,31 @@ class FineTuneSettings:
         output_dimensionality = int(self.output_dimensionality or 0)
         if output_dimensionality < 0:
             raise FineTuneError(f"output_dimensionality must be >= 0 (0 = the model's), got {output_dimensionality}")
+        if not 0 <= float(self.validation_share) < 1:
+            raise FineTuneError(f"validation_share must be >= 0 and < 1, got {self.validation_share}")
+        if int(self.validation_steps or 0) < 0:
+            raise FineTuneError(f"validation_steps must be >= 0 (0 = every checkpoint), got {self.validation_steps}")
+        if int(self.early_stopping_patience) < 0:
+            raise FineTuneError(
+                f"early_stopping_patience must be >= 0 (0 = never), got {self.early_stopping_patience}"
+            )
+        search = tuple(float(factor) for factor in self.learning_rate_search or ())
+        if any(factor <= 0 for factor in search):
+            raise FineTuneError(f"learning_rate_search factors must be > 0, got {list(search)}")
+        if search and int(self.processes) > 1:
+            raise FineTuneError(
+                f"learning_rate_search runs in one process only; give processes=1, not {self.processes}"
+            )
         # Frozen: the normalised values are set once, here.
         object.__setattr__(self, "task_type", task_type)
         object.__setattr__(self, "train_steps", int(train_steps))
         object.__setattr__(self, "output_dimensionality", output_dimensionality)
         object.__setattr__(self, "max_seq_length", int(self.max_seq_length or 0))
         object.__setattr__(self, "processes", int(self.processes))
+        object.__setattr__(self, "validation_share", float(self.validation_share))
+        object.__setattr__(self, "validation_steps", int(self.validation_steps or 0))
+        object.__setattr__(self, "early_stopping_patience", int(self.early_stopping_patience))
+        object.__setattr__(self, "learning_rate_search", search)
 
     @property
     def learning_rate(self) -> float:
@@ -137,6 +175,11 @@ class FineTuneSettings:
     def checkpoint_steps(self) -> int:
         """Steps between checkpoints (and validation losses): `save_steps`, else about a tenth of the run."""
         return int(self.save_steps or max(1, math.ceil(self.train_steps / 10)))
+
+    @property
+    def evaluation_steps(self) -> int:
+        """Steps between validation NDCG@10 evaluations: `validation_steps`, else `checkpoint_steps`."""
+        return self.validation_steps or self.checkpoint_steps
 
     @property
     def logging_steps(self) -> int:

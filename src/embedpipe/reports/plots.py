@@ -212,3 +212,37 @@ def loss_curve(train: Sequence[tuple[int, float]], validation: Sequence[tuple[in
         if train or validation:
             axes.legend(frameon=False)
         return _svg(figure)
+
+
+def ndcg_curve(points: Sequence[tuple[int, float]], chosen: int | None = None) -> str:
+    """Validation NDCG@10 per evaluation: the base model at step 0 as a dashed line, the chosen step marked.
+
+    Args:
+        points: (step, validation NDCG@10) per evaluation; step 0 is the base model.
+        chosen: The step saved as the tuned model, or None.
+
+    Returns:
+        An `<svg>` element.
+    """
+    with plt.rc_context(_STYLE):
+        figure, axes = _figure(6.0, 3.4)
+        steps, values = [s for s, _ in points], [v for _, v in points]
+        axes.plot(steps, values, color=TUNED, linewidth=1.4, marker="o", markersize=4, label="validation NDCG@10")
+        base = dict(points).get(0)
+        if base is not None:
+            axes.axhline(base, color=BASE, linewidth=1.0, linestyle="--", label="base model")
+        if chosen is not None and chosen in dict(points):
+            axes.plot(
+                [chosen],
+                [dict(points)[chosen]],
+                linestyle="none",
+                marker="*",
+                markersize=12,
+                color=BETTER,
+                label=f"chosen (step {chosen})",
+            )
+        axes.set_xlabel("step")
+        axes.set_ylabel("NDCG@10")
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.legend(frameon=False)
+        return _svg(figure)

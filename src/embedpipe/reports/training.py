@@ -49,6 +49,7 @@ def training_facts(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
         )
     if metrics.get("validation_loss") is not None:
         facts.append(("validation loss (final)", f"{metrics['validation_loss']:.4f}"))
+    facts += _selection_facts(metadata)
     dimension, base_dimension = metadata.get("dimension"), metadata.get("base_dimension")
     if dimension:
         facts.append(
@@ -63,13 +64,50 @@ def training_facts(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
     return facts
 
 
+def _selection_facts(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The validation NDCG@10 lines: the chosen step, the base and best scores, early stopping."""
+    if metadata.get("chosen_step") is None:
+        return []
+    metrics = metadata.get("metrics", {})
+    facts = [
+        (
+            "chosen step (best validation NDCG@10)",
+            f"{int(metadata['chosen_step']):,} of {int(metadata.get('last_step', 0)):,}",
+        )
+    ]
+    best, base = metrics.get("validation_ndcg@10"), metadata.get("validation_ndcg_base")
+    if best is not None:
+        facts.append(
+            (
+                "validation NDCG@10 (base → chosen)",
+                (f"{float(base):.4f} → " if base is not None else "") + f"{float(best):.4f}",
+            )
+        )
+    stopped = "yes" if metadata.get("stopped_early") else "no"
+    facts.append(
+        ("stopped early", f"{stopped} (patience {int(metadata.get('early_stopping_patience', 0))} evaluations)")
+    )
+    queries, source = metadata.get("validation_queries"), metadata.get("validation_source")
+    if queries is not None:
+        facts.append(
+            (
+                "validation queries",
+                f"{int(queries):,} ({'held out of the train queries' if source == 'split' else 'given'})",
+            )
+        )
+    if metadata.get("validation_corpus"):
+        facts.append(("validation corpus", str(metadata["validation_corpus"])))
+    return facts
+
+
 def training_report(metadata: Mapping[str, Any]) -> str:
     """The self-contained HTML report of a fine-tuning run.
 
     Args:
         metadata: `FineTuneResult.metadata` (what `embedpipe_training.json` holds): `loss_curve` is
             [[step, loss], ...]; `validation_curve`, when there was validation data, the same for the
-            validation loss.
+            validation loss; `validation_ndcg_curve` and `chosen_step`, when the run was scored on validation
+            NDCG@10, draw the second figure.
 
     Returns:
         The HTML page.
@@ -81,10 +119,15 @@ def training_report(metadata: Mapping[str, Any]) -> str:
     if not validation and final is not None:
         # Runs that computed the validation loss only at the end still show it, as one point.
         validation = [(int(metadata.get("metrics", {}).get("train_steps", 0)), float(final))]
+    ndcg = _pairs(metadata.get("validation_ndcg_curve"))
     return render(
         "training.html.j2",
         facts=training_facts(metadata),
         plot=plots.loss_curve(train, validation) if train or validation else "",
+        ndcg_plot=plots.ndcg_curve(ndcg, metadata.get("chosen_step")) if ndcg else "",
+        ndcg_evaluations=len(ndcg),
+        chosen=metadata.get("chosen_step"),
+        stopped_early=bool(metadata.get("stopped_early")),
         logged=len(train),
         evaluated=len(validation),
         model=str(metadata.get("base_model", "")),
