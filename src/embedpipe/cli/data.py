@@ -182,6 +182,14 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_seq_length=args.max_seq_length,
         mine_hard_negatives=args.hard_negatives,
+        guided_loss=args.guided_loss,
+        symmetric_loss=args.symmetric_loss,
+        # Not given: FineTuneSettings' defaults (not imported here, to keep the CLI's start cheap).
+        **{
+            name: value
+            for name in ("hard_negative_range_min", "hard_negative_margin")
+            if (value := getattr(args, name)) is not None
+        },
     )
     prepared = prepare_data(
         **data_paths(args),
@@ -298,6 +306,24 @@ def add_fine_tune_parser(sub: argparse._SubParsersAction) -> None:
     )
     tune.add_argument("--max-seq-length", type=int, default=0, help="tokens per text (0 = the model's own)")
     tune.add_argument("--hard-negatives", action="store_true", help="mine one hard negative per pair from the corpus")
+    tune.add_argument(
+        "--hard-negative-range-min",
+        type=int,
+        help="mining: ranks skipped at the top of the base model's ranking (default: FineTuneSettings')",
+    )
+    tune.add_argument(
+        "--hard-negative-margin",
+        type=float,
+        help="mining: skip candidates scoring within this fraction of the positive's score (default: FineTuneSettings')",
+    )
+    tune.add_argument(
+        "--guided-loss",
+        action="store_true",
+        help="filter in-batch false negatives with the base model as guide (GISTEmbedLoss; a second forward pass)",
+    )
+    tune.add_argument(
+        "--symmetric-loss", action="store_true", help="rank queries to documents and documents to queries"
+    )
     tune.add_argument(
         "--output-dir", default=".embedpipe/fine_tune", help="prepared data and model/ go here (default: %(default)s)"
     )

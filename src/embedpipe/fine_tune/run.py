@@ -134,7 +134,8 @@ def run_training(
         corpus=inputs.corpus,
         prompts=prompts,
         model=base.model,
-        mine_hard_negatives=settings.mine_hard_negatives,
+        settings=settings,
+        labels=inputs.train_labels,
     )
     loss = build_loss(base.model, settings, base.dimension, dimension, gather=processes > 1)
     precision = choose_precision(base.device)
@@ -198,6 +199,7 @@ class _Inputs:
     corpus: Any
     pairs: Any
     validation_pairs: Any
+    train_labels: Any = None
 
 
 def _checked_inputs(
@@ -216,7 +218,7 @@ def _checked_inputs(
     dimension = output_dimension(base, settings.output_dimensionality)
     prompts = resolve_prompts(settings.task_type, base.model.prompts)
     pairs, validation_pairs = formatted_pairs(data, prompts, batch_size=settings.batch_size)
-    return _Inputs(base, dimension, prompts, data.corpus, pairs, validation_pairs)
+    return _Inputs(base, dimension, prompts, data.corpus, pairs, validation_pairs, data.train_labels)
 
 
 def _launch(
