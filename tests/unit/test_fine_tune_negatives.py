@@ -231,3 +231,27 @@ def test_a_run_trains_with_the_negatives_it_was_given(prepared, tmp_path, option
     for name, value in options.items():
         assert result.metadata["hard_negatives" if name == "mine_hard_negatives" else name] == value
     assert result.metrics["train_loss"] > 0
+
+
+def test_the_fine_tune_command_sets_the_negatives_options():
+    from embedpipe.cli import build_parser
+    from embedpipe.cli.data import fine_tune_settings
+
+    parser = build_parser(["fine-tune"])
+    default = fine_tune_settings(parser.parse_args(["fine-tune"]))
+    plain = FineTuneSettings()
+    assert (default.hard_negative_range_min, default.hard_negative_margin) == (
+        plain.hard_negative_range_min,
+        plain.hard_negative_margin,
+    )
+    assert not default.guided_loss and not default.symmetric_loss and not default.mine_hard_negatives
+    given = fine_tune_settings(
+        parser.parse_args(
+            "fine-tune --hard-negatives --hard-negative-range-min 3 --hard-negative-margin 0.2 --guided-loss".split()
+        )
+    )
+    assert given.mine_hard_negatives and given.guided_loss and not given.symmetric_loss
+    assert (given.hard_negative_range_min, given.hard_negative_margin) == (3, 0.2)
+    assert fine_tune_settings(parser.parse_args(["fine-tune", "--symmetric-loss"])).symmetric_loss
+    with pytest.raises(FineTuneError, match="hard_negative_margin"):
+        fine_tune_settings(parser.parse_args(["fine-tune", "--hard-negative-margin", "1.5"]))

@@ -156,22 +156,18 @@ def _evaluate_table(args: argparse.Namespace) -> int:
     return exits.OK
 
 
-def cmd_fine_tune(args: argparse.Namespace) -> int:
-    """`embedpipe fine-tune`: prepares the data and fine-tunes the base model on its train labels.
+def fine_tune_settings(args: argparse.Namespace):
+    """The `FineTuneSettings` of the parsed `fine-tune` arguments (checked: FineTuneError when wrong).
 
     Args:
         args: the parsed `fine-tune` arguments.
 
     Returns:
-        The exit status, `exits.OK`.
+        The settings.
     """
-    import logging
+    from embedpipe.fine_tune import FineTuneSettings
 
-    from embedpipe.fine_tune import FineTuneSettings, fine_tune
-    from embedpipe.prepare import SPLITS, prepare_data
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    settings = FineTuneSettings(  # checked before anything is written
+    return FineTuneSettings(
         base_model=args.model,
         task_type=args.task_type,
         batch_size=args.batch_size,
@@ -191,6 +187,24 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
             if (value := getattr(args, name)) is not None
         },
     )
+
+
+def cmd_fine_tune(args: argparse.Namespace) -> int:
+    """`embedpipe fine-tune`: prepares the data and fine-tunes the base model on its train labels.
+
+    Args:
+        args: the parsed `fine-tune` arguments.
+
+    Returns:
+        The exit status, `exits.OK`.
+    """
+    import logging
+
+    from embedpipe.fine_tune import fine_tune
+    from embedpipe.prepare import SPLITS, prepare_data
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = fine_tune_settings(args)  # checked before anything is written
     prepared = prepare_data(
         **data_paths(args),
         test_fraction=args.test_fraction,
