@@ -26,7 +26,7 @@ to `plain`'s, pairs seen, and whether the issue's goal (embedpipe's gain >= 1.5x
 never below the base) is met.
 
     python benchmarks/fine_tune.py [--only scifact|jaquad] [--rounds 3] [--max-test-queries N]
-        [--contenders plain,embedpipe,embedpipe-auto] [--on test|validation]
+        [--contenders plain,embedpipe,embedpipe-auto] [--on test|validation] [--steps 47] [--max-seq-length 0]
 """
 
 from __future__ import annotations
@@ -87,14 +87,23 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """What every contender gets: steps of `batch_size` pairs; `max_seq_length` 0 = the model's (256)."""
+
+    steps: int = STEPS
+    batch_size: int = BATCH_SIZE
+    max_seq_length: int = 0
+
+
+@dataclass(frozen=True)
 class Contender:
-    """One way of training: `train(split, output_dir, seed)` saves a model there and returns pairs seen."""
+    """One way of training: `train(split, output_dir, seed, budget)` saves a model there, returns pairs seen."""
 
     name: str
-    train: Callable[[Split, Path, int], int]
+    train: Callable[[Split, Path, int, Budget], int]
 
 
-def train_plain(split: Split, output: Path, seed: int) -> int:
+def train_plain(split: Split, output: Path, seed: int, budget: Budget) -> int:
     """The plain sentence-transformers script: MNRL, batch 32, lr 2e-5, 47 steps, the Trainer's defaults."""
     import pandas as pd
     from datasets import Dataset
@@ -119,10 +128,12 @@ def train_plain(split: Split, output: Path, seed: int) -> int:
         }
     )
     model = SentenceTransformer(str(packaged_model_path()), device="cpu")
+    if budget.max_seq_length:
+        model.max_seq_length = budget.max_seq_length
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output / "checkpoints"),
-        max_steps=STEPS,
-        per_device_train_batch_size=BATCH_SIZE,
+        max_steps=budget.steps,
+        per_device_train_batch_size=budget.batch_size,
         learning_rate=2e-5,
         seed=seed,
         save_strategy="no",
@@ -134,16 +145,25 @@ def train_plain(split: Split, output: Path, seed: int) -> int:
         model=model, args=args, train_dataset=pairs, loss=MultipleNegativesRankingLoss(model)
     ).train()
     model.save(str(output))
-    return STEPS * BATCH_SIZE
+    return budget.steps * budget.batch_size
 
 
 def embedpipe_contender(name: str, **settings) -> Contender:
     """`embedpipe.fine_tune.fine_tune` with its defaults, at the plain budget, and `settings` on top."""
 
-    def train(split: Split, output: Path, seed: int) -> int:
+    def train(split: Split, output: Path, seed: int, budget: Budget) -> int:
         from embedpipe.fine_tune import FineTuneSettings, fine_tune
 
-        options = {"train_steps": STEPS, "batch_size": BATCH_SIZE, "seed": seed, "device": "cpu", **settings}
+        options = {
+            "train_steps": budget.steps,
+            "batch_size": budget.batch_size,
+            "max_seq_length": budget.max_seq_length,
+            "seed": seed,
+            "device": "cpu",
+            **settings,
+        }
+        if "train_steps" in settings:  # the auto contender's ceiling scales with the budget
+            options["train_steps"] = settings["train_steps"] * budget.steps // STEPS
         result = fine_tune(
             split.corpus_path, split.queries_path, split.train_labels, str(output), FineTuneSettings(**options)
         )
@@ -294,7 +314,8 @@ def run_dataset(name: str, work: Path, args) -> dict:
     def train_and_score(contender: str, round_: int) -> dict:
         output = work / f"{name}-{contender}-{round_}"
         started = time.monotonic()
-        pairs_seen = CONTENDERS[contender].train(split, output, args.seed + round_)
+        budget = Budget(args.steps, BATCH_SIZE, args.max_seq_length)
+        pairs_seen = CONTENDERS[contender].train(split, output, args.seed + round_, budget)
         tuned = evaluate_model(str(output), split.corpus, split.queries, split.score_labels, name="tuned")
         return {"ndcg@10": tuned.metrics["ndcg@10"], "pairs_seen": pairs_seen, "seconds": time.monotonic() - started}
 
@@ -327,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--validation-corpus", type=int, default=2000, help="--on validation: other documents (default: %(default)s)"
     )
+    parser.add_argument(
+        "--steps", type=int, default=STEPS, help="budget of every contender, steps of 32 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-seq-length", type=int, default=0, help="training tokens per text, 0 = the model's (default: 0)"
+    )
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     unknown = [c for c in args.contenders if c not in CONTENDERS]
@@ -346,7 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         "model": "all-MiniLM-L6-v2 (packaged)",
         "device": "cpu",
         "scored_on": args.on,
-        "budget": {"batch_size": BATCH_SIZE, "steps": STEPS, "pairs_seen": BATCH_SIZE * STEPS},
+        "budget": {
+            "batch_size": BATCH_SIZE,
+            "steps": args.steps,
+            "pairs_seen": BATCH_SIZE * args.steps,
+            "max_seq_length": args.max_seq_length or "model's",
+        },
         "auto_settings": AUTO_SETTINGS,
         "rounds": args.rounds,
         "order": [name for _, name in alternation(args.contenders, args.rounds)],
