@@ -86,6 +86,9 @@ def test_every_positive_of_a_query_is_kept_out_for_every_one_of_its_pairs():
     mined = mine_hard_negatives(pairs, _corpus(ids), labels, model, PROMPTS, range_min=0, relative_margin=0.0)
     relevant_texts = set(PROMPTS.format_documents([f"text of {d}" for d in positives], [""] * 3))
     assert len(mined) == 3 and not set(mined["negative"]) & relevant_texts
+    # Without labels, the pairs themselves say what is relevant: the other pairs' positives stay out too.
+    mined = mine_hard_negatives(pairs, _corpus(ids), None, model, PROMPTS, range_min=0, relative_margin=0.0)
+    assert mined["negative"].tolist() == PROMPTS.format_documents(["text of d3"] * 3, [""] * 3)
 
 
 def test_a_score_zero_label_is_not_relevant():

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embedpipe.fine_tune.settings import FineTuneError
-
-log = logging.getLogger(__package__)
 
 
 @dataclass(frozen=True)

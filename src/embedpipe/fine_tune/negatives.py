@@ -122,7 +122,8 @@ def mine_hard_negatives(
         pairs: Formatted pairs with ids (`anchor`, `positive`, `query-id`, `corpus-id`), as
             `training_pairs(..., with_ids=True)` returns them.
         corpus: Corpus DataFrame (`_id`, `title`, `text`) the negatives come from.
-        labels: The train labels; every document labelled relevant to a query is kept from its negatives.
+        labels: The train labels, or None; every document they or the pairs mark relevant to a query is kept
+            from its negatives.
         model: The base model (SentenceTransformer), which ranks the corpus.
         prompts: `embedpipe.prompts.Prompts` that format the corpus documents.
         range_min: See `choose_negatives`.
@@ -138,7 +139,9 @@ def mine_hard_negatives(
     corpus = corpus.assign(_id=corpus["_id"].astype(str)).drop_duplicates("_id")
     documents = prompts.format_documents(corpus["text"].fillna("").tolist(), corpus["title"].fillna("").tolist())
     position = {doc_id: i for i, doc_id in enumerate(corpus["_id"])}
-    relevant_ids = relevant_documents(labels)
+    relevant_ids = relevant_documents(labels) if labels is not None else {}
+    for query_id, corpus_id in zip(pairs["query-id"].astype(str), pairs["corpus-id"].astype(str)):
+        relevant_ids.setdefault(query_id, set()).add(corpus_id)
     log.info("fine_tune: mining hard negatives for %d pairs among %d documents", len(pairs), len(documents))
     # Texts are already formatted: an empty prompt keeps the model's default prompt from being added twice.
     encode = dict(prompt="", batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
@@ -153,10 +156,7 @@ def mine_hard_negatives(
         scores = query_vectors[[query_row[a] for a in chunk["anchor"]]] @ doc_vectors.T
         positive_columns = [position[str(c)] for c in chunk["corpus-id"]]
         positive_scores = scores[np.arange(len(chunk)), positive_columns]
-        relevant = [
-            {position[d] for d in relevant_ids.get(str(q), ()) if d in position} | {p}
-            for q, p in zip(chunk["query-id"], positive_columns)
-        ]
+        relevant = [{position[d] for d in relevant_ids[str(q)] if d in position} for q in chunk["query-id"]]
         chosen = choose_negatives(
             scores, positive_scores, relevant, range_min=range_min, relative_margin=relative_margin
         )
