@@ -157,22 +157,18 @@ def _evaluate_table(args: argparse.Namespace) -> int:
     return exits.OK
 
 
-def cmd_fine_tune(args: argparse.Namespace) -> int:
-    """`embedpipe fine-tune`: prepares the data and fine-tunes the base model on its train labels.
+def fine_tune_settings(args: argparse.Namespace):
+    """The `FineTuneSettings` of the parsed `fine-tune` arguments (checked: FineTuneError when wrong).
 
     Args:
         args: the parsed `fine-tune` arguments.
 
     Returns:
-        The exit status, `exits.OK`.
+        The settings.
     """
-    from embedpipe import storage
-    from embedpipe.fine_tune import FineTuneSettings, fine_tune
-    from embedpipe.prepare import SPLITS, prepare_data
-    from embedpipe.reports import training_report
+    from embedpipe.fine_tune import FineTuneSettings
 
-    configure_logging()
-    settings = FineTuneSettings(  # checked before anything is written
+    return FineTuneSettings(
         base_model=args.model,
         task_type=args.task_type,
         batch_size=args.batch_size,
@@ -183,11 +179,37 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_seq_length=args.max_seq_length,
         mine_hard_negatives=args.hard_negatives,
+        guided_loss=args.guided_loss,
+        symmetric_loss=args.symmetric_loss,
         validation_share=args.validation_share,
         validation_steps=args.validation_steps,
         early_stopping_patience=args.early_stopping_patience,
         learning_rate_search=args.learning_rate_search,
+        # Not given: FineTuneSettings' defaults (not imported here, to keep the CLI's start cheap).
+        **{
+            name: value
+            for name in ("hard_negative_range_min", "hard_negative_margin")
+            if (value := getattr(args, name)) is not None
+        },
     )
+
+
+def cmd_fine_tune(args: argparse.Namespace) -> int:
+    """`embedpipe fine-tune`: prepares the data and fine-tunes the base model on its train labels.
+
+    Args:
+        args: the parsed `fine-tune` arguments.
+
+    Returns:
+        The exit status, `exits.OK`.
+    """
+    from embedpipe import storage
+    from embedpipe.fine_tune import fine_tune
+    from embedpipe.prepare import SPLITS, prepare_data
+    from embedpipe.reports import training_report
+
+    configure_logging()
+    settings = fine_tune_settings(args)  # checked before anything is written
     prepared = prepare_data(
         **data_paths(args),
         test_fraction=args.test_fraction,
@@ -331,6 +353,24 @@ def add_fine_tune_parser(sub: argparse._SubParsersAction) -> None:
         metavar="F1,F2,...",
         help="try these factors of the learning rate first (short runs scored on validation NDCG@10), "
         "then train with the best (default: no search)",
+    )
+    tune.add_argument(
+        "--hard-negative-range-min",
+        type=int,
+        help="mining: ranks skipped at the top of the base model's ranking (default: FineTuneSettings')",
+    )
+    tune.add_argument(
+        "--hard-negative-margin",
+        type=float,
+        help="mining: skip candidates scoring within this fraction of the positive's score (default: FineTuneSettings')",
+    )
+    tune.add_argument(
+        "--guided-loss",
+        action="store_true",
+        help="filter in-batch false negatives with the base model as guide (GISTEmbedLoss; a second forward pass)",
+    )
+    tune.add_argument(
+        "--symmetric-loss", action="store_true", help="rank queries to documents and documents to queries"
     )
     tune.add_argument(
         "--output-dir", default=".embedpipe/fine_tune", help="prepared data and model/ go here (default: %(default)s)"

@@ -3,7 +3,9 @@
 The work is done by the sentence-transformers Trainer: MultipleNegativesRankingLoss over (query, relevant
 document) pairs, with the other documents of the batch as negatives (CachedMultipleNegativesRankingLoss
 when the batch is too large to fit at once), no duplicate texts in a batch, optional hard negatives
-mined from the corpus, and MatryoshkaLoss when a smaller `output_dimensionality` is asked for.
+mined from the corpus and filtered against false negatives, an optional symmetric loss or in-batch negatives
+filtered by the base model as guide (GISTEmbedLoss), and MatryoshkaLoss when a smaller
+`output_dimensionality` is asked for.
 
 Texts are formatted by `embedpipe.prompts` (the one place for prompts), exactly as evaluation, the
 embedding job and serving format them, so a query is trained the way it is later embedded.
@@ -22,9 +24,10 @@ exactly as before.
 
 Modules:
     settings: `FineTuneSettings` (the hyper-parameters, checked once), `FineTuneError`, the constants.
-    data: reading and checking the prepared tables; formatted pairs (`training_pairs`); hard negatives.
+    data: reading and checking the prepared tables; formatted pairs (`training_pairs`); the datasets.
+    negatives: hard negatives mined by the base model, never a labelled positive, rank and margin filters.
     model: loading the base model through `embedpipe.models`; saving the tuned (truncated) model.
-    trainer: the loss, the training arguments, the progress log, training and resuming.
+    trainer: the loss (plain, symmetric or guided), the batch sampler, the training arguments, the progress log, training and resuming.
     split: the automatic validation split (a seeded share of the train queries, by query).
     validation: the fixed validation corpus and validation NDCG@10 by `embedpipe.evaluate`.
     early_stop: the validation curve, the best step, patience; the callback that keeps the best weights.

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embedpipe.fine_tune.settings import FineTuneError
-
-log = logging.getLogger(__package__)
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ def read_training_data(
     return TrainingData(corpus, queries, train_labels, validation_labels)
 
 
-def training_pairs(corpus, queries, labels, prompts, *, split: str = "train"):
+def training_pairs(corpus, queries, labels, prompts, *, split: str = "train", with_ids: bool = False):
     """Turns prepared labels into formatted (anchor, positive) pairs.
 
     Only labels with score >= 1 are positives (score 0 means "judged not relevant").
@@ -93,9 +90,11 @@ def training_pairs(corpus, queries, labels, prompts, *, split: str = "train"):
         labels: Labels DataFrame (`query-id`, `corpus-id`, `score`).
         prompts: `embedpipe.prompts.Prompts` of the task type and model.
         split: Name used in error messages.
+        with_ids: Also return the `query-id` and `corpus-id` of each pair (hard-negative mining needs them).
 
     Returns:
-        A pandas DataFrame with columns `anchor` (formatted query) and `positive` (formatted document).
+        A pandas DataFrame with columns `anchor` (formatted query) and `positive` (formatted document), and
+        with `with_ids` the ids.
 
     Raises:
         FineTuneError: when a label names a query or document that is not in the data.
@@ -117,12 +116,13 @@ def training_pairs(corpus, queries, labels, prompts, *, split: str = "train"):
         )
     docs = corpus.loc[corpus_ids] if corpus_ids else corpus.iloc[:0]
     titles = docs["title"].fillna("").tolist() if "title" in docs else None
-    return pd.DataFrame(
+    pairs = pd.DataFrame(
         {
             "anchor": prompts.format_queries([query_text[q] for q in query_ids]),
             "positive": prompts.format_documents(docs["text"].fillna("").tolist(), titles),
         }
     )
+    return pairs.assign(**{"query-id": query_ids, "corpus-id": corpus_ids}) if with_ids else pairs
 
 
 def formatted_pairs(data: TrainingData, prompts, *, batch_size: int):
@@ -134,13 +134,13 @@ def formatted_pairs(data: TrainingData, prompts, *, batch_size: int):
         batch_size: Pairs per step; there must be at least this many distinct train pairs.
 
     Returns:
-        (train pairs, validation pairs or None), DataFrames as `training_pairs` returns them.
+        (train pairs with their ids, validation pairs or None), DataFrames as `training_pairs` returns them.
 
     Raises:
         FineTuneError: when a label names unknown ids, or there are fewer distinct pairs than one batch.
     """
-    pairs = training_pairs(data.corpus, data.queries, data.train_labels, prompts)
-    unique_pairs = pairs.drop_duplicates()
+    pairs = training_pairs(data.corpus, data.queries, data.train_labels, prompts, with_ids=True)
+    unique_pairs = pairs[["anchor", "positive"]].drop_duplicates()
     if len(unique_pairs) < batch_size:
         raise FineTuneError(f"{len(unique_pairs)} distinct training pairs, fewer than batch_size={batch_size}")
     validation = data.validation_labels
@@ -149,48 +149,38 @@ def formatted_pairs(data: TrainingData, prompts, *, batch_size: int):
     return pairs, training_pairs(data.corpus, data.queries, validation, prompts, split="validation")
 
 
-def training_set(pairs, validation_pairs, *, corpus, prompts, model, mine_hard_negatives: bool) -> TrainingSet:
-    """The datasets the trainer is given; with `mine_hard_negatives`, one hard negative per pair.
+def training_set(pairs, validation_pairs, *, corpus, prompts, model, settings, labels=None) -> TrainingSet:
+    """The datasets the trainer is given; with `settings.mine_hard_negatives`, one hard negative per pair.
 
     Args:
-        pairs: Formatted train pairs (`anchor`, `positive`).
+        pairs: Formatted train pairs (`anchor`, `positive`; with mining also `query-id`, `corpus-id`).
         validation_pairs: Formatted validation pairs, or None.
         corpus: Corpus DataFrame the hard negatives are mined from.
         prompts: `embedpipe.prompts.Prompts` that format the corpus documents.
         model: The base model, which ranks the corpus for mining.
-        mine_hard_negatives: Whether to mine.
+        settings: `FineTuneSettings` (`mine_hard_negatives`, `hard_negative_range_min`, `hard_negative_margin`).
+        labels: The train labels: no document labelled relevant to a query is mined as its negative.
 
     Returns:
         A TrainingSet.
     """
     from datasets import Dataset
 
-    train = Dataset.from_pandas(pairs, preserve_index=False)
-    if mine_hard_negatives:
-        train = _with_hard_negatives(train, model, corpus, prompts, len(pairs))
-    validation = Dataset.from_pandas(validation_pairs, preserve_index=False) if validation_pairs is not None else None
+    from embedpipe.fine_tune.negatives import mine_hard_negatives
+
+    table = pairs[["anchor", "positive"]]
+    if settings.mine_hard_negatives:
+        table = mine_hard_negatives(
+            pairs,
+            corpus,
+            labels,
+            model,
+            prompts,
+            range_min=settings.hard_negative_range_min,
+            relative_margin=settings.hard_negative_margin,
+        )
+    train = Dataset.from_pandas(table, preserve_index=False)
+    validation = None
+    if validation_pairs is not None:
+        validation = Dataset.from_pandas(validation_pairs[["anchor", "positive"]], preserve_index=False)
     return TrainingSet(len(pairs), train, validation)
-
-
-def _with_hard_negatives(dataset, model, corpus, prompts, n_pairs: int):
-    from sentence_transformers.util import mine_hard_negatives as mine
-
-    documents = prompts.format_documents(corpus["text"].fillna("").tolist(), corpus["title"].fillna("").tolist())
-    log.info("fine_tune: mining hard negatives for %d pairs among %d documents", n_pairs, len(documents))
-    # Texts are already formatted: empty prompts keep the model's default prompt from being added twice.
-    dataset = mine(
-        dataset,
-        model,
-        corpus=documents,
-        num_negatives=1,
-        range_min=0,
-        relative_margin=0.05,
-        sampling_strategy="top",
-        query_prompt="",
-        corpus_prompt="",
-        batch_size=64,
-        output_format="triplet",
-        verbose=False,
-    )
-    log.info("fine_tune: %d (anchor, positive, negative) triplets", len(dataset))
-    return dataset

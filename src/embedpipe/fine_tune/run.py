@@ -156,7 +156,8 @@ def run_training(
         corpus=inputs.corpus,
         prompts=prompts,
         model=base.model,
-        mine_hard_negatives=settings.mine_hard_negatives,
+        settings=settings,
+        labels=inputs.train_labels,
     )
     loss = build_loss(base.model, settings, base.dimension, dimension, gather=processes > 1)
     precision = choose_precision(base.device)
@@ -266,6 +267,7 @@ class _Inputs:
     validation: Any = None
     split_reason: str = ""
     validation_source: str = ""
+    train_labels: Any = None
 
 
 def _checked_inputs(
@@ -299,7 +301,18 @@ def _checked_inputs(
             seed=settings.seed,
             source=source,
         )
-    return _Inputs(base, dimension, prompts, data.corpus, pairs, validation_pairs, validation, split_reason, source)
+    return _Inputs(
+        base,
+        dimension,
+        prompts,
+        data.corpus,
+        pairs,
+        validation_pairs,
+        validation,
+        split_reason,
+        source,
+        data.train_labels,
+    )
 
 
 def _with_validation(data: TrainingData, settings: FineTuneSettings) -> tuple[TrainingData, str, str]:

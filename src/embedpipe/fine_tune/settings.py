@@ -27,6 +27,11 @@ CACHED_LOSS_BATCH_SIZE = 64
 CACHED_LOSS_MINI_BATCH_SIZE = 32
 #: Sub-folder of the output folder that holds the checkpoints of an unfinished run.
 CHECKPOINTS_DIR = "checkpoints"
+#: Hard-negative mining: ranks skipped at the top, and the relative margin below the positive's score.
+DEFAULT_HARD_NEGATIVE_RANGE_MIN = 0
+DEFAULT_HARD_NEGATIVE_MARGIN = 0.05
+#: GISTEmbedLoss temperature: 1/20, the scale of MultipleNegativesRankingLoss, so that guiding alone differs.
+GUIDED_LOSS_TEMPERATURE = 0.05
 #: Optimiser steps when neither `train_steps` nor `iterations` is given.
 DEFAULT_TRAIN_STEPS = 100
 #: Share of the train queries held out for validation when no validation labels are given.
@@ -58,7 +63,18 @@ class FineTuneSettings:
             size trains with MatryoshkaLoss and saves a model that returns that many values.
         seed: Seed of the shuffling and of the initialisation.
         max_seq_length: Tokens per text; 0/None = the model's own.
-        mine_hard_negatives: Add one hard negative per pair, mined from the corpus by the base model.
+        mine_hard_negatives: Add one hard negative per pair, mined from the corpus by the base model and
+            filtered against false negatives (`embedpipe.fine_tune.negatives`): never a document any train
+            label marks relevant to the query, nor one of its first `hard_negative_range_min` ranks, nor one
+            scoring within `hard_negative_margin` of the positive.
+        hard_negative_range_min: Ranks of the base model's ranking skipped at the top when mining.
+        hard_negative_margin: Relative margin: a candidate scoring above positive - |positive| * margin is
+            not a negative (0 to < 1).
+        guided_loss: Filter in-batch false negatives with the base model as guide (GISTEmbedLoss, or
+            CachedGISTEmbedLoss with `cached_loss`): a negative the guide scores above the pair's positive
+            is left out of the softmax. Costs a second (no-gradient) forward pass of the guide per step.
+        symmetric_loss: Rank in both directions (query to documents and document to queries,
+            MultipleNegativesRankingLoss `directions`); not with `guided_loss`.
         cached_loss: Use CachedMultipleNegativesRankingLoss; None = when batch_size > 64.
         save_steps: Steps between checkpoints; None/0 = about a tenth of the run.
         warmup_fraction: Share of the steps of linear learning-rate warm-up.
@@ -96,6 +112,10 @@ class FineTuneSettings:
     seed: int = 42
     max_seq_length: int | None = 0
     mine_hard_negatives: bool = False
+    hard_negative_range_min: int = DEFAULT_HARD_NEGATIVE_RANGE_MIN
+    hard_negative_margin: float = DEFAULT_HARD_NEGATIVE_MARGIN
+    guided_loss: bool = False
+    symmetric_loss: bool = False
     cached_loss: bool | None = None
     save_steps: int | None = None
     warmup_fraction: float = 0.1
@@ -132,6 +152,12 @@ class FineTuneSettings:
             raise FineTuneError(str(err)) from None
         if int(self.processes) < 1:
             raise FineTuneError(f"processes must be >= 1 (one per GPU), got {self.processes}")
+        if int(self.hard_negative_range_min) < 0:
+            raise FineTuneError(f"hard_negative_range_min must be >= 0, got {self.hard_negative_range_min}")
+        if not 0 <= float(self.hard_negative_margin) < 1:
+            raise FineTuneError(f"hard_negative_margin must be in [0, 1), got {self.hard_negative_margin}")
+        if self.guided_loss and self.symmetric_loss:
+            raise FineTuneError("guided_loss and symmetric_loss cannot be combined (GISTEmbedLoss has one direction)")
         output_dimensionality = int(self.output_dimensionality or 0)
         if output_dimensionality < 0:
             raise FineTuneError(f"output_dimensionality must be >= 0 (0 = the model's), got {output_dimensionality}")

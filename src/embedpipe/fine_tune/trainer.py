@@ -18,6 +18,7 @@ from embedpipe.fine_tune.data import TrainingSet
 from embedpipe.fine_tune.settings import (
     CACHED_LOSS_MINI_BATCH_SIZE,
     CHECKPOINTS_DIR,
+    GUIDED_LOSS_TEMPERATURE,
     FineTuneSettings,
 )
 from embedpipe.progress import quiet_libraries
@@ -31,7 +32,7 @@ class TrainingLoss:
 
     Attributes:
         loss: The loss object given to the trainer (MatryoshkaLoss around `ranking` when truncating).
-        ranking: The (Cached)MultipleNegativesRankingLoss; `loss` itself without Matryoshka.
+        ranking: The ranking loss (`ranking_loss`); `loss` itself without Matryoshka.
         dims: The Matryoshka dimensions, largest first (only the full dimension without Matryoshka).
     """
 
@@ -130,29 +131,19 @@ def _complete(checkpoint: Path, step: int) -> bool:
 def build_loss(
     model, settings: FineTuneSettings, full_dimension: int, dimension: int, *, gather: bool = False
 ) -> TrainingLoss:
-    """MultipleNegativesRankingLoss (cached for large batches), inside MatryoshkaLoss when `dimension` is set.
+    """The ranking loss (`ranking_loss`), inside MatryoshkaLoss when `dimension` is set.
 
     Args:
         model: The model to train.
-        settings: The run's settings (`batch_size`, `cached_loss`).
+        settings: The run's settings (`batch_size`, `cached_loss`, `guided_loss`, `symmetric_loss`).
         full_dimension: The model's embedding size.
         dimension: The size to train for, 0 for the full one; Matryoshka halves the full size down to it.
         gather: Gather the embeddings of all processes of a distributed run, so that every pair of a step
             is an in-batch negative of the others (as in one process given the whole step).
     """
-    from sentence_transformers.sentence_transformer.losses import (
-        CachedMultipleNegativesRankingLoss,
-        MatryoshkaLoss,
-        MultipleNegativesRankingLoss,
-    )
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
-    ranking = (
-        CachedMultipleNegativesRankingLoss(
-            model, mini_batch_size=CACHED_LOSS_MINI_BATCH_SIZE, gather_across_devices=gather
-        )
-        if settings.use_cached_loss
-        else MultipleNegativesRankingLoss(model, gather_across_devices=gather)
-    )
+    ranking = ranking_loss(model, settings, gather=gather)
     dims = [full_dimension]
     if not dimension:
         return TrainingLoss(ranking, ranking, dims)
@@ -160,6 +151,63 @@ def build_loss(
         dims.append(dims[-1] // 2)
     dims.append(dimension)
     return TrainingLoss(MatryoshkaLoss(model, ranking, matryoshka_dims=dims), ranking, dims)
+
+
+def ranking_loss(model, settings: FineTuneSettings, *, gather: bool = False):
+    """The in-batch ranking loss the settings ask for.
+
+    - default: MultipleNegativesRankingLoss (query to documents);
+    - `symmetric_loss`: the same with `directions=("query_to_doc", "doc_to_query")`, one softmax per direction
+      (what the deprecated MultipleNegativesSymmetricRankingLoss computed);
+    - `guided_loss`: GISTEmbedLoss with a frozen copy of the base model as guide: in-batch (and mined)
+      negatives the guide scores above the pair's positive are masked out of the softmax;
+    - `use_cached_loss`: the Cached variant of each (gradient caching, mini-batches of
+      CACHED_LOSS_MINI_BATCH_SIZE texts).
+
+    Args:
+        model: The model to train (the base model, before training: the guide is copied from it).
+        settings: The run's settings.
+        gather: As `build_loss`'s.
+    """
+    from sentence_transformers.sentence_transformer import losses
+
+    cached = {"mini_batch_size": CACHED_LOSS_MINI_BATCH_SIZE} if settings.use_cached_loss else {}
+    if settings.guided_loss:
+        loss = losses.CachedGISTEmbedLoss if cached else losses.GISTEmbedLoss
+        return loss(
+            model,
+            guide=guide_model(model),
+            temperature=GUIDED_LOSS_TEMPERATURE,
+            gather_across_devices=gather,
+            **cached,
+        )
+    loss = losses.CachedMultipleNegativesRankingLoss if cached else losses.MultipleNegativesRankingLoss
+    directions = {}
+    if settings.symmetric_loss:
+        directions = {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
+    return loss(model, gather_across_devices=gather, **cached, **directions)
+
+
+def guide_model(model):
+    """A frozen copy of `model` (on its device, in eval mode, no gradients), the guide of GISTEmbedLoss."""
+    import copy
+
+    guide = copy.deepcopy(model)
+    guide.eval()
+    for parameter in guide.parameters():
+        parameter.requires_grad_(False)
+    return guide
+
+
+def batch_sampler():
+    """How batches are drawn: no text twice in a batch (`NoDuplicatesBatchSampler`).
+
+    Two positives of one query (the same anchor text) never share a batch, so neither is the other's
+    in-batch negative; a document relevant to two queries is never in a batch twice either.
+    """
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    return BatchSamplers.NO_DUPLICATES
 
 
 def training_arguments(
@@ -177,10 +225,7 @@ def training_arguments(
         processes: Processes of a distributed run (launched by torchrun; the Trainer reads the rest from
             its environment). More than 1: full batches only, since the loss gathers same-sized ones.
     """
-    from sentence_transformers.sentence_transformer.training_args import (
-        BatchSamplers,
-        SentenceTransformerTrainingArguments,
-    )
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
     return SentenceTransformerTrainingArguments(
         output_dir=str(output / CHECKPOINTS_DIR),
@@ -190,7 +235,7 @@ def training_arguments(
         learning_rate=settings.learning_rate,
         warmup_steps=settings.warmup_steps,
         lr_scheduler_type="linear",
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        batch_sampler=batch_sampler(),
         bf16=precision == "bf16",
         fp16=False,
         use_cpu=not device.startswith("cuda"),
