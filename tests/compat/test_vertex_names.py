@@ -96,8 +96,16 @@ def test_iterations_reaches_the_trainer_as_its_step_count(tmp_path, tiny_example
     )
     model = dsl.Model(name="model", uri=str(tmp_path / "out" / "model"))
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "out" / "metrics"))
+    report = dsl.HTML(name="report", uri=str(tmp_path / "out" / "report"))
     fine_tune.python_func(
-        **inputs, model=model, metrics=metrics, batch_size=2, max_seq_length=32, train_steps=0, iterations=3
+        **inputs,
+        model=model,
+        metrics=metrics,
+        report=report,
+        batch_size=2,
+        max_seq_length=32,
+        train_steps=0,
+        iterations=3,
     )
     assert metrics.metadata["train_steps"] == 3 and model.metadata["train_steps"] == 3
 

@@ -88,7 +88,7 @@ def test_a_whole_local_run_then_search_then_serve(installed):
     assert "NDCG@10 on the test labels: base" in run.stdout, run.stdout[-3000:]
     # The evaluation report, rendered from the wheel's templates, under a name that opens in a browser.
     report = next(line.split(": ", 1)[1] for line in run.stdout.splitlines() if line.startswith("Evaluation report: "))
-    page = Path(report).read_text(encoding="utf-8")
+    page = (installed.workdir / report).read_text(encoding="utf-8")  # printed relative to where the run ran
     assert report.endswith(".html") and page.startswith("<!DOCTYPE html>") and 'id="gained"' in page and "<svg" in page
     uri = next(line.split("of ", 1)[1] for line in run.stdout.splitlines() if line.startswith("Vectors:"))
     documents = len((data / "corpus.jsonl").read_text().splitlines())
