@@ -111,16 +111,17 @@ def run_locally(
     try:
         pipeline_func(**arguments)
     except RuntimeError as err:
-        run_dir = _newest_run_dir(root, before)
+        run_dir = newest_run_dir(root, before)
         run = LocalRun(run_dir, read_run_outputs(run_dir), started_at) if run_dir else None
         raise LocalRunFailed(str(err), run) from err
-    run_dir = _newest_run_dir(root, before)
+    run_dir = newest_run_dir(root, before)
     if run_dir is None:
         raise RuntimeError(f"the pipeline ran but left no run folder under {root}")
     return LocalRun(run_dir, read_run_outputs(run_dir), started_at)
 
 
-def _newest_run_dir(root: Path, before: set[str]) -> Path | None:
+def newest_run_dir(root: Path, before: set[str]) -> Path | None:
+    """The newest folder under `root` that was not there before (`before`: the names then); None if none."""
     new_dirs = sorted(
         (p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime
     )

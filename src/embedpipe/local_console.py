@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from embedpipe.local import newest_run_dir
 from embedpipe.progress import PROGRESS_MARK, format_rate, format_seconds, progress_text
 
 #: Not on a terminal: seconds between a stage's first two progress lines on the console, doubling after each.
@@ -298,10 +299,7 @@ def watched_run(pipeline_root: str | os.PathLike, *, verbose: bool = False, cons
     log_path = root / f".embedpipe-run-{os.getpid()}.log"
 
     def find_run_dir() -> Path | None:
-        new = sorted(
-            (p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime
-        )
-        return new[-1] if new else None
+        return newest_run_dir(root, before)
 
     def move_log(run_dir: Path) -> None:
         target = run_dir / LOG_NAME
