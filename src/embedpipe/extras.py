@@ -12,9 +12,11 @@ Beam, the Google Cloud clients, two database connectors, an embedded PostgreSQL,
 | `cloud` | GCPC, aiplatform, storage, BigQuery, Secret Manager, AlloyDB / Cloud SQL connectors | `submit`, `gs://` |
 | `int8` | onnx, onnxruntime | `--backend onnx-int8` |
 
-Code that uses an optional package imports it through `require` at its first use (inside the function, never at
-module level), so a missing extra is answered with the `pip install` line that adds it (`MissingExtra`, which the
-CLI turns into exit status 5) instead of a traceback. Only the standard library is imported here.
+Code that uses an optional package imports it through `require` at its first use inside a function, or, where a
+module needs the package as it is imported (a Beam transform's base class, psycopg's `sql`), inside `with
+optional_imports(...)`; either way a missing extra is answered with the `pip install` line that adds it
+(`MissingExtra`, which the CLI turns into exit status 5) instead of a traceback. Only the standard library is
+imported here.
 
 Example:
     >>> from embedpipe.extras import require
