@@ -90,7 +90,12 @@ def test_a_whole_local_run_then_search_then_serve(installed):
     report = next(line.split(": ", 1)[1] for line in run.stdout.splitlines() if line.startswith("Evaluation report: "))
     page = (installed.workdir / report).read_text(encoding="utf-8")  # printed relative to where the run ran
     assert report.endswith(".html") and page.startswith("<!DOCTYPE html>") and 'id="gained"' in page and "<svg" in page
-    uri = next(line.split("of ", 1)[1] for line in run.stdout.splitlines() if line.startswith("Vectors:"))
+    assert any(
+        line.startswith("Vectors:") and line.endswith("of the embedded PostgreSQL") for line in run.stdout.splitlines()
+    ), run.stdout[-3000:]
+    # The run used the embedded database (EMBEDPIPE_PGDATA of this venv); `embedpipe db` says how to reach it.
+    announced = installed.run(installed.bin("embedpipe"), "db").stdout
+    uri = next(line.split(": ", 1)[1] for line in announced.splitlines() if line.startswith("embedded PostgreSQL"))
     documents = len((data / "corpus.jsonl").read_text().splitlines())
     with psycopg.connect(uri) as connection:
         assert connection.execute("SELECT count(*) FROM installed_tier").fetchone()[0] == documents
