@@ -40,7 +40,7 @@ def test_the_whole_pipeline_runs_with_every_task_in_its_image(docker_client, tmp
         "container_tier",
     )
     out = done.stdout + done.stderr
-    assert "kfp.local (DockerRunner" in out
+    assert "runner: DockerRunner" in out  # the quiet console names the runner on a line of its own
     # kfp.local names the image of every task it starts: the light tasks in base, fine_tune in train.
     assert f"Found image '{image_uri('base')}'" in out and f"Found image '{image_uri('train')}'" in out
     assert "NDCG@10 on the test labels: base" in out, out[-3000:]
