@@ -41,8 +41,11 @@ def test_the_whole_pipeline_runs_with_every_task_in_its_image(docker_client, tmp
     )
     out = done.stdout + done.stderr
     assert "runner: DockerRunner" in out  # the quiet console names the runner on a line of its own
-    # kfp.local names the image of every task it starts: the light tasks in base, fine_tune in train.
-    assert f"Found image '{image_uri('base')}'" in out and f"Found image '{image_uri('train')}'" in out
+    # kfp.local names the image of every task it starts (in the run's full log, not on the quiet console):
+    # the light tasks in base, fine_tune in train.
+    (log,) = (tmp_path / "runs").glob("*/embedpipe-run.log")
+    full = log.read_text()
+    assert f"Found image '{image_uri('base')}'" in full and f"Found image '{image_uri('train')}'" in full
     assert "NDCG@10 on the test labels: base" in out, out[-3000:]
     documents = len((tiny_example_data / "corpus.jsonl").read_text().splitlines())
     with psycopg.connect(pg_uri) as connection:
