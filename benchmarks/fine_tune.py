@@ -9,7 +9,9 @@ The contenders (CONTENDERS, one table) all start from the packaged all-MiniLM-L6
 - `embedpipe-auto`: embedpipe with its automatic budget (AUTO_SETTINGS: the merge hook of the
   validation-driven training; pairs seen reported);
 - `mined`, `guided`, `symmetric`, `guided-mined`: embedpipe's defaults plus one negatives option, at the
-  same budget (for choosing the negatives defaults, with `--on validation`).
+  same budget (for choosing the negatives defaults, with `--on validation`);
+- `lr1`, `lr2`, `lr4`, `lr8`: embedpipe at that `learning_rate_multiplier`, no inner validation split (for
+  choosing the default multiplier, with `--on validation`).
 
 Rounds alternate the contenders (A B C A B C ..., `--rounds`, 3 by default), each round with its own seed,
 so that a slow spell of the shared machine does not fall on one contender; the figures are medians over
@@ -182,6 +184,12 @@ CONTENDERS = {
         embedpipe_contender("guided", guided_loss=True),
         embedpipe_contender("symmetric", symmetric_loss=True),
         embedpipe_contender("guided-mined", guided_loss=True, mine_hard_negatives=True),
+        # The learning-rate levels, without an inner validation split (the pairs and steps of `plain`): for
+        # choosing the default `learning_rate_multiplier` with `--on validation`.
+        *(
+            embedpipe_contender(f"lr{factor}", learning_rate_multiplier=factor, validation_share=0.0)
+            for factor in (1, 2, 4, 8)
+        ),
     )
 }
 DEFAULT_CONTENDERS = ("plain", "embedpipe", "embedpipe-auto")

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: Overrides the budget for every runtime of this process (an integer >= 1).
 THREADS_VARIABLE = "EMBEDPIPE_THREADS"
+#: `processes` value meaning "one process per usable core" (Dataflow's Python workers: one SDK process per vCPU).
+ONE_PER_CORE = -1
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,11 @@ def thread_budget(*, threads: int = 0, processes: int = 1) -> ThreadBudget:
     Args:
         threads: An explicit number (> 0) wins; else `$EMBEDPIPE_THREADS`; else the usable cores / processes.
         processes: Processes sharing this machine's (or container's) cores, e.g. the workers of Beam's local
-            runner in multi-process mode or the SDK processes of a Dataflow worker.
+            runner in multi-process mode or the SDK processes of a Dataflow worker; ONE_PER_CORE: as many as
+            the usable cores.
     """
     cores = usable_cores()
-    processes = max(1, int(processes or 1))
+    processes = cores if processes == ONE_PER_CORE else max(1, int(processes or 1))
     if threads and threads > 0:
         return ThreadBudget(int(threads), cores, processes, "explicit")
     from_env = os.environ.get(THREADS_VARIABLE, "").strip()
@@ -192,6 +195,13 @@ class AdaptiveThreads:
 
 
 _adaptive: AdaptiveThreads | None = None
+
+
+def use_budget(budget: ThreadBudget) -> ThreadBudget:
+    """Makes `budget` this process's: applied and logged now, and the ceiling `adapt_threads` keeps to."""
+    global _adaptive
+    _adaptive = AdaptiveThreads(apply_thread_budget(budget))
+    return budget
 
 
 def adapt_threads() -> int:

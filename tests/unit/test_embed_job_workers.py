@@ -7,6 +7,7 @@ model is loaded in both worker processes, in each of the two runs.)
 """
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -58,11 +59,14 @@ def vector_indexes(pg_uri: str, table: str) -> list[str]:
         ]
 
 
-def test_two_worker_processes_write_one_new_table_without_loss_or_duplicates(tmp_path, pg_uri):
+def test_two_worker_processes_write_one_new_table_without_loss_or_duplicates(tmp_path, pg_uri, caplog):
+    caplog.set_level(logging.INFO)
     table = "two_workers"
     settings = dict(model=ModelSettings(batch_size=4, inference_batch_size=8), database_uri=pg_uri, table=table)
     rows = write_corpus(tmp_path / "corpus.jsonl", 30)
     result = run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run1"), **settings), TWO_WORKERS)
+    # Each worker process takes its share of the cores for torch, and says so once.
+    assert "shared by 2 processes" in caplog.text, "the workers' thread budget was not logged"
 
     expected = {r["_id"]: r["text"] for r in rows}
     assert table_rows(pg_uri, table) == expected  # no row lost, none twice, each with its own text

@@ -92,6 +92,8 @@ def test_gpu_workers_share_one_model_per_gpu():
         (ModelSettings(backend="tensorrt"), "unknown backend 'tensorrt'"),
         (ModelSettings(precision="fp16"), "unknown precision 'fp16'"),
         (ModelSettings(backend="onnx-int8", device="cuda"), "is for CPU workers"),
+        (ModelSettings(threads=-1), "threads must be 0"),
+        (ModelSettings(processes_per_machine=-2), "processes_per_machine must be"),
     ],
 )
 def test_model_settings_name_the_bad_setting(settings, error):
@@ -175,3 +177,21 @@ def test_embed_stream_takes_the_same_settings_and_connection_parameters_as_its_b
     for parameter, field_name in CONNECTION_PARAMETERS.items():
         assert inputs[parameter].default == defaults[field_name], parameter
         assert inputs[parameter].default == upload_vectors.component_spec.inputs[parameter].default, parameter
+
+
+def test_the_job_decides_the_worker_processes_from_the_runner_unless_told():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from embedpipe.embed.pipeline import EmbedConfig
+    from embedpipe.embed.runtime import with_worker_processes
+
+    def processes(model: ModelSettings, *args: str) -> int:
+        config = EmbedConfig("c.jsonl", "jsonl", "out", model, prompts=None, model_identity="m")
+        return with_worker_processes(config, PipelineOptions(list(args))).model_settings.processes_per_machine
+
+    two = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
+    assert processes(ModelSettings()) == 1 and processes(ModelSettings(), *two) == 2
+    assert processes(ModelSettings(processes_per_machine=3), *two) == 3, "a given count wins"
+    assert processes(ModelSettings(), "--runner=DataflowRunner") == -1  # one SDK process per vCPU
+    # GPU workers share one model per machine: its process has the cores to itself
+    assert processes(ModelSettings(share_across_processes=True), "--runner=DataflowRunner") == 0

@@ -77,3 +77,42 @@ def test_cpu_share_counts_other_processes_not_this_one():
     sum(i * i for i in range(3_000_000))  # this process's own work is not "others"
     others = share.others_busy()
     assert others is None or 0.0 <= others < os.cpu_count()
+
+
+def test_one_process_per_core_gets_one_thread_each(monkeypatch):
+    monkeypatch.delenv(threads.THREADS_VARIABLE, raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    assert thread_budget(processes=threads.ONE_PER_CORE) == ThreadBudget(1, 4, 4, "cores")
+
+
+def test_use_budget_sets_the_ceiling_adapt_threads_keeps_to(monkeypatch):
+    saved, saved_adaptive = torch.get_num_threads(), threads._adaptive
+    try:
+        threads.use_budget(ThreadBudget(1, 2, 2, "cores"))
+        assert torch.get_num_threads() == 1
+        threads._adaptive._share = FakeShare([0.0])  # nothing else busy: still at most the budget's 1
+        threads._adaptive.interval = 0
+        assert threads.adapt_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        threads._adaptive = saved_adaptive
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], 1),  # the local runner runs its worker in this process
+        (["--direct_num_workers=2", "--direct_running_mode=multi_processing"], 2),
+        (["--direct_num_workers=2", "--direct_running_mode=multi_threading"], 1),
+        (["--direct_num_workers=0", "--direct_running_mode=multi_processing"], threads.ONE_PER_CORE),
+        (["--runner=DataflowRunner"], threads.ONE_PER_CORE),  # one SDK process per vCPU
+        (["--runner=DataflowRunner", "--experiments=no_use_multiple_sdk_containers"], 1),
+    ],
+)
+def test_worker_processes_follow_the_runner_options(args, expected):
+    pytest.importorskip("apache_beam", reason="the embedding job's runner options need the [dataflow] extra")
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from embedpipe.embed.runtime import processes_per_machine
+
+    assert processes_per_machine(PipelineOptions(args)) == expected

@@ -178,7 +178,11 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
         self._settings = settings
 
     def load_model(self) -> Encoder:
+        from embedpipe.threads import thread_budget, use_budget
+
         s = self._settings
+        # This process's share of the machine's cores, decided once per process and logged.
+        use_budget(thread_budget(threads=s.threads, processes=s.processes_per_machine or 1))
         return load_encoder(
             s.model,
             batch_size=s.batch_size,

@@ -40,6 +40,7 @@ from embedpipe.embed.runtime import (
     counter_values,
     local_runner,
     model_errors_readable,
+    with_worker_processes,
 )
 from embedpipe.embed.settings import DataflowSettings, DeadLetterLimits, ModelSettings, add_arguments, from_mapping
 from embedpipe.models import ModelLoadError
@@ -237,6 +238,7 @@ def run_job(
     options.view_as(SetupOptions).save_main_session = False
     if runner is None and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
         runner = local_runner(options)
+    config = with_worker_processes(config, options)
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, config)

@@ -53,6 +53,42 @@ def counter_values(result, names: Iterable[str]) -> dict[str, int]:
     return values
 
 
+def processes_per_machine(options) -> int:
+    """How many worker processes share one machine's cores when the job runs with these Beam options.
+
+    Beam's local runner in multi-process mode starts `--direct_num_workers` worker processes (0 = one per
+    core); otherwise it runs the workers in this process. Dataflow's Python workers run one SDK process per
+    vCPU unless `--experiments=no_use_multiple_sdk_containers`. Returns `embedpipe.threads.ONE_PER_CORE` for
+    "one per core", else a count >= 1.
+    """
+    from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, StandardOptions
+
+    from embedpipe.threads import ONE_PER_CORE
+
+    runner = options.view_as(StandardOptions).runner
+    if runner in LOCAL_RUNNERS:
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode != "multi_processing":
+            return 1
+        return int(direct.direct_num_workers) if direct.direct_num_workers else ONE_PER_CORE
+    if runner in ("DataflowRunner", "dataflow"):
+        experiments = options.view_as(DebugOptions).experiments or []
+        return 1 if "no_use_multiple_sdk_containers" in experiments else ONE_PER_CORE
+    return 1
+
+
+def with_worker_processes(config, options):
+    """`config` (the batch or streaming job's) with its `model_settings.processes_per_machine` decided from
+    the runner's options when it is 0 (auto): the worker processes that will share a machine's cores, which
+    each process's thread budget divides them by."""
+    from dataclasses import replace
+
+    model = config.model_settings
+    if model.processes_per_machine or model.share_across_processes:  # given, or one shared model per machine
+        return config
+    return replace(config, model_settings=replace(model, processes_per_machine=processes_per_machine(options)))
+
+
 def local_runner(options=None):
     """Beam's portable runner (FnApiRunner) for local batch runs.
 

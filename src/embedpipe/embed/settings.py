@@ -85,6 +85,11 @@ class ModelSettings:
         hf_token_secret: Secret Manager secret version (`projects/P/secrets/S/versions/V`) holding a Hugging
             Face token, for a gated hub model; read where the model is loaded (the launcher and each worker,
             whose service account needs access to it) and never logged ("" = none).
+        threads: torch / ONNX Runtime threads per worker process (0 = the process's share of the cores it may
+            use, `embedpipe.threads`; `$EMBEDPIPE_THREADS` on the worker does the same).
+        processes_per_machine: Worker processes sharing one machine's cores, which divide it for `threads`
+            (0 = from the runner when the job starts: `--direct_num_workers` in Beam's multi-process local
+            mode, one per vCPU on Dataflow CPU workers; -1 = one per core).
     """
 
     model: str = _option("default", "model folder, gs:// folder, hub id or 'default'")
@@ -109,6 +114,10 @@ class ModelSettings:
         "",
         "Secret Manager secret version (projects/P/secrets/S/versions/V) with a Hugging Face token for a gated model",
     )
+    threads: int = _option(0, "torch threads per worker process (0 = its share of the cores it may use)")
+    processes_per_machine: int = _option(
+        0, "worker processes sharing a machine's cores (0 = from the runner; -1 = one per core)"
+    )
 
     def checked(self) -> ModelSettings:
         """These settings, checked on the launching machine (the model's files too, for onnx-int8).
@@ -129,6 +138,13 @@ class ModelSettings:
             )
         if self.output_dimensionality < 0:
             raise ValueError(f"output_dimensionality must be 0 (all) or positive, got {self.output_dimensionality}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be 0 (auto) or positive, got {self.threads}")
+        if self.processes_per_machine < -1:
+            raise ValueError(
+                f"processes_per_machine must be 0 (from the runner), -1 (one per core) or positive, "
+                f"got {self.processes_per_machine}"
+            )
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
         if self.precision not in PRECISIONS:

@@ -24,8 +24,10 @@ def encode(
     """Encodes already formatted texts (see `embedpipe.prompts`) to a float32 numpy array.
 
     The model's default prompt is switched off (`prompt=""`): prompts are applied by
-    `embedpipe.prompts` so every stage applies the same ones.
+    `embedpipe.prompts` so every stage applies the same ones. torch's threads are this process's budget,
+    less the cores other processes keep busy (`embedpipe.threads.adapt_threads`; `embedpipe serve` too).
     """
+    adapt_threads()
     return model.encode(
         list(texts),
         batch_size=batch_size,

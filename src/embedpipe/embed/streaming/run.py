@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from embedpipe.extras import optional_imports
 
@@ -25,6 +25,7 @@ from embedpipe.embed.runtime import (
     counter_values,
     local_stream_runner,
     model_errors_readable,
+    with_worker_processes,
 )
 from embedpipe.embed.streaming.beam_patch import count_every_bundle
 from embedpipe.embed.streaming.config import StreamConfig
@@ -91,6 +92,7 @@ def run_stream(
     local = options.view_as(StandardOptions).runner in LOCAL_STREAM_RUNNERS
     if runner is None and local:
         runner = local_stream_runner()
+    config = replace(config, embed=with_worker_processes(config.embed, options))
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_stream_pipeline(pipeline, config, source=source)
     counting = count_every_bundle() if local else contextlib.nullcontext()
