@@ -10,8 +10,8 @@ The contenders (CONTENDERS, one table) all start from the packaged all-MiniLM-L6
   validation-driven training; pairs seen reported);
 - `mined`, `guided`, `symmetric`, `guided-mined`: embedpipe's defaults plus one negatives option, at the
   same budget (for choosing the negatives defaults, with `--on validation`);
-- `lr1`, `lr2`, `lr4`, `lr8`: embedpipe at that `learning_rate_multiplier`, no inner validation split (for
-  choosing the default multiplier, with `--on validation`).
+- `lr2e-05`, `lr4e-05`, `lr8e-05`, `lr0.00016`: embedpipe at that learning rate, no inner validation split
+  (for choosing `BASE_LEARNING_RATE`, with `--on validation`).
 
 Rounds alternate the contenders (A B C A B C ..., `--rounds`, 3 by default), each round with its own seed,
 so that a slow spell of the shared machine does not fall on one contender; the figures are medians over
@@ -45,6 +45,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from embedpipe.fine_tune.settings import BASE_LEARNING_RATE
+
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 #: The plain recipe's budget: batch 32, 47 steps (one pass over 1,500 pairs).
@@ -57,6 +59,8 @@ GOAL_RATIO = 1.5
 #: tenth of the ceiling, early-stopping patience, the best step saved). Pairs seen are reported per run.
 AUTO_CEILING = 4
 AUTO_SETTINGS: dict = {"train_steps": AUTO_CEILING * STEPS}
+#: The learning rates of the `lr<rate>` contenders.
+LEARNING_RATES = (2e-5, 4e-5, 8e-5, 1.6e-4)
 
 log = logging.getLogger("benchmarks.fine_tune")
 
@@ -184,11 +188,13 @@ CONTENDERS = {
         embedpipe_contender("guided", guided_loss=True),
         embedpipe_contender("symmetric", symmetric_loss=True),
         embedpipe_contender("guided-mined", guided_loss=True, mine_hard_negatives=True),
-        # The learning-rate levels, without an inner validation split (the pairs and steps of `plain`): for
-        # choosing the default `learning_rate_multiplier` with `--on validation`.
+        # Learning rates (absolute, whatever BASE_LEARNING_RATE is), without an inner validation split (the
+        # pairs and steps of `plain`): for choosing BASE_LEARNING_RATE with `--on validation`.
         *(
-            embedpipe_contender(f"lr{factor}", learning_rate_multiplier=factor, validation_share=0.0)
-            for factor in (1, 2, 4, 8)
+            embedpipe_contender(
+                f"lr{rate:g}", learning_rate_multiplier=rate / BASE_LEARNING_RATE, validation_share=0.0
+            )
+            for rate in LEARNING_RATES
         ),
     )
 }
