@@ -60,7 +60,9 @@ def vector_indexes(pg_uri: str, table: str) -> list[str]:
 
 
 def test_two_worker_processes_write_one_new_table_without_loss_or_duplicates(tmp_path, pg_uri, caplog):
-    caplog.set_level(logging.INFO)
+    # The workers' log lines come back through this logger (an in-process CLI test may have quietened
+    # "apache_beam" to WARNING before: `embedpipe.cli.console.configure_logging`).
+    caplog.set_level(logging.INFO, logger="apache_beam.runners.portability.local_job_service")
     table = "two_workers"
     settings = dict(model=ModelSettings(batch_size=4, inference_batch_size=8), database_uri=pg_uri, table=table)
     rows = write_corpus(tmp_path / "corpus.jsonl", 30)
