@@ -38,6 +38,7 @@ from embedpipe import models
 from embedpipe.embed.settings import ModelSettings
 from embedpipe.embed.types import EmbedItem
 from embedpipe.progress import Progress
+from embedpipe.threads import adapt_threads, thread_budget, use_budget
 
 
 class Encoder:
@@ -74,6 +75,7 @@ class Encoder:
         return models.truncate_and_normalize(vectors, self.output_dimensionality).astype(np.float32, copy=False)
 
     def _encode(self, texts: list[str], batch_size: int):
+        adapt_threads()  # the cores other processes leave free, within this process's budget
         progress = _worker_progress()  # made before the first pass: its rate counts that pass's time
         vectors = self.model.encode(
             texts,
@@ -178,11 +180,9 @@ class SentenceTransformerHandler(ModelHandler[EmbedItem, PredictionResult, Encod
         self._settings = settings
 
     def load_model(self) -> Encoder:
-        from embedpipe.threads import thread_budget, use_budget
-
         s = self._settings
         # This process's share of the machine's cores, decided once per process and logged.
-        use_budget(thread_budget(threads=s.threads, processes=s.processes_per_machine or 1))
+        use_budget(thread_budget(threads=s.threads, processes=s.processes_per_machine))
         return load_encoder(
             s.model,
             batch_size=s.batch_size,

@@ -132,7 +132,8 @@ def encode_in_passes(model, texts: Sequence[str], encode_fn, *, batch_size: int,
 
     Args:
         model: The model whose tokenizer measures the texts (`token_lengths`).
-        encode_fn: `encode_fn(texts, batch_size)` -> (len(texts), dim) array, one pass per call here.
+        encode_fn: `encode_fn(texts, batch_size)` -> (len(texts), dim) array, one pass per call here; it
+            adapts torch's threads before its pass, as `encode` does (`embedpipe.threads.adapt_threads`).
         batch_size: At most this many texts per pass.
         tokens_per_batch: At most this many padded tokens per pass, as `resolve_tokens_per_batch`
             returns it (0 = no limit: `encode_fn` gets all texts with `batch_size`).
@@ -142,11 +143,9 @@ def encode_in_passes(model, texts: Sequence[str], encode_fn, *, batch_size: int,
     texts = list(texts)
     lengths = token_lengths(model, texts) if tokens_per_batch and len(texts) > 1 else None
     if lengths is None:
-        adapt_threads()
         return encode_fn(texts, batch_size)
     vectors = None
     for rows in plan_batches(lengths, batch_size=batch_size, tokens_per_batch=tokens_per_batch):
-        adapt_threads()
         part = encode_fn([texts[i] for i in rows], len(rows))
         if vectors is None:
             vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)
