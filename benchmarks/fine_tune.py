@@ -11,7 +11,7 @@ The contenders (CONTENDERS, one table) all start from the packaged all-MiniLM-L6
 - `mined`, `guided`, `symmetric`, `guided-mined`: embedpipe's defaults plus one negatives option, at the
   same budget (for choosing the negatives defaults, with `--on validation`);
 - `lr2e-05`, `lr4e-05`, `lr8e-05`, `lr0.00016`: embedpipe at that learning rate, no inner validation split
-  (for choosing `BASE_LEARNING_RATE`, with `--on validation`).
+  (for choosing `VALIDATED_BASE_LEARNING_RATE`, with `--on validation`).
 
 Rounds alternate the contenders (A B C A B C ..., `--rounds`, 3 by default), each round with its own seed,
 so that a slow spell of the shared machine does not fall on one contender; the figures are medians over
@@ -45,8 +45,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedpipe.fine_tune.settings import BASE_LEARNING_RATE
-
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 #: The plain recipe's budget: batch 32, 47 steps (one pass over 1,500 pairs).
@@ -56,7 +54,7 @@ STEPS = 47
 GOAL_RATIO = 1.5
 #: The settings of `embedpipe-auto`: train_steps is a ceiling (AUTO_CEILING x the budget); embedpipe's
 #: validation-driven defaults decide where to stop (the automatic validation split by query, NDCG@10 every
-#: tenth of the ceiling, early-stopping patience, the best step saved). Pairs seen are reported per run.
+#: fifth of the ceiling, early-stopping patience, the best step saved). Pairs seen are reported per run.
 AUTO_CEILING = 4
 AUTO_SETTINGS: dict = {"train_steps": AUTO_CEILING * STEPS}
 #: The learning rates of the `lr<rate>` contenders.
@@ -188,12 +186,10 @@ CONTENDERS = {
         embedpipe_contender("guided", guided_loss=True),
         embedpipe_contender("symmetric", symmetric_loss=True),
         embedpipe_contender("guided-mined", guided_loss=True, mine_hard_negatives=True),
-        # Learning rates (absolute, whatever BASE_LEARNING_RATE is), without an inner validation split (the
-        # pairs and steps of `plain`): for choosing BASE_LEARNING_RATE with `--on validation`.
+        # Learning rates (absolute), without an inner validation split (the pairs and steps of `plain`): how
+        # VALIDATED_BASE_LEARNING_RATE was chosen, with `--on validation`.
         *(
-            embedpipe_contender(
-                f"lr{rate:g}", learning_rate_multiplier=rate / BASE_LEARNING_RATE, validation_share=0.0
-            )
+            embedpipe_contender(f"lr{rate:g}", base_learning_rate=rate, validation_share=0.0)
             for rate in LEARNING_RATES
         ),
     )

@@ -23,6 +23,7 @@ def fine_tune(
     batch_size: int = 32,
     train_steps: int = 100,
     learning_rate_multiplier: float = 1.0,
+    base_learning_rate: float = 0.0,
     output_dimensionality: int = 0,
     seed: int = 42,
     max_seq_length: int = 0,
@@ -53,7 +54,9 @@ def fine_tune(
         task_type: Vertex task type (RETRIEVAL_QUERY, ...); selects the prompts.
         batch_size: Pairs per step and GPU (the in-batch negatives); above 64 the cached loss is used.
         train_steps: Optimiser steps (Vertex's `train_steps`, formerly `iterations`).
-        learning_rate_multiplier: Times the base learning rate 2e-5.
+        learning_rate_multiplier: Times the base learning rate.
+        base_learning_rate: The learning rate at multiplier 1; 0 = chosen by the data: 8e-5 with validation
+            labels (given or split off; the best validation step is saved), else 2e-5.
         output_dimensionality: Embedding size of the tuned model (MatryoshkaLoss); 0 = the base model's.
         seed: Seed of shuffling and initialisation.
         max_seq_length: Tokens per text; 0 = the model's own.
@@ -64,7 +67,7 @@ def fine_tune(
             Face token, for a gated base model; read at run time, never logged.
         validation_share: Share of the train queries held out (by query) when there are no validation labels;
             0 = none (at least 20, at most 300 queries; none with fewer than 200 train queries).
-        validation_steps: Steps between validation NDCG@10 evaluations; 0 = about a tenth of the run.
+        validation_steps: Steps between validation NDCG@10 evaluations; 0 = a fifth of the run.
         early_stopping_patience: Stop after this many evaluations without improvement; 0 = never early.
 
     Returns:
@@ -89,6 +92,7 @@ def fine_tune(
         batch_size=batch_size,
         train_steps=train_steps,
         learning_rate_multiplier=learning_rate_multiplier,
+        base_learning_rate=base_learning_rate,
         output_dimensionality=output_dimensionality,
         seed=seed,
         max_seq_length=max_seq_length,

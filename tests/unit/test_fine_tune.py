@@ -15,6 +15,7 @@ import pytest
 from transformers import TrainerCallback
 
 from embedpipe.fine_tune import (
+    BASE_LEARNING_RATE,
     CHECKPOINTS_DIR,
     METADATA_FILE,
     FineTuneError,
@@ -88,6 +89,7 @@ def test_loss_goes_down_and_the_saved_model_loads_and_embeds(prepared, tmp_path)
     metadata = json.loads((out / METADATA_FILE).read_text())
     assert metadata["base_model"] == "default" and metadata["task_type"] == "RETRIEVAL_QUERY"
     assert metadata["train_steps"] == 12 and metadata["dimension"] == 384 and metadata["precision"] == "fp32"
+    assert metadata["learning_rate"] == pytest.approx(5 * BASE_LEARNING_RATE)  # no validation labels: the low base
     assert metadata["metrics"]["samples_per_second"] > 0 and metadata["seconds"] > 0
     assert metadata["prompts"] == {"task_type": "RETRIEVAL_QUERY", "query": "", "document": ""}
 

@@ -11,7 +11,16 @@ import pandas as pd
 import pytest
 from transformers import TrainerCallback
 
-from embedpipe.fine_tune import METADATA_FILE, FineTuneError, FineTuneSettings, fine_tune, split, validation
+from embedpipe.fine_tune import (
+    BASE_LEARNING_RATE,
+    METADATA_FILE,
+    VALIDATED_BASE_LEARNING_RATE,
+    FineTuneError,
+    FineTuneSettings,
+    fine_tune,
+    split,
+    validation,
+)
 from embedpipe.fine_tune.early_stop import BEST_DIR, ValidationCurve
 from embedpipe.fine_tune.split import split_validation, validation_query_count
 from tests.conftest import prepare_short_scifact_mini
@@ -73,8 +82,21 @@ def test_bad_validation_settings_fail_clearly():
         FineTuneSettings(validation_share=1.0)
     with pytest.raises(FineTuneError, match="early_stopping_patience must be >= 0"):
         FineTuneSettings(early_stopping_patience=-1)
-    assert FineTuneSettings(train_steps=50).evaluation_steps == 5
+    with pytest.raises(FineTuneError, match="base_learning_rate must be > 0 and < 1"):
+        FineTuneSettings(base_learning_rate=-1e-5)
+    assert FineTuneSettings(train_steps=50).evaluation_steps == 10  # a fifth of the run
+    assert FineTuneSettings(train_steps=47).evaluation_steps == 10
     assert FineTuneSettings(train_steps=50, validation_steps=7).evaluation_steps == 7
+
+
+def test_the_base_learning_rate_follows_the_validation_labels_unless_given():
+    settings = FineTuneSettings(learning_rate_multiplier=2)
+    assert settings.for_validation(True).learning_rate == pytest.approx(2 * VALIDATED_BASE_LEARNING_RATE)
+    assert settings.for_validation(False).learning_rate == pytest.approx(2 * BASE_LEARNING_RATE)
+    assert VALIDATED_BASE_LEARNING_RATE > BASE_LEARNING_RATE
+    given = FineTuneSettings(learning_rate_multiplier=2, base_learning_rate=1e-5)
+    assert given.for_validation(True).learning_rate == given.for_validation(False).learning_rate == pytest.approx(2e-5)
+    assert FineTuneSettings(base_learning_rate=0).base_learning_rate is None  # 0 = chosen by the data
 
 
 # --- the curve's rules -----------------------------------------------------------------------------------
@@ -242,6 +264,9 @@ def test_no_test_label_is_read_and_the_automatic_split_draws_from_train_only(pre
     assert first.metadata["validation_corpus"] == "the whole corpus (400 documents)"
     assert first.metrics["train_pairs"] < (train["score"] >= 1).sum()  # the held-out queries' pairs are not trained on
     assert "validation NDCG@10 at step 0" in caplog.text
+    # With validation labels the base rate is the validated one, in the trainer (its log line) and the metadata.
+    assert first.metadata["learning_rate"] == pytest.approx(5 * VALIDATED_BASE_LEARNING_RATE)
+    assert "lr 0.0004," in caplog.text
 
 
 # --- where the settings and figures show -------------------------------------------------------------------
@@ -257,7 +282,7 @@ def test_the_component_and_the_cli_default_to_the_settings_defaults():
     defaults = {f.name: f.default for f in dataclasses.fields(FineTuneSettings)}
     parameters = inspect.signature(component.python_func).parameters
     args = build_parser().parse_args(["fine-tune", "--data", "x"])
-    for name in ("validation_share", "validation_steps", "early_stopping_patience"):
+    for name in ("validation_share", "validation_steps", "early_stopping_patience", "base_learning_rate"):
         assert parameters[name].default == (defaults[name] or 0) == (getattr(args, name) or 0), name
 
 

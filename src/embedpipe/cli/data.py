@@ -175,6 +175,7 @@ def fine_tune_settings(args: argparse.Namespace):
         train_steps=args.train_steps,
         iterations=args.iterations,
         learning_rate_multiplier=args.learning_rate_multiplier,
+        base_learning_rate=args.base_learning_rate,
         output_dimensionality=args.output_dimensionality,
         seed=args.seed,
         max_seq_length=args.max_seq_length,
@@ -320,7 +321,16 @@ def add_fine_tune_parser(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--train-steps", type=int, help="optimiser steps (default: --iterations, else 100)")
     tune.add_argument("--iterations", type=int, help="older name of --train-steps")
     tune.add_argument(
-        "--learning-rate-multiplier", type=float, default=1.0, help="times the base rate 2e-5 (default: %(default)s)"
+        "--learning-rate-multiplier",
+        type=float,
+        default=1.0,
+        help="times the base rate (see --base-learning-rate; default: %(default)s)",
+    )
+    tune.add_argument(
+        "--base-learning-rate",
+        type=float,
+        default=0.0,
+        help="learning rate at multiplier 1 (default 0: 8e-5 with validation labels, 2e-5 without)",
     )
     tune.add_argument(
         "--output-dimensionality", type=int, default=0, help="embedding size of the tuned model (0 = the base's)"

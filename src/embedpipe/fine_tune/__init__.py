@@ -54,6 +54,7 @@ from embedpipe.fine_tune.settings import (
     CACHED_LOSS_BATCH_SIZE,
     CACHED_LOSS_MINI_BATCH_SIZE,
     CHECKPOINTS_DIR,
+    VALIDATED_BASE_LEARNING_RATE,
     FineTuneError,
     FineTuneSettings,
 )
@@ -61,6 +62,7 @@ from embedpipe.fine_tune.trainer import choose_precision, last_checkpoint
 
 __all__ = [
     "BASE_LEARNING_RATE",
+    "VALIDATED_BASE_LEARNING_RATE",
     "CACHED_LOSS_BATCH_SIZE",
     "CACHED_LOSS_MINI_BATCH_SIZE",
     "CHECKPOINTS_DIR",

@@ -134,6 +134,7 @@ def run_training(
         corpus_path, queries_path, train_labels_path, validation_labels_path, settings, gcs_client, base_model_path
     )
     base, dimension, prompts = inputs.base, inputs.dimension, inputs.prompts
+    settings = settings.for_validation(bool(inputs.validation_source))  # the data decide the base rate
 
     processes = distributed.world_size()
     validation_pairs = inputs.validation_pairs

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import InitVar, dataclass
 
@@ -19,8 +20,13 @@ from embedpipe.models import check_open_model
 from embedpipe.prompts import check_task_type
 from embedpipe.vertex import resolve_train_steps
 
-#: The learning rate that `learning_rate_multiplier` multiplies (AdamW, linear decay after 10% warm-up).
+#: The learning rate that `learning_rate_multiplier` multiplies (AdamW, linear decay after 10% warm-up) in a run
+#: without validation labels: nothing would catch a rate that overfits (measured: benchmarks/README.md,
+#: "fine_tune learning rate").
 BASE_LEARNING_RATE = 2e-5
+#: The same in a run with validation labels (given or split off): the best validation step is the one saved,
+#: so a higher rate's early gains are kept and its later overfitting is not (same section).
+VALIDATED_BASE_LEARNING_RATE = 8e-5
 #: Batches larger than this use CachedMultipleNegativesRankingLoss (gradient caching) unless told otherwise.
 CACHED_LOSS_BATCH_SIZE = 64
 #: Mini-batch of the cached loss: texts per forward pass.
@@ -36,6 +42,8 @@ GUIDED_LOSS_TEMPERATURE = 0.05
 DEFAULT_TRAIN_STEPS = 100
 #: Share of the train queries held out for validation when no validation labels are given.
 DEFAULT_VALIDATION_SHARE = 0.1
+#: Validation evaluations (NDCG@10 and loss) in a run when `validation_steps` is not given.
+DEFAULT_VALIDATION_EVALUATIONS = 5
 #: Validation evaluations without improvement before training stops.
 DEFAULT_EARLY_STOPPING_PATIENCE = 3
 
@@ -58,7 +66,10 @@ class FineTuneSettings:
             in-batch negatives.
         train_steps: Optimiser steps (Vertex's name). None/0: `iterations`, else 100
             (`embedpipe.vertex.resolve_train_steps`: `train_steps` wins when both are given).
-        learning_rate_multiplier: Times BASE_LEARNING_RATE (2e-5).
+        learning_rate_multiplier: Times the base learning rate (`base_learning_rate`).
+        base_learning_rate: The learning rate at multiplier 1; None/0 = chosen by the data when the run
+            starts (`for_validation`): VALIDATED_BASE_LEARNING_RATE (8e-5) with validation labels (given or
+            split off), else BASE_LEARNING_RATE (2e-5).
         output_dimensionality: Embedding size of the tuned model; 0/None = the base model's. A smaller
             size trains with MatryoshkaLoss and saves a model that returns that many values.
         seed: Seed of the shuffling and of the initialisation.
@@ -88,8 +99,8 @@ class FineTuneSettings:
         validation_share: Share of the train queries held out (by query, seeded) as the validation split when
             no validation labels are given; 0 = none. Bounded by `embedpipe.fine_tune.split` (at least 20 and
             at most 300 queries; none with fewer than 200 train queries).
-        validation_steps: Steps between validation NDCG@10 evaluations (and the last step); None/0 = the
-            checkpoint interval. With validation labels (given or split off), the saved model is the step
+        validation_steps: Steps between validation NDCG@10 (and loss) evaluations, and the last step;
+            None/0 = a fifth of the run (DEFAULT_VALIDATION_EVALUATIONS). With validation labels (given or split off), the saved model is the step
             with the best validation NDCG@10 and `train_steps` is a ceiling.
         early_stopping_patience: Stop after this many validation evaluations without improvement;
             0 = never stop early (the best step is still the one saved).
@@ -108,6 +119,7 @@ class FineTuneSettings:
     batch_size: int = 32
     train_steps: int | None = None
     learning_rate_multiplier: float = 1.0
+    base_learning_rate: float | None = None
     output_dimensionality: int | None = 0
     seed: int = 42
     max_seq_length: int | None = 0
@@ -144,6 +156,10 @@ class FineTuneSettings:
             )
         if not self.learning_rate_multiplier or self.learning_rate_multiplier <= 0:
             raise FineTuneError(f"learning_rate_multiplier must be > 0, got {self.learning_rate_multiplier}")
+        if self.base_learning_rate is not None and not 0 <= float(self.base_learning_rate) < 1:
+            raise FineTuneError(
+                f"base_learning_rate must be > 0 and < 1 (0 = chosen by the data), got {self.base_learning_rate}"
+            )
         from embedpipe.models import check_hf_token_secret
 
         try:
@@ -186,11 +202,20 @@ class FineTuneSettings:
         object.__setattr__(self, "validation_steps", int(self.validation_steps or 0))
         object.__setattr__(self, "early_stopping_patience", int(self.early_stopping_patience))
         object.__setattr__(self, "learning_rate_search", search)
+        object.__setattr__(self, "base_learning_rate", float(self.base_learning_rate or 0) or None)
+
+    def for_validation(self, validated: bool) -> FineTuneSettings:
+        """These settings with the base learning rate fixed: the given one, else the one for a run with
+        (`validated`) or without validation labels."""
+        if self.base_learning_rate:
+            return self
+        base = VALIDATED_BASE_LEARNING_RATE if validated else BASE_LEARNING_RATE
+        return dataclasses.replace(self, base_learning_rate=base)
 
     @property
     def learning_rate(self) -> float:
-        """BASE_LEARNING_RATE times `learning_rate_multiplier`."""
-        return BASE_LEARNING_RATE * self.learning_rate_multiplier
+        """`base_learning_rate` (BASE_LEARNING_RATE until `for_validation` fixed it) times the multiplier."""
+        return (self.base_learning_rate or BASE_LEARNING_RATE) * self.learning_rate_multiplier
 
     @property
     def warmup_steps(self) -> int:
@@ -204,8 +229,11 @@ class FineTuneSettings:
 
     @property
     def evaluation_steps(self) -> int:
-        """Steps between validation NDCG@10 evaluations: `validation_steps`, else `checkpoint_steps`."""
-        return self.validation_steps or self.checkpoint_steps
+        """Steps between validation evaluations: `validation_steps`, else a fifth of the run.
+
+        Each evaluation encodes the validation corpus: on a CPU a tenth of the run cost as much as the
+        training itself (benchmarks/README.md, "fine_tune validation cost")."""
+        return self.validation_steps or max(1, math.ceil(self.train_steps / DEFAULT_VALIDATION_EVALUATIONS))
 
     @property
     def logging_steps(self) -> int:

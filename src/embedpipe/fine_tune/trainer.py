@@ -245,7 +245,7 @@ def training_arguments(
         save_steps=settings.checkpoint_steps,
         save_total_limit=1,
         eval_strategy="steps" if validation else "no",
-        eval_steps=settings.checkpoint_steps if validation else None,
+        eval_steps=settings.evaluation_steps if validation else None,
         logging_steps=settings.logging_steps,
         report_to="none",
         dataloader_num_workers=0,

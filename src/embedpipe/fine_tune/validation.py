@@ -23,12 +23,13 @@ from typing import Any
 
 log = logging.getLogger(__package__)
 
-#: The most documents in the validation corpus.
-VALIDATION_CORPUS_MAX_DOCS = 3000
+#: The most documents in the validation corpus. Every evaluation encodes them all: on a CPU the validation
+#: cost rivals the training's (benchmarks/README.md, "fine_tune validation cost"), so it is kept small.
+VALIDATION_CORPUS_MAX_DOCS = 1000
 #: Documents the base model ranks highest per validation query that join the validation corpus.
 VALIDATION_HARD_K = 30
 #: The most documents the base model ranks (once) to find the hard ones.
-VALIDATION_CANDIDATE_DOCS = 50_000
+VALIDATION_CANDIDATE_DOCS = 3 * VALIDATION_CORPUS_MAX_DOCS
 #: The metric that selects the checkpoint (the quality gate's).
 VALIDATION_METRIC = "ndcg@10"
 
