@@ -15,6 +15,7 @@ import pytest
 
 from embedpipe.embed.job import prepare_config, run_job
 from embedpipe.embed.settings import ModelSettings
+from embedpipe.embed.worker_logs import show_worker_lines
 
 pytestmark = pytest.mark.slow
 
@@ -63,12 +64,16 @@ def test_two_worker_processes_write_one_new_table_without_loss_or_duplicates(tmp
     # The workers' log lines come back through this logger (an in-process CLI test may have quietened
     # "apache_beam" to WARNING before: `embedpipe.cli.console.configure_logging`).
     caplog.set_level(logging.INFO, logger="apache_beam.runners.portability.local_job_service")
+    show_worker_lines()
     table = "two_workers"
     settings = dict(model=ModelSettings(batch_size=4, inference_batch_size=8), database_uri=pg_uri, table=table)
     rows = write_corpus(tmp_path / "corpus.jsonl", 30)
     result = run_job(prepare_config(str(tmp_path / "corpus.jsonl"), str(tmp_path / "run1"), **settings), TWO_WORKERS)
-    # Each worker process takes its share of the cores for torch, and says so once.
-    assert "shared by 2 processes" in caplog.text, "the workers' thread budget was not logged"
+    # Each worker process takes its share of the cores for torch, and says so once; the commands' console
+    # shows that line as the worker wrote it (`show_worker_lines`), under the worker's module.
+    budget = [r for r in caplog.records if "shared by 2 processes" in r.getMessage()]
+    assert len(budget) == 2, "the workers' thread budget was not logged once each"
+    assert all(r.name.startswith("worker embedpipe.") and r.getMessage().startswith("torch: ") for r in budget)
 
     expected = {r["_id"]: r["text"] for r in rows}
     assert table_rows(pg_uri, table) == expected  # no row lost, none twice, each with its own text

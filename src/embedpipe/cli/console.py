@@ -31,3 +31,6 @@ def configure_logging(level: int = logging.INFO) -> None:
     # Not forced: where logging is set up already (a test's capture, an embedding application), that wins.
     logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=DATE_FORMAT, stream=sys.stderr)
     quiet_libraries(*CHATTY_LIBRARIES)
+    from embedpipe.embed.worker_logs import show_worker_lines  # stdlib only until a worker line arrives
+
+    show_worker_lines()

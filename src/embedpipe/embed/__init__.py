@@ -7,6 +7,7 @@ Modules:
     pipeline: the Beam transforms (`build_pipeline`, `embed_documents`) and `EmbedConfig`.
     handler: the RunInference ModelHandler and the encoder (model identity and prompts: `embedpipe.models`).
     runtime: what the batch and streaming jobs share on Beam (counters, local runners, model errors).
+    worker_logs: the lines our code logs in the local runner's worker processes, readable on the console.
     job: `prepare_config` + `run_job`, and `python -m embedpipe.embed.job` (local runner or Dataflow).
     task: the `embed_corpus` component's body (local runner or Dataflow, `gcp_resources`).
     reuse: carrying `evaluate`'s corpus vectors over instead of embedding them again.

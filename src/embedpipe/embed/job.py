@@ -43,6 +43,7 @@ from embedpipe.embed.runtime import (
     with_worker_processes,
 )
 from embedpipe.embed.settings import DataflowSettings, DeadLetterLimits, ModelSettings, add_arguments, from_mapping
+from embedpipe.embed.worker_logs import show_worker_lines
 from embedpipe.models import ModelLoadError
 from embedpipe.prompts import TASK_TYPES
 
@@ -355,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_job_arguments(parser)
     args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    show_worker_lines()  # with --direct_running_mode multi_processing: the workers' progress, readable
     try:
         config = config_from_args(args)
         result = run_job(config, beam_args)
