@@ -63,6 +63,9 @@ def tune_and_index(
     seed: int = 42,
     test_fraction: float = 0.2,
     validation_fraction: float = 0.0,
+    validation_steps: int = 0,
+    early_stopping_patience: int = 3,
+    base_learning_rate: float = 0.0,
     accelerator_type: str = "NVIDIA_L4",
     accelerator_count: int = 1,
     machine_type: str = "",
@@ -137,13 +140,18 @@ def tune_and_index(
         train_steps: Training steps (Vertex's name since template v1.1.3); 0 = `iterations`. Wins over
             `iterations` when both are given (`embedpipe.vertex.resolve_train_steps`, in the fine-tune task).
         iterations: Training steps, Vertex's name up to template v1.1.2; used when `train_steps` is 0.
-        learning_rate_multiplier: Multiplies the base learning rate (2e-5).
+        learning_rate_multiplier: Multiplies the base learning rate (`base_learning_rate`).
         output_dimensionality: Matryoshka training and truncated vectors of this size (0 = full size).
         max_seq_length: Token limit in training (0 = the model's).
         hard_negatives: Mine hard negatives from the corpus for training.
         seed: Seed of the split and of training.
         test_fraction: Share of train queries used as test when no test labels are given.
-        validation_fraction: Share of train queries used as validation when none are given.
+        validation_fraction: Share of train queries used as validation when none are given; 0 = the
+            fine-tune task holds out 10 % of the train queries itself (none under 200 train queries).
+        validation_steps: Steps between the fine-tune task's validation NDCG@10 evaluations (0 = a fifth of
+            the run); the best step is the model saved.
+        early_stopping_patience: Validation evaluations without improvement before training stops (0 = never).
+        base_learning_rate: Learning rate at multiplier 1; 0 = 8e-5 with validation labels, 2e-5 without.
         accelerator_type: GPU of the fine-tune task (Vertex accelerator name).
         accelerator_count: GPUs of the fine-tune task.
         machine_type: Vertex's training machine type (e.g. n1-standard-16). `embedpipe submit` turns it into
@@ -263,12 +271,15 @@ def tune_and_index(
             batch_size=batch_size,
             train_steps=train_steps,
             learning_rate_multiplier=learning_rate_multiplier,
+            base_learning_rate=base_learning_rate,
             output_dimensionality=output_dimensionality,
             seed=seed,
             max_seq_length=max_seq_length,
             hard_negatives=hard_negatives,
             iterations=iterations,
             hf_token_secret=hf_token_secret,
+            validation_steps=validation_steps,
+            early_stopping_patience=early_stopping_patience,
         )
         .set_display_name("fine-tune")
         .set_retry(**FINE_TUNE_RETRY)  # a preempted training resumes from its last checkpoint

@@ -78,8 +78,15 @@ def test_parameters_and_defaults_mirror_vertex(compiled):
         "quality_margin",
         "index_with_base_model",
         "index_corpus_path",
+        "validation_steps",
+        "early_stopping_patience",
+        "base_learning_rate",
     ):
         assert name in parameters, name
+    # The validation-driven training's settings reach the fine-tune task.
+    fine_tune = compiled["root"]["dag"]["tasks"]["fine-tune"]["inputs"]["parameters"]
+    for name in ("validation_steps", "early_stopping_patience", "base_learning_rate"):
+        assert fine_tune[name]["componentInputParameter"] == name, fine_tune[name]
 
 
 def test_the_quality_gate_guards_registration_and_indexing(compiled):
