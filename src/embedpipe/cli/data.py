@@ -348,7 +348,7 @@ def add_fine_tune_parser(sub: argparse._SubParsersAction) -> None:
         "--validation-steps",
         type=int,
         default=0,
-        help="steps between validation NDCG@10 evaluations (0 = a tenth of the run); the best step is saved",
+        help="steps between validation NDCG@10 evaluations (0 = a fifth of the run); the best step is saved",
     )
     tune.add_argument(
         "--early-stopping-patience",
