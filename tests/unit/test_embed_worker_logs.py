@@ -2,9 +2,11 @@
 reach it, the workers' other INFO lines do not, and records that are not worker lines pass as they were."""
 
 import logging
+from pathlib import Path
 
 import pytest
 
+from embedpipe.embed import handler
 from embedpipe.embed.worker_logs import BEAM_WORKER_LOGGER, WorkerLines
 
 beam_fn_api_pb2 = pytest.importorskip("apache_beam.portability.api", reason="needs embedpipe[local]").beam_fn_api_pb2
@@ -22,7 +24,7 @@ def forwarded(message: str, location: str, level: int = logging.INFO) -> logging
 def test_a_line_of_embedpipe_code_in_a_worker_shows_as_the_worker_wrote_it():
     record = forwarded(
         "[progress] worker 1234: documents: 500 texts, 8.7 texts/s 「東京」\n(second line)",
-        "/site-packages/embedpipe/embed/handler.py:120",
+        f"{handler.__file__}:120",  # where the workers import embedpipe from: where this process does
     )
     assert WorkerLines().filter(record)
     assert record.getMessage() == "[progress] worker 1234: documents: 500 texts, 8.7 texts/s 「東京」\n(second line)"
@@ -33,6 +35,9 @@ def test_the_workers_other_info_lines_stay_hidden_unless_verbose_warnings_show()
     chatter = forwarded("Creating insecure state channel for localhost:1234.", "/apache_beam/runners/worker/x.py:9")
     assert not WorkerLines().filter(chatter)
     assert WorkerLines(keep_all=True).filter(chatter) and chatter.name == "worker"
+    # Beam's own file, installed in a virtual environment inside a checkout folder named "embedpipe".
+    venv = Path("/home/me/embedpipe/.venv/lib/python3.11/site-packages/apache_beam/runners/worker/sdk_worker.py")
+    assert not WorkerLines().filter(forwarded("Created Worker handler", f"{venv}:88"))
     warning = forwarded("Discarding unparseable args", "/apache_beam/options/pipeline_options.py:3", logging.WARNING)
     assert WorkerLines().filter(warning) and warning.getMessage() == "Discarding unparseable args"
 

@@ -11,9 +11,12 @@ there).
 from __future__ import annotations
 
 import logging
+import os
 
 #: The logger through which Beam's local runner logs every line of its worker processes.
 BEAM_WORKER_LOGGER = "apache_beam.runners.portability.local_job_service"
+#: The folder that holds the `embedpipe` package: the local runner's workers import it from the same place.
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def show_worker_lines() -> None:
@@ -40,11 +43,11 @@ class WorkerLines(logging.Filter):
         if entry is None:
             return self.keep_all or record.levelno >= logging.WARNING
         message, location = entry
-        ours = "/embedpipe/" in location.replace("\\", "/")
-        if not (ours or self.keep_all or record.levelno >= logging.WARNING):
+        module = _our_module(location)
+        if not (module or self.keep_all or record.levelno >= logging.WARNING):
             return False
         record.msg, record.args = message, ()
-        record.name = f"worker {_module(location)}" if ours else "worker"
+        record.name = f"worker {module}" if module else "worker"
         return True
 
 
@@ -62,8 +65,12 @@ def _log_entry(record: logging.LogRecord) -> tuple[str, str] | None:
     return entry.message, entry.log_location
 
 
-def _module(location: str) -> str:
-    """'embedpipe.embed.handler' from '/…/embedpipe/embed/handler.py:120'."""
-    path = location.rsplit(":", 1)[0].replace("\\", "/")
-    tail = path[path.rfind("/embedpipe/") + 1 :]
-    return tail.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+def _our_module(location: str) -> str | None:
+    """'embedpipe.embed.handler' from '<the package's folder>/embedpipe/embed/handler.py:120'; None for a
+    file outside the embedpipe package (Beam's, even under a checkout folder named "embedpipe")."""
+    path = os.path.normpath(location.rsplit(":", 1)[0])
+    package = os.path.join(_PACKAGE_PARENT, "embedpipe") + os.sep
+    if not path.startswith(package):
+        return None
+    module = os.path.relpath(path, _PACKAGE_PARENT).removesuffix(".py").replace(os.sep, ".")
+    return module.removesuffix(".__init__")

@@ -100,8 +100,9 @@ class FineTuneSettings:
             no validation labels are given; 0 = none. Bounded by `embedpipe.fine_tune.split` (at least 20 and
             at most 300 queries; none with fewer than 200 train queries).
         validation_steps: Steps between validation NDCG@10 (and loss) evaluations, and the last step;
-            None/0 = a fifth of the run (DEFAULT_VALIDATION_EVALUATIONS). With validation labels (given or split off), the saved model is the step
-            with the best validation NDCG@10 and `train_steps` is a ceiling.
+            None/0 = a fifth of the run (DEFAULT_VALIDATION_EVALUATIONS). With validation labels (given or
+            split off), the saved model is the step with the best validation NDCG@10 and `train_steps` is a
+            ceiling.
         early_stopping_patience: Stop after this many validation evaluations without improvement;
             0 = never stop early (the best step is still the one saved).
         learning_rate_search: Factors of `learning_rate_multiplier` to try first, e.g. (1, 2, 4): each trains
