@@ -10,8 +10,10 @@ The contenders (CONTENDERS, one table) all start from the packaged all-MiniLM-L6
   validation-driven training; pairs seen reported);
 - `mined`, `guided`, `symmetric`, `guided-mined`: embedpipe's defaults plus one negatives option, at the
   same budget (for choosing the negatives defaults, with `--on validation`);
-- `lr2e-05`, `lr4e-05`, `lr8e-05`, `lr0.00016`: embedpipe at that learning rate, no inner validation split
-  (for choosing `VALIDATED_BASE_LEARNING_RATE`, with `--on validation`).
+- `lr2e-05` … `lr0.00032`: embedpipe at that learning rate, no inner validation split (for choosing
+  `VALIDATED_BASE_LEARNING_RATE`, with `--on validation`);
+- `mined-8e-05`, `guided-8e-05`, `symmetric-8e-05`, `guided-mined-8e-05`: `lr8e-05` plus one negatives
+  option (the option's effect alone: no inner split, no step choice).
 
 Rounds alternate the contenders (A B C A B C ..., `--rounds`, 3 by default), each round with its own seed,
 so that a slow spell of the shared machine does not fall on one contender; the figures are medians over
@@ -57,8 +59,15 @@ GOAL_RATIO = 1.5
 #: fifth of the ceiling, early-stopping patience, the best step saved). Pairs seen are reported per run.
 AUTO_CEILING = 4
 AUTO_SETTINGS: dict = {"train_steps": AUTO_CEILING * STEPS}
+#: The negatives options, each a contender on top of embedpipe's defaults and of `lr8e-05`.
+NEGATIVES_OPTIONS: dict[str, dict] = {
+    "mined": {"mine_hard_negatives": True},
+    "guided": {"guided_loss": True},
+    "symmetric": {"symmetric_loss": True},
+    "guided-mined": {"guided_loss": True, "mine_hard_negatives": True},
+}
 #: The learning rates of the `lr<rate>` contenders.
-LEARNING_RATES = (2e-5, 4e-5, 8e-5, 1.6e-4)
+LEARNING_RATES = (2e-5, 4e-5, 8e-5, 1.6e-4, 3.2e-4)
 
 log = logging.getLogger("benchmarks.fine_tune")
 
@@ -182,15 +191,18 @@ CONTENDERS = {
         Contender("plain", train_plain),
         embedpipe_contender("embedpipe"),
         embedpipe_contender("embedpipe-auto", **AUTO_SETTINGS),
-        embedpipe_contender("mined", mine_hard_negatives=True),
-        embedpipe_contender("guided", guided_loss=True),
-        embedpipe_contender("symmetric", symmetric_loss=True),
-        embedpipe_contender("guided-mined", guided_loss=True, mine_hard_negatives=True),
+        *(embedpipe_contender(name, **option) for name, option in NEGATIVES_OPTIONS.items()),
         # Learning rates (absolute), without an inner validation split (the pairs and steps of `plain`): how
         # VALIDATED_BASE_LEARNING_RATE was chosen, with `--on validation`.
         *(
             embedpipe_contender(f"lr{rate:g}", base_learning_rate=rate, validation_share=0.0)
             for rate in LEARNING_RATES
+        ),
+        # A negatives option at VALIDATED_BASE_LEARNING_RATE without an inner validation split: the same
+        # training as `lr8e-05` plus that option (for choosing the options' defaults, with `--on validation`).
+        *(
+            embedpipe_contender(f"{name}-8e-05", base_learning_rate=8e-5, validation_share=0.0, **option)
+            for name, option in NEGATIVES_OPTIONS.items()
         ),
     )
 }

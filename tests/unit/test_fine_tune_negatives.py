@@ -6,7 +6,12 @@ import pandas as pd
 import pytest
 
 from embedpipe.fine_tune import FineTuneError, FineTuneSettings
-from embedpipe.fine_tune.negatives import choose_negatives, mine_hard_negatives, relevant_documents
+from embedpipe.fine_tune.negatives import (
+    choose_negatives,
+    fill_random_negatives,
+    mine_hard_negatives,
+    relevant_documents,
+)
 from embedpipe.fine_tune.trainer import batch_sampler, build_loss, ranking_loss, training_arguments
 from embedpipe.prompts import resolve_prompts
 
@@ -120,7 +125,7 @@ def test_range_min_skips_the_top_ranks_and_no_candidate_drops_the_pair():
     assert (chosen.skipped_rank, chosen.skipped_margin) == (4, 2)
 
 
-def test_mining_drops_pairs_without_a_negative_and_keeps_the_others_in_order():
+def test_mining_keeps_every_pair_in_order_and_a_pair_without_a_hard_negative_gets_a_random_one(caplog):
     ids = ["d1", "d2", "d3"]
     scores = {"d1": 0.5, "d2": 0.9, "d3": 0.2}
     labels = pd.DataFrame({"query-id": ["q1", "q2"], "corpus-id": ["d1", "d2"], "score": [1, 1]})
@@ -135,11 +140,29 @@ def test_mining_drops_pairs_without_a_negative_and_keeps_the_others_in_order():
     strict = mine_hard_negatives(
         _pairs([("q1", "d1")]), _corpus(ids), labels, model, PROMPTS, range_min=2, relative_margin=0.1
     )
-    assert len(strict) == 1  # rank 2 (d3) is still a candidate
-    none = mine_hard_negatives(
-        _pairs([("q1", "d1")]), _corpus(ids), labels, model, PROMPTS, range_min=3, relative_margin=0.1
+    assert strict["negative"].tolist() == PROMPTS.format_documents(["text of d3"], [""])  # rank 2 still passes
+    # range_min 3: no candidate passes for q1; the pair stays, with a random document not relevant to q1.
+    with caplog.at_level("INFO", logger="embedpipe.fine_tune"):
+        drawn = [
+            mine_hard_negatives(
+                _pairs([("q1", "d1")]), _corpus(ids), labels, model, PROMPTS, range_min=3, relative_margin=0.1, seed=s
+            )
+            for s in range(20)
+        ]
+    assert all(len(m) == 1 and m["anchor"].tolist() == PROMPTS.format_queries(["query q1"]) for m in drawn)
+    negatives = {m["negative"].iloc[0] for m in drawn}
+    assert negatives == set(PROMPTS.format_documents(["text of d2", "text of d3"], ["", ""]))  # never d1
+    assert "0 of 1 pairs got a hard negative" in caplog.text and "1 a random one" in caplog.text
+    again = mine_hard_negatives(
+        _pairs([("q1", "d1")]), _corpus(ids), labels, model, PROMPTS, range_min=3, relative_margin=0.1, seed=7
     )
-    assert list(none.columns) == ["anchor", "positive", "negative"] and len(none) == 0
+    assert again.equals(drawn[7])  # seeded
+
+
+def test_a_pair_whose_query_every_document_is_relevant_to_is_the_only_one_left_out():
+    indices = [None, 5, None]
+    filled = fill_random_negatives(indices, [{0, 1}, {0}, {0, 1, 2}], documents=3, seed=0)
+    assert filled == 1 and indices[0] == 2 and indices[1] == 5 and indices[2] is None
 
 
 @pytest.mark.parametrize(

@@ -178,6 +178,7 @@ def training_set(pairs, validation_pairs, *, corpus, prompts, model, settings, l
             prompts,
             range_min=settings.hard_negative_range_min,
             relative_margin=settings.hard_negative_margin,
+            seed=settings.seed,
         )
     train = Dataset.from_pandas(table, preserve_index=False)
     validation = None

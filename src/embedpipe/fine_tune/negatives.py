@@ -9,8 +9,12 @@ score) lowered NDCG@10. Three filters keep a candidate out, in this order:
 3. it scores above the positive's score times (1 - `relative_margin`) (too close to the positive to be a
    safe negative; NV-Retriever's "TopK-PercPos").
 
-The first candidate (by the base model's rank) that passes all three is the pair's negative; a pair with
-none in the first `MAX_CANDIDATES` ranks is dropped (counted in the log).
+The first candidate (by the base model's rank) that passes all three is the pair's negative. A pair with
+none in the first `MAX_CANDIDATES` ranks gets a document drawn at random (seeded) from those no label marks
+relevant to its query, an easy negative, rather than being dropped: where the base model cannot rank the
+corpus (a language it does not know) most pairs find no hard negative, and dropping them threw away most of
+the training data (benchmarks/README.md, "fine_tune negatives"). Only a pair for which every document is
+relevant is dropped. Both counts are logged.
 
 Example:
     >>> import numpy as np
@@ -27,7 +31,7 @@ from typing import Any
 
 log = logging.getLogger(__package__)
 
-#: Candidates looked at per pair (by the base model's rank) before a pair is dropped for want of a negative.
+#: Candidates looked at per pair (by the base model's rank) before it gets a random negative instead.
 MAX_CANDIDATES = 100
 #: Queries scored against the corpus at once while mining (bounds the memory of the score matrix).
 QUERY_CHUNK = 256
@@ -113,8 +117,44 @@ def choose_negatives(
     return ChosenNegatives(indices, skipped_relevant, skipped_rank, skipped_margin)
 
 
+def fill_random_negatives(indices: list[int | None], relevant: list[set[int]], documents: int, seed: int) -> int:
+    """Gives every pair without a negative a random document not relevant to its query, in place.
+
+    Args:
+        indices: Per pair, its negative's corpus index or None; the None entries are filled where possible.
+        relevant: Per pair, the corpus indices relevant to its query.
+        documents: Corpus size.
+        seed: Seed of the draw.
+
+    Returns:
+        How many pairs got a random negative (a pair whose query every document is relevant to stays None).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    filled = 0
+    for i, index in enumerate(indices):
+        if index is not None or len(relevant[i]) >= documents:
+            continue
+        # Rejection sampling: relevant documents are few, so a draw is almost always taken at once.
+        while (draw := int(rng.integers(documents))) in relevant[i]:
+            pass
+        indices[i] = draw
+        filled += 1
+    return filled
+
+
 def mine_hard_negatives(
-    pairs, corpus, labels, model, prompts, *, range_min: int, relative_margin: float, batch_size: int = 64
+    pairs,
+    corpus,
+    labels,
+    model,
+    prompts,
+    *,
+    range_min: int,
+    relative_margin: float,
+    batch_size: int = 64,
+    seed: int = 0,
 ) -> Any:
     """One filtered hard negative per pair, mined from the corpus by `model`.
 
@@ -129,9 +169,11 @@ def mine_hard_negatives(
         range_min: See `choose_negatives`.
         relative_margin: See `choose_negatives`.
         batch_size: Texts per forward pass while encoding.
+        seed: Seed of the random negatives of the pairs no hard negative was found for.
 
     Returns:
-        A DataFrame of (`anchor`, `positive`, `negative`) rows; pairs without a negative are left out.
+        A DataFrame of (`anchor`, `positive`, `negative`) rows, in the pairs' order; a pair is left out only
+        when every document of the corpus is relevant to its query.
     """
     import numpy as np
     import pandas as pd
@@ -150,6 +192,7 @@ def mine_hard_negatives(
     query_row = {text: i for i, text in enumerate(queries)}
     query_vectors = model.encode(queries, **encode)
     negatives: list[int | None] = []
+    relevant_positions: list[set[int]] = []
     totals = np.zeros(3, dtype=int)
     for start in range(0, len(pairs), QUERY_CHUNK):
         chunk = pairs.iloc[start : start + QUERY_CHUNK]
@@ -161,15 +204,22 @@ def mine_hard_negatives(
             scores, positive_scores, relevant, range_min=range_min, relative_margin=relative_margin
         )
         negatives.extend(chosen.indices)
+        relevant_positions.extend(relevant)
         totals += (chosen.skipped_relevant, chosen.skipped_rank, chosen.skipped_margin)
+    hard = sum(negative is not None for negative in negatives)
+    drawn = fill_random_negatives(negatives, relevant_positions, len(documents), seed)
     keep = [i for i, negative in enumerate(negatives) if negative is not None]
     log.info(
-        "fine_tune: %d of %d pairs got a hard negative (range_min %d, relative margin %.2f); skipped %d labelled "
-        "relevant, %d top-ranked, %d within the margin",
-        len(keep),
+        "fine_tune: %d of %d pairs got a hard negative (range_min %d, relative margin %.2f), %d a random one "
+        "(no candidate passed in the first %d ranks), %d none; skipped %d labelled relevant, %d top-ranked, "
+        "%d within the margin",
+        hard,
         len(pairs),
         range_min,
         relative_margin,
+        drawn,
+        MAX_CANDIDATES,
+        len(pairs) - len(keep),
         *totals.tolist(),
     )
     return pd.DataFrame(
