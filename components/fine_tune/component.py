@@ -60,7 +60,8 @@ def fine_tune(
         output_dimensionality: Embedding size of the tuned model (MatryoshkaLoss); 0 = the base model's.
         seed: Seed of shuffling and initialisation.
         max_seq_length: Tokens per text; 0 = the model's own.
-        hard_negatives: Mine one hard negative per pair from the corpus with the base model.
+        hard_negatives: Mine one hard negative per pair from the corpus with the base model, filtered against
+            false negatives; a pair none passes for gets a random document not relevant to its query.
         iterations: The step count's name before Vertex template v1.1.3; used when `train_steps` is 0
             (`train_steps` wins when both are given: `embedpipe.vertex.resolve_train_steps`).
         hf_token_secret: Secret Manager secret version (`projects/P/secrets/S/versions/V`) holding a Hugging

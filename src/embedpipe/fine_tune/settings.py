@@ -77,7 +77,8 @@ class FineTuneSettings:
         mine_hard_negatives: Add one hard negative per pair, mined from the corpus by the base model and
             filtered against false negatives (`embedpipe.fine_tune.negatives`): never a document any train
             label marks relevant to the query, nor one of its first `hard_negative_range_min` ranks, nor one
-            scoring within `hard_negative_margin` of the positive.
+            scoring within `hard_negative_margin` of the positive; a pair none passes for gets a random document
+            not relevant to its query.
         hard_negative_range_min: Ranks of the base model's ranking skipped at the top when mining.
         hard_negative_margin: Relative margin: a candidate scoring above positive - |positive| * margin is
             not a negative (0 to < 1).
