@@ -116,7 +116,7 @@ def test_the_margin_skips_a_document_scoring_above_the_positive_times_one_minus_
     assert chosen.indices == [2]
 
 
-def test_range_min_skips_the_top_ranks_and_no_candidate_drops_the_pair():
+def test_range_min_skips_the_top_ranks_and_a_pair_no_candidate_passes_for_gets_none():
     scores = np.array([[0.5, 0.4, 0.3, 0.2], [0.9, 0.95, 0.99, 0.98]])
     chosen = choose_negatives(scores, np.array([1.0, 0.5]), [set(), set()], range_min=2, relative_margin=0.0)
     # Row 0: ranks 0, 1 (docs 0, 1) skipped -> doc 2. Row 1: ranks 0, 1 skipped, the other two score above

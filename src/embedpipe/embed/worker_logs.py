@@ -17,6 +17,7 @@ import os
 BEAM_WORKER_LOGGER = "apache_beam.runners.portability.local_job_service"
 #: The folder that holds the `embedpipe` package: the local runner's workers import it from the same place.
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_PACKAGE_PREFIX = os.path.join(_PACKAGE_PARENT, "embedpipe") + os.sep
 
 
 def show_worker_lines() -> None:
@@ -69,8 +70,7 @@ def _our_module(location: str) -> str | None:
     """'embedpipe.embed.handler' from '<the package's folder>/embedpipe/embed/handler.py:120'; None for a
     file outside the embedpipe package (Beam's, even under a checkout folder named "embedpipe")."""
     path = os.path.normpath(location.rsplit(":", 1)[0])
-    package = os.path.join(_PACKAGE_PARENT, "embedpipe") + os.sep
-    if not path.startswith(package):
+    if not path.startswith(_PACKAGE_PREFIX):
         return None
     module = os.path.relpath(path, _PACKAGE_PARENT).removesuffix(".py").replace(os.sep, ".")
     return module.removesuffix(".__init__")
